@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ConversationsAppConfig(AppConfig):
+    name = "conversations_app"
+    verbose_name = "Conversations"

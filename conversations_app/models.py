@@ -1,0 +1,101 @@
+"""Stored conversations: a chain of responses, each holding only its own input and output items.
+
+A conversation's history is never copied: a response points at its predecessor and keeps its
+depth in the chain, so the full context of any response is one recursive query over the
+(small) response rows plus one indexed read of their items. Storage grows linearly with turns.
+
+Only conversations_app.store touches these models.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Conversation(models.Model):
+    """One per chain root; branches from any response stay in the root's conversation."""
+
+    id = models.CharField(primary_key=True, max_length=64)
+    owner = models.CharField(max_length=200, blank=True, default="", db_index=True)
+    model = models.CharField(max_length=200)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField(db_index=True)
+    turn_count = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class StoredResponse(models.Model):
+    class Status(models.TextChoices):
+        COMPLETED = "completed"
+        INCOMPLETE = "incomplete"
+        FAILED = "failed"
+
+    id = models.CharField(primary_key=True, max_length=64)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="responses")
+    previous_response = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="followups"
+    )
+    # 0 for the first turn of a conversation; orders the chain without walking it.
+    depth = models.PositiveIntegerField(default=0)
+    owner = models.CharField(max_length=200, blank=True, default="", db_index=True)
+    model = models.CharField(max_length=200)
+    provider = models.CharField(max_length=100, blank=True, default="")
+    status = models.CharField(max_length=20, choices=Status.choices)
+    created_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+    instructions = models.TextField(null=True, blank=True)
+    # The request settings echoed in the Response object (temperature, tools, metadata, ...).
+    settings = models.JSONField(default=dict)
+    input_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    cache_write_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0)
+    # False when the upstream reported no usage: shown as `usage: null`, never as an estimate.
+    usage_reported = models.BooleanField(default=True)
+    error = models.JSONField(null=True, blank=True)
+    incomplete_details = models.JSONField(null=True, blank=True)
+    # A deleted response is hidden from the API and cannot be chained from, but its items stay
+    # so that responses already built on it keep their context.
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["conversation", "depth"])]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class Item(models.Model):
+    class Kind(models.IntegerChoices):
+        INPUT = 0
+        OUTPUT = 1
+
+    response = models.ForeignKey(StoredResponse, on_delete=models.CASCADE, related_name="items")
+    kind = models.PositiveSmallIntegerField(choices=Kind.choices)
+    position = models.PositiveIntegerField()
+    # The public id (msg_..., fc_...). Not unique: a client may replay items with their ids.
+    item_id = models.CharField(max_length=100)
+    type = models.CharField(max_length=40)
+    data = models.JSONField()
+
+    class Meta:
+        ordering = ["response", "kind", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["response", "kind", "position"], name="item_unique_position"),
+        ]
+
+    def __str__(self) -> str:
+        return self.item_id

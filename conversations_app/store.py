@@ -1,0 +1,206 @@
+"""The conversation store: the only place that touches conversation models.
+
+Every read and write of conversations, responses and items goes through `ConversationStore`, so
+one wrapper (the instrumented store) can time and trace all of them. It returns plain data,
+never querysets, and owns the transactions.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from django.db import connection, transaction
+from django.db.models import F
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
+
+from conversations_app.models import Conversation, Item, StoredResponse
+
+
+@dataclass(frozen=True)
+class Chain:
+    """What a follow-up turn needs from its predecessor: where it sits and everything said so far."""
+
+    response_id: str
+    conversation_id: str
+    depth: int
+    # Input and output items of every response in the chain, oldest first.
+    items: list[dict[str, Any]]
+
+
+@dataclass
+class NewTurn:
+    response_id: str
+    owner: str
+    model: str
+    provider: str
+    status: str
+    created_at: datetime
+    completed_at: datetime | None
+    instructions: str | None
+    settings: dict[str, Any]
+    usage: dict[str, int] | None
+    input_items: list[dict[str, Any]]
+    output_items: list[dict[str, Any]]
+    error: dict[str, Any] | None = None
+    incomplete_details: dict[str, Any] | None = None
+
+
+@dataclass
+class StoredTurn:
+    """A stored response as the API shows it."""
+
+    response_id: str
+    conversation_id: str
+    previous_response_id: str | None
+    owner: str
+    model: str
+    status: str
+    created_at: datetime
+    completed_at: datetime | None
+    instructions: str | None
+    settings: dict[str, Any]
+    usage: dict[str, int] | None
+    error: dict[str, Any] | None
+    incomplete_details: dict[str, Any] | None
+    output_items: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ItemPage:
+    items: list[dict[str, Any]]
+    has_more: bool
+
+
+class UnknownCursor(Exception):
+    """The `after` cursor names no input item of that response."""
+
+
+# One round trip for a chain of any depth: walk previous_response_id inside the database.
+_CHAIN_IDS_SQL = f"""
+WITH RECURSIVE chain(id, previous_response_id) AS (
+    SELECT id, previous_response_id FROM {StoredResponse._meta.db_table} WHERE id = %s
+    UNION ALL
+    SELECT r.id, r.previous_response_id FROM {StoredResponse._meta.db_table} r
+    JOIN chain c ON r.id = c.previous_response_id
+)
+SELECT id FROM chain
+"""
+
+
+def new_conversation_id() -> str:
+    return "conv_" + secrets.token_hex(24)
+
+
+def release_connection() -> None:
+    """Give the database connection back (to the pool) before a long upstream wait.
+
+    A stream can last minutes; holding a connection for it would make open streams, not
+    queries, the thing that exhausts Postgres. Inside a transaction (tests) there is nothing to do.
+    """
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+class ConversationStore:
+    @property
+    def backend(self) -> str:
+        return "postgres" if connection.vendor == "postgresql" else connection.vendor
+
+    def _visible(self, owner: str):  # type: ignore[no-untyped-def]
+        return StoredResponse.objects.filter(owner=owner, deleted_at__isnull=True)
+
+    def get_chain(self, response_id: str, owner: str) -> Chain | None:
+        anchor = self._visible(owner).filter(pk=response_id).values("conversation_id", "depth").first()
+        if anchor is None:
+            return None
+        rows = (
+            Item.objects.filter(response_id__in=RawSQL(_CHAIN_IDS_SQL, [response_id]))
+            .order_by("response__depth", "kind", "position")
+            .values_list("data", flat=True)
+        )
+        return Chain(response_id, anchor["conversation_id"], anchor["depth"], list(rows))
+
+    def save_turn(self, turn: NewTurn, parent: Chain | None) -> None:
+        """Write one turn atomically; it is committed when this returns."""
+        usage = turn.usage or {}
+        with transaction.atomic():
+            if parent is None:
+                conversation = Conversation.objects.create(
+                    id=new_conversation_id(), owner=turn.owner, model=turn.model,
+                    created_at=turn.created_at, updated_at=turn.created_at,
+                    turn_count=1, input_tokens=usage.get("input_tokens", 0),
+                    output_tokens=usage.get("output_tokens", 0),
+                )
+                conversation_id, depth = conversation.id, 0
+            else:
+                conversation_id, depth = parent.conversation_id, parent.depth + 1
+                # F() updates: concurrent turns on one conversation must not lose counts.
+                Conversation.objects.filter(pk=conversation_id).update(
+                    updated_at=timezone.now(), model=turn.model, turn_count=F("turn_count") + 1,
+                    input_tokens=F("input_tokens") + usage.get("input_tokens", 0),
+                    output_tokens=F("output_tokens") + usage.get("output_tokens", 0),
+                )
+            StoredResponse.objects.create(
+                id=turn.response_id, conversation_id=conversation_id,
+                previous_response_id=parent.response_id if parent else None, depth=depth,
+                owner=turn.owner, model=turn.model, provider=turn.provider, status=turn.status,
+                created_at=turn.created_at, completed_at=turn.completed_at, instructions=turn.instructions,
+                settings=turn.settings, error=turn.error, incomplete_details=turn.incomplete_details,
+                usage_reported=turn.usage is not None, **{k: usage.get(k, 0) for k in _USAGE_FIELDS},
+            )
+            Item.objects.bulk_create(
+                [_item(turn.response_id, Item.Kind.INPUT, i, data) for i, data in enumerate(turn.input_items)]
+                + [_item(turn.response_id, Item.Kind.OUTPUT, i, data) for i, data in enumerate(turn.output_items)]
+            )
+
+    def get_response(self, response_id: str, owner: str) -> StoredTurn | None:
+        record = self._visible(owner).filter(pk=response_id).first()
+        if record is None:
+            return None
+        outputs = Item.objects.filter(response_id=response_id, kind=Item.Kind.OUTPUT).order_by("position")
+        return StoredTurn(
+            response_id=record.id, conversation_id=record.conversation_id,
+            previous_response_id=record.previous_response_id, owner=record.owner, model=record.model,
+            status=record.status, created_at=record.created_at, completed_at=record.completed_at,
+            instructions=record.instructions, settings=record.settings,
+            usage={k: getattr(record, k) for k in _USAGE_FIELDS} if record.usage_reported else None,
+            error=record.error, incomplete_details=record.incomplete_details,
+            output_items=[item.data for item in outputs],
+        )
+
+    def delete_response(self, response_id: str, owner: str) -> bool:
+        return self._visible(owner).filter(pk=response_id).update(deleted_at=timezone.now()) == 1
+
+    def list_input_items(
+        self, response_id: str, owner: str, *, limit: int, order: Literal["asc", "desc"], after: str | None
+    ) -> ItemPage | None:
+        if not self._visible(owner).filter(pk=response_id).exists():
+            return None
+        items = Item.objects.filter(response_id=response_id, kind=Item.Kind.INPUT)
+        if after:
+            position = items.filter(item_id=after).values_list("position", flat=True).first()
+            if position is None:
+                raise UnknownCursor(after)
+            items = items.filter(position__gt=position) if order == "asc" else items.filter(position__lt=position)
+        items = items.order_by("position" if order == "asc" else "-position")
+        page = [item.data for item in items[: limit + 1]]
+        return ItemPage(page[:limit], has_more=len(page) > limit)
+
+    def active_count(self, ttl_seconds: float) -> int:
+        """Conversations with a turn within the TTL: the documented meaning of 'active'."""
+        return Conversation.objects.filter(updated_at__gte=timezone.now() - timedelta(seconds=ttl_seconds)).count()
+
+
+_USAGE_FIELDS = ("input_tokens", "cached_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+
+
+def _item(response_id: str, kind: int, position: int, data: dict[str, Any]) -> Item:
+    return Item(response_id=response_id, kind=kind, position=position,
+                item_id=data.get("id", ""), type=data.get("type", "message"), data=data)
+
+
+store = ConversationStore()

@@ -1,0 +1,182 @@
+"""Turns provider events into Responses output items and the stream events that announce them.
+
+Both the JSON and the SSE path run every answer through `OutputAssembler`, so a non-streamed
+response and the `response.completed` of a stream are built by the same code. The event order
+is the one the SDK's `responses.stream()` helper insists on (responses-api.md §1c, §3):
+item added -> part added -> deltas -> text done -> part done -> item done, each function call its
+own item with arguments delta/done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from responses_app.ids import new_id
+from responses_app.providers.base import Event, Finish, RefusalDelta, TextDelta, ToolCallDelta, Usage
+
+StreamEvent = dict[str, Any]
+
+
+@dataclass
+class _OpenPart:
+    kind: str  # "output_text" | "refusal"
+    text: str = ""
+
+
+class OutputAssembler:
+    def __init__(self) -> None:
+        self.output: list[dict[str, Any]] = []
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self._message: dict[str, Any] | None = None
+        self._message_index = -1
+        self._part: _OpenPart | None = None
+        self._calls: dict[int, int] = {}  # provider tool-call index -> output index
+        self._open_calls: list[int] = []
+
+    # --- feeding ---------------------------------------------------------------------------
+
+    def feed(self, event: Event) -> list[StreamEvent]:
+        if isinstance(event, TextDelta):
+            return self._delta("output_text", event.text)
+        if isinstance(event, RefusalDelta):
+            return self._delta("refusal", event.text)
+        if isinstance(event, ToolCallDelta):
+            return self._tool_call(event)
+        if isinstance(event, Usage):
+            self.usage = event
+        elif isinstance(event, Finish):
+            self.finish_reason = event.reason
+        return []
+
+    def _delta(self, kind: str, text: str) -> list[StreamEvent]:
+        if not text:
+            return []
+        events = self._open_message()
+        if self._part is not None and self._part.kind != kind:
+            events += self._close_part()
+        if self._part is None:
+            events += self._open_part(kind)
+        self._part.text += text  # type: ignore[union-attr]
+        message = self._message
+        base = {"item_id": message["id"], "output_index": self._message_index,  # type: ignore[index]
+                "content_index": len(message["content"]) - 1}  # type: ignore[index]
+        if kind == "refusal":
+            return [*events, {"type": "response.refusal.delta", **base, "delta": text}]
+        return [*events, {"type": "response.output_text.delta", **base, "delta": text, "logprobs": []}]
+
+    def _open_message(self) -> list[StreamEvent]:
+        if self._message is not None:
+            return []
+        self._message = {"id": new_id("msg"), "type": "message", "status": "in_progress",
+                         "role": "assistant", "content": []}
+        self._message_index = len(self.output)
+        self.output.append(self._message)
+        return [{"type": "response.output_item.added", "output_index": self._message_index,
+                 "item": {**self._message, "content": []}}]
+
+    def _open_part(self, kind: str) -> list[StreamEvent]:
+        self._part = _OpenPart(kind)
+        message = self._message
+        assert message is not None
+        part = _render_part(self._part)
+        message["content"].append(part)
+        return [{"type": "response.content_part.added", "item_id": message["id"],
+                 "output_index": self._message_index, "content_index": len(message["content"]) - 1,
+                 "part": dict(part, **({"text": ""} if kind == "output_text" else {"refusal": ""}))}]
+
+    def _close_part(self) -> list[StreamEvent]:
+        part, message = self._part, self._message
+        if part is None or message is None:
+            return []
+        self._part = None
+        index = len(message["content"]) - 1
+        rendered = _render_part(part)
+        message["content"][index] = rendered
+        base = {"item_id": message["id"], "output_index": self._message_index, "content_index": index}
+        if part.kind == "refusal":
+            done = {"type": "response.refusal.done", **base, "refusal": part.text}
+        else:
+            done = {"type": "response.output_text.done", **base, "text": part.text, "logprobs": []}
+        return [done, {"type": "response.content_part.done", **base, "part": rendered}]
+
+    def _close_message(self, status: str) -> list[StreamEvent]:
+        if self._message is None:
+            return []
+        events = self._close_part()
+        self._message["status"] = status
+        events.append({"type": "response.output_item.done", "output_index": self._message_index,
+                       "item": _copy(self._message)})
+        self._message = None
+        return events
+
+    def _tool_call(self, delta: ToolCallDelta) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        if delta.index not in self._calls:
+            events += self._close_message("completed")
+            item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress",
+                    "call_id": delta.call_id or new_id("call"), "name": delta.name or "", "arguments": ""}
+            self._calls[delta.index] = len(self.output)
+            self._open_calls.append(len(self.output))
+            self.output.append(item)
+            events.append({"type": "response.output_item.added", "output_index": self._calls[delta.index],
+                           "item": dict(item)})
+        output_index = self._calls[delta.index]
+        item = self.output[output_index]
+        if delta.name and not item["name"]:
+            item["name"] = delta.name
+        if delta.arguments:
+            item["arguments"] += delta.arguments
+            events.append({"type": "response.function_call_arguments.delta", "item_id": item["id"],
+                           "output_index": output_index, "delta": delta.arguments})
+        return events
+
+    # --- ending ----------------------------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        return "incomplete" if self.finish_reason in ("length", "content_filter") else "completed"
+
+    @property
+    def incomplete_details(self) -> dict[str, str] | None:
+        if self.finish_reason == "length":
+            return {"reason": "max_output_tokens"}
+        if self.finish_reason == "content_filter":
+            return {"reason": "content_filter"}
+        return None
+
+    def finish(self) -> list[StreamEvent]:
+        """Close every open item; the answer ended normally (or was cut by a limit)."""
+        item_status = "incomplete" if self.status == "incomplete" else "completed"
+        events = self._close_message(item_status)
+        for output_index in self._open_calls:
+            item = self.output[output_index]
+            item["status"] = "completed"
+            events.append({"type": "response.function_call_arguments.done", "item_id": item["id"],
+                           "name": item["name"], "output_index": output_index, "arguments": item["arguments"]})
+            events.append({"type": "response.output_item.done", "output_index": output_index, "item": dict(item)})
+        self._open_calls = []
+        return events
+
+    def abandon(self) -> None:
+        """The answer broke off: keep what arrived, marked incomplete, without announcing it."""
+        if self._part is not None and self._message is not None:
+            self._message["content"][-1] = _render_part(self._part)
+            self._part = None
+        if self._message is not None:
+            self._message["status"] = "incomplete"
+            self._message = None
+        for output_index in self._open_calls:
+            self.output[output_index]["status"] = "incomplete"
+        self._open_calls = []
+
+
+def _render_part(part: _OpenPart) -> dict[str, Any]:
+    if part.kind == "refusal":
+        return {"type": "refusal", "refusal": part.text}
+    return {"type": "output_text", "text": part.text, "annotations": [], "logprobs": []}
+
+
+def _copy(item: dict[str, Any]) -> dict[str, Any]:
+    return {**item, "content": [dict(p) for p in item.get("content", [])]}

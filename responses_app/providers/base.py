@@ -1,0 +1,124 @@
+"""The provider interface: a request in Responses terms in, a small vocabulary of events out.
+
+A provider translates `ProviderRequest` into its upstream wire format and the upstream's answer
+into the events below. It never sees Django, the SSE encoder or the store; the service and the
+stream assembler never see a wire format. Errors are raised as `ProviderError`, before the
+first event (the gateway can still answer with an HTTP status) or mid-stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class RefusalDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A fragment of one tool call. `index` identifies the call within this answer;
+    `call_id` and `name` arrive on the first fragment, `arguments` are appended."""
+
+    index: int
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+            "cached_tokens": self.cached_tokens, "cache_write_tokens": self.cache_write_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+        }
+
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "refusal"]
+
+
+@dataclass(frozen=True)
+class Finish:
+    reason: FinishReason
+
+
+Event = TextDelta | RefusalDelta | ToolCallDelta | Usage | Finish
+
+
+class ProviderError(Exception):
+    """An upstream failure, classified so the gateway can choose the client's status.
+
+    kind: `timeout` (504), `unavailable` (503), `rate_limited` (429), `bad_request` (400, the
+    upstream's message is safe to pass on), `auth` (502, never echo credentials), `upstream` (502).
+    """
+
+    STATUS = {"timeout": 504, "unavailable": 503, "rate_limited": 429, "bad_request": 400, "auth": 502, "upstream": 502}
+
+    def __init__(self, kind: str, message: str, *, upstream_status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+
+    @property
+    def status(self) -> int:
+        return self.STATUS.get(self.kind, 502)
+
+
+@dataclass
+class ProviderRequest:
+    """A turn in Responses terms. `items` are canonical input items (see responses_app.items):
+    the replayed chain first, then this request's input."""
+
+    model: str
+    items: list[dict[str, Any]]
+    instructions: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_output_tokens: int | None = None
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    text_format: dict[str, Any] | None = None
+    user: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Provider:
+    """One configured provider entry. Instances live per worker process (see registry)."""
+
+    type: str = ""
+
+    def __init__(self, key: str, entry: Any) -> None:
+        self.key = key
+        self.entry = entry
+
+    def stream(self, request: ProviderRequest) -> Iterator[Event]:
+        """Stream the answer as events. The iterator must be closed by the caller; closing it
+        must close the upstream connection."""
+        raise NotImplementedError
+
+    def generate(self, request: ProviderRequest) -> Iterator[Event]:
+        """Answer in one upstream call (non-streaming), expressed as the same events."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release pooled connections."""

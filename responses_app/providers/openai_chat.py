@@ -1,0 +1,214 @@
+"""`openai` provider type: Chat Completions on any OpenAI-compatible endpoint.
+
+Translates canonical Responses items to `messages` (function calls become assistant
+`tool_calls`, their outputs `tool` messages, images `image_url` parts), and Chat Completions
+answers, streamed or not, back to provider events. Usage is taken from the upstream's own final
+`usage` (streams ask for it with `stream_options.include_usage`), never estimated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from responses_app.providers import http
+from responses_app.providers.base import (
+    Event,
+    Finish,
+    Provider,
+    ProviderError,
+    ProviderRequest,
+    RefusalDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+
+DEFAULT_ENDPOINT = "https://api.openai.com/v1"
+
+_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
+           "content_filter": "content_filter"}
+
+
+def _text_of(parts: Any) -> str:
+    if isinstance(parts, str):
+        return parts
+    return "".join(p.get("text", "") for p in parts if p.get("type") in ("input_text", "output_text"))
+
+
+def _user_part(part: dict[str, Any]) -> dict[str, Any] | None:
+    kind = part.get("type")
+    if kind == "input_text":
+        return {"type": "text", "text": part["text"]}
+    if kind == "input_image":
+        url = part.get("image_url")
+        if url is None:
+            raise ProviderError("bad_request", "input_image parts with a file_id are not supported by Chat Completions upstreams.")
+        return {"type": "image_url", "image_url": {"url": url, "detail": part.get("detail", "auto")}}
+    if kind == "input_file":
+        file = {k: part[k] for k in ("file_id", "file_data", "filename") if part.get(k)}
+        return {"type": "file", "file": file}
+    return None
+
+
+def to_messages(instructions: str | None, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    if instructions:
+        messages.append({"role": "system", "content": instructions})
+    for item in items:
+        kind = item.get("type")
+        if kind == "message":
+            role, content = item["role"], item["content"]
+            if role == "assistant":
+                message: dict[str, Any] = {"role": "assistant", "content": _text_of(content) or None}
+                refusals = [p["refusal"] for p in content if p.get("type") == "refusal"]
+                if refusals:
+                    message["refusal"] = "".join(refusals)
+                messages.append(message)
+            elif role in ("system", "developer"):
+                messages.append({"role": role, "content": _text_of(content)})
+            else:
+                parts = [p for p in (_user_part(part) for part in content) if p is not None]
+                simple = len(parts) == 1 and parts[0]["type"] == "text"
+                messages.append({"role": "user", "content": parts[0]["text"] if simple else parts})
+        elif kind == "function_call":
+            call = {"id": item["call_id"], "type": "function",
+                    "function": {"name": item["name"], "arguments": item["arguments"]}}
+            last = messages[-1] if messages else None
+            # Consecutive calls (and the text before them) are one assistant turn in Chat terms.
+            if last is not None and last["role"] == "assistant":
+                last.setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            output = item["output"]
+            messages.append({"role": "tool", "tool_call_id": item["call_id"],
+                             "content": output if isinstance(output, str) else _text_of(output)})
+        # Reasoning items have no Chat Completions form; they are dropped on the way up.
+    return messages
+
+
+def build_payload(request: ProviderRequest, *, stream: bool) -> dict[str, Any]:
+    payload: dict[str, Any] = {"model": request.model, "messages": to_messages(request.instructions, request.items)}
+    if request.temperature is not None:
+        payload["temperature"] = request.temperature
+    if request.top_p is not None:
+        payload["top_p"] = request.top_p
+    if request.max_output_tokens is not None:
+        payload["max_completion_tokens"] = request.max_output_tokens
+    if request.tools:
+        payload["tools"] = [
+            {"type": "function", "function": {k: v for k, v in {
+                "name": tool["name"], "description": tool.get("description"),
+                "parameters": tool.get("parameters"), "strict": tool.get("strict"),
+            }.items() if v is not None}}
+            for tool in request.tools
+        ]
+        if request.parallel_tool_calls is not None:
+            payload["parallel_tool_calls"] = request.parallel_tool_calls
+    choice = request.tool_choice
+    if isinstance(choice, dict):
+        payload["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+    elif choice is not None and (request.tools or choice == "none"):
+        payload["tool_choice"] = choice
+    fmt = request.text_format
+    if fmt and fmt.get("type") == "json_schema":
+        schema = {"name": fmt["name"], "schema": fmt["schema"]}
+        schema.update({k: fmt[k] for k in ("description", "strict") if fmt.get(k) is not None})
+        payload["response_format"] = {"type": "json_schema", "json_schema": schema}
+    elif fmt and fmt.get("type") == "json_object":
+        payload["response_format"] = {"type": "json_object"}
+    if request.user:
+        payload["user"] = request.user
+    if stream:
+        payload["stream"] = True
+        payload["stream_options"] = {"include_usage": True}
+    return payload
+
+
+def parse_usage(usage: dict[str, Any] | None) -> Usage | None:
+    if not usage:
+        return None
+    prompt = usage.get("prompt_tokens_details") or {}
+    completion = usage.get("completion_tokens_details") or {}
+    return Usage(
+        input_tokens=int(usage.get("prompt_tokens") or 0),
+        output_tokens=int(usage.get("completion_tokens") or 0),
+        cached_tokens=int(prompt.get("cached_tokens") or 0),
+        reasoning_tokens=int(completion.get("reasoning_tokens") or 0),
+    )
+
+
+class OpenAIChatProvider(Provider):
+    type = "openai"
+
+    def __init__(self, key: str, entry: Any) -> None:
+        super().__init__(key, entry)
+        self.url = (entry.endpoint or DEFAULT_ENDPOINT).rstrip("/") + "/chat/completions"
+        self.session = http.new_session()
+        self.timeout = (entry.connect_timeout, entry.read_timeout)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.entry.api_key:
+            headers["Authorization"] = f"Bearer {self.entry.api_key}"
+        return headers
+
+    def _post(self, request: ProviderRequest, *, stream: bool):  # type: ignore[no-untyped-def]
+        return http.post(self.session, self.key, self.url, payload=build_payload(request, stream=stream),
+                         headers=self.headers(), timeout=self.timeout, stream=stream)
+
+    def generate(self, request: ProviderRequest) -> Iterator[Event]:
+        with self._post(request, stream=False) as response:
+            body = http.read_json(self.key, response)
+        choices = body.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise ProviderError("upstream", f"Provider {self.key!r} answered without choices.")
+        message = choices[0].get("message") or {}
+        events: list[Event] = []
+        if message.get("content"):
+            events.append(TextDelta(message["content"]))
+        if message.get("refusal"):
+            events.append(RefusalDelta(message["refusal"]))
+        for index, call in enumerate(message.get("tool_calls") or []):
+            function = call.get("function") or {}
+            events.append(ToolCallDelta(index, call.get("id"), function.get("name"), function.get("arguments") or ""))
+        if (usage := parse_usage(body.get("usage"))) is not None:
+            events.append(usage)
+        events.append(Finish(_FINISH.get(choices[0].get("finish_reason") or "stop", "stop")))  # type: ignore[arg-type]
+        return iter(events)
+
+    def stream(self, request: ProviderRequest) -> Iterator[Event]:
+        response = self._post(request, stream=True)
+        try:
+            for _event, data in http.sse_events(self.key, response):
+                if data.strip() == "[DONE]":
+                    break
+                chunk = http.parse_data(self.key, data)
+                if "error" in chunk and chunk["error"]:
+                    raise ProviderError("upstream", f"Provider {self.key!r} reported an error mid-stream: "
+                                        f"{(chunk['error'] or {}).get('message', '')}".rstrip(": "))
+                for choice in chunk.get("choices") or []:
+                    yield from self._choice_events(choice)
+                if (usage := parse_usage(chunk.get("usage"))) is not None:
+                    yield usage
+        finally:
+            # Closing mid-answer (client gone, error) drops the upstream connection at once.
+            response.close()
+
+    @staticmethod
+    def _choice_events(choice: dict[str, Any]) -> Iterator[Event]:
+        delta = choice.get("delta") or {}
+        if delta.get("content"):
+            yield TextDelta(delta["content"])
+        if delta.get("refusal"):
+            yield RefusalDelta(delta["refusal"])
+        for call in delta.get("tool_calls") or []:
+            function = call.get("function") or {}
+            yield ToolCallDelta(int(call.get("index", 0)), call.get("id"), function.get("name"),
+                                function.get("arguments") or "")
+        if choice.get("finish_reason"):
+            yield Finish(_FINISH.get(choice["finish_reason"], "stop"))  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.session.close()

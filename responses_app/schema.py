@@ -1,0 +1,307 @@
+"""The `POST /v1/responses` request body, validated at the edge with pydantic.
+
+Every error names the offending parameter the way OpenAI does (`input[0].content`), so the
+SDK's `BadRequestError.param` points the caller at the right field. Types are strict: a string
+where a number belongs is an error, not a silent conversion.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+
+from gateway_project.api_errors import ApiError, invalid_request
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+# --- input content parts -------------------------------------------------------------------
+
+class InputText(_Strict):
+    type: Literal["input_text"]
+    text: str
+
+
+class OutputText(_Strict):
+    type: Literal["output_text"]
+    text: str
+    annotations: list[Any] = Field(default_factory=list)
+
+
+class Refusal(_Strict):
+    type: Literal["refusal"]
+    refusal: str
+
+
+class InputImage(_Strict):
+    type: Literal["input_image"]
+    image_url: str | None = None
+    file_id: str | None = None
+    detail: Literal["low", "high", "auto", "original"] = "auto"
+
+    @field_validator("image_url")
+    @classmethod
+    def _url_or_data(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://", "data:")):
+            raise ValueError("must be an http(s) URL or a data: URL")
+        return value
+
+
+class InputFile(_Strict):
+    type: Literal["input_file"]
+    file_id: str | None = None
+    file_data: str | None = None
+    file_url: str | None = None
+    filename: str | None = None
+
+
+def _tag(value: Any) -> str | None:
+    return value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+
+
+ContentPart = Annotated[
+    Annotated[InputText, Tag("input_text")]
+    | Annotated[OutputText, Tag("output_text")]
+    | Annotated[Refusal, Tag("refusal")]
+    | Annotated[InputImage, Tag("input_image")]
+    | Annotated[InputFile, Tag("input_file")],
+    Discriminator(_tag, custom_error_type="invalid_content_part",
+                  custom_error_message="Invalid content part type"),
+]
+
+
+# --- input items ---------------------------------------------------------------------------
+
+class MessageItem(_Strict):
+    type: Literal["message"] = "message"
+    role: Literal["user", "assistant", "system", "developer"]
+    content: str | list[ContentPart]
+    id: str | None = None
+    status: str | None = None
+
+
+class FunctionCallItem(_Strict):
+    type: Literal["function_call"]
+    call_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    arguments: str
+    id: str | None = None
+    status: str | None = None
+
+
+class FunctionCallOutputItem(_Strict):
+    type: Literal["function_call_output"]
+    call_id: str = Field(min_length=1)
+    output: str | list[ContentPart]
+    id: str | None = None
+    status: str | None = None
+
+
+class ReasoningItem(_Strict):
+    type: Literal["reasoning"]
+    id: str | None = None
+    summary: list[Any] = Field(default_factory=list)
+
+
+def _item_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("type") or ("message" if "role" in value else None)
+    return getattr(value, "type", None)
+
+
+InputItem = Annotated[
+    Annotated[MessageItem, Tag("message")]
+    | Annotated[FunctionCallItem, Tag("function_call")]
+    | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
+    | Annotated[ReasoningItem, Tag("reasoning")],
+    Discriminator(_item_tag, custom_error_type="invalid_item",
+                  custom_error_message="Invalid input item type (expected message, function_call, "
+                                       "function_call_output or reasoning)"),
+]
+_INPUT_ITEMS = TypeAdapter(list[InputItem])
+
+# Discriminator tags and union branch names appear in pydantic's error locations; they are not
+# parameter names, so they are left out of `param`.
+_LOC_NOISE = {
+    "input_text", "output_text", "refusal", "input_image", "input_file", "message", "function_call",
+    "function_call_output", "reasoning", "str", "list[tagged-union[InputText,OutputText,Refusal,InputImage,InputFile]]",
+}
+
+
+# --- tools and text format -----------------------------------------------------------------
+
+class FunctionTool(_Strict):
+    type: Literal["function"]
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolChoiceFunction(_Closed):
+    type: Literal["function"]
+    name: str
+
+
+class TextFormatText(_Closed):
+    type: Literal["text"]
+
+
+class TextFormatJsonObject(_Closed):
+    type: Literal["json_object"]
+
+
+class TextFormatJsonSchema(_Strict):
+    type: Literal["json_schema"]
+    name: str = Field(min_length=1, max_length=64)
+    schema_: dict[str, Any] = Field(alias="schema")
+    description: str | None = None
+    strict: bool | None = None
+
+
+TextFormat = Annotated[
+    Annotated[TextFormatText, Tag("text")]
+    | Annotated[TextFormatJsonObject, Tag("json_object")]
+    | Annotated[TextFormatJsonSchema, Tag("json_schema")],
+    Discriminator(_tag),
+]
+
+
+class TextParam(_Strict):
+    format: TextFormat = Field(default_factory=lambda: TextFormatText(type="text"))
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+
+# --- the request ---------------------------------------------------------------------------
+
+class CreateResponseRequest(_Strict):
+    model: str = Field(min_length=1)
+    input: Any
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    conversation: str | dict[str, Any] | None = None
+    store: bool = True
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_output_tokens: int | None = Field(default=None, ge=16)
+    tools: list[FunctionTool] = Field(default_factory=list)
+    tool_choice: Literal["none", "auto", "required"] | ToolChoiceFunction = "auto"
+    parallel_tool_calls: bool | None = None
+    text: TextParam = Field(default_factory=TextParam)
+    metadata: dict[str, str] | None = None
+    user: str | None = None
+    reasoning: dict[str, Any] | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    include: list[str] | None = None
+    background: bool | None = None
+    max_tool_calls: int | None = Field(default=None, ge=1)
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    service_tier: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return value
+        if len(value) > 16:
+            raise ValueError("metadata may have at most 16 keys")
+        for key, item in value.items():
+            if len(key) > 64 or len(item) > 512:
+                raise ValueError("metadata keys are limited to 64 characters and values to 512")
+        return value
+
+    # Items after validation; filled by parse_create_request.
+    input_items: list[Any] = Field(default_factory=list, exclude=True)
+
+
+def _param(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in _LOC_NOISE or (isinstance(part, str) and part.startswith(("function-", "literal["))):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _first_error(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> ApiError:
+    # With unions, pydantic reports every branch; the deepest location is the most specific.
+    errors = exc.errors(include_url=False)
+    error = max(errors, key=lambda e: len([p for p in e["loc"] if p not in _LOC_NOISE]))
+    param = _param(prefix + tuple(error["loc"]))
+    if error["type"] == "missing":
+        return invalid_request(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "Unknown parameter"
+    return invalid_request(f"Invalid value for '{param}': {message}.", param=param,
+                           code="invalid_type" if error["type"].endswith("_type") else "invalid_value")
+
+
+def parse_json_body(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise invalid_request(
+            "We could not parse the JSON body of your request. The body must be valid JSON.", code="invalid_json"
+        ) from None
+    if not isinstance(data, dict):
+        raise invalid_request("The request body must be a JSON object.", code="invalid_json")
+    return data
+
+
+def parse_create_request(body: bytes) -> CreateResponseRequest:
+    data = parse_json_body(body)
+    if "input" not in data or data["input"] is None:
+        raise invalid_request("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
+    try:
+        request = CreateResponseRequest.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+    if isinstance(request.input, str):
+        request.input_items = [MessageItem(role="user", content=request.input)]
+    elif isinstance(request.input, list):
+        if not request.input:
+            raise invalid_request("Invalid value for 'input': it must not be empty.", param="input", code="empty_array")
+        try:
+            request.input_items = _INPUT_ITEMS.validate_python(request.input)
+        except ValidationError as exc:
+            raise _first_error(exc, prefix=("input",)) from None
+    else:
+        raise invalid_request("Invalid type for 'input': expected a string or an array of input items.",
+                              param="input", code="invalid_type")
+    if request.previous_response_id is not None and request.conversation is not None:
+        raise invalid_request("Cannot use 'previous_response_id' together with 'conversation'.",
+                              param="previous_response_id", code="mutually_exclusive_parameters")
+    if request.conversation is not None:
+        raise invalid_request("The 'conversation' parameter is not supported by this gateway; "
+                              "chain turns with 'previous_response_id'.", param="conversation", code="unsupported_parameter")
+    if request.background:
+        raise invalid_request("Background responses are not supported by this gateway.",
+                              param="background", code="unsupported_parameter")
+    return request

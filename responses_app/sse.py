@@ -1,0 +1,19 @@
+"""Server-sent events in the form every Responses client parses: one frame per write,
+`event: <type>` + one-line `data:` JSON + a blank line, LF only, `sequence_number` from 0,
+and no `[DONE]` sentinel (responses-api.md §0.5-6)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class SseEncoder:
+    def __init__(self) -> None:
+        self._sequence = 0
+
+    def frame(self, event: dict[str, Any]) -> str:
+        payload = {"type": event["type"], "sequence_number": self._sequence, **{k: v for k, v in event.items() if k != "type"}}
+        self._sequence += 1
+        # json.dumps never emits a raw newline, so the data stays on one line.
+        return f"event: {event['type']}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"

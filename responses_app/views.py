@@ -1,0 +1,135 @@
+"""The public API. Views stay thin: parse, call the service or the store, render."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from conversations_app.store import UnknownCursor, release_connection, store
+from gateway_project.api_errors import ApiError, invalid_request, not_found
+from responses_app import service
+from responses_app.response_object import render_response
+from responses_app.schema import parse_create_request
+
+View = Callable[..., HttpResponse]
+
+
+def api_view(*methods: str) -> Callable[[View], View]:
+    """CSRF-exempt (the SDK sends a bearer token, no cookie) and a JSON 405 for other methods."""
+
+    def decorate(view: View) -> View:
+        @csrf_exempt
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                error = ApiError(405, f"Method {request.method} is not allowed on {request.path}.",
+                                 code="method_not_allowed", headers={"Allow": ", ".join(methods)})
+                return error.response()
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def owner_of(request: HttpRequest) -> str:
+    """The identity that owns what this request creates or reads ('' when auth is off)."""
+    return getattr(request, "gateway_owner", "")
+
+
+@api_view("POST")
+def create_response(request: HttpRequest) -> HttpResponse:
+    create = parse_create_request(request.body)
+    turn = service.prepare_turn(create, owner_of(request))
+    if not create.stream:
+        return JsonResponse(service.respond_json(turn))
+    response = StreamingHttpResponse(service.respond_stream(turn), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _response_not_found(response_id: str) -> ApiError:
+    return not_found(f"Response with id '{response_id}' not found.")
+
+
+@api_view("GET", "DELETE")
+def response_detail(request: HttpRequest, response_id: str) -> HttpResponse:
+    owner = owner_of(request)
+    if request.method == "DELETE":
+        if not store.delete_response(response_id, owner):
+            raise _response_not_found(response_id)
+        return JsonResponse({"id": response_id, "object": "response", "deleted": True})
+    stored = store.get_response(response_id, owner)
+    if stored is None:
+        raise _response_not_found(response_id)
+    settings_ = {**stored.settings, "previous_response_id": stored.previous_response_id}
+    return JsonResponse(render_response(
+        response_id=stored.response_id, created_at=stored.created_at, status=stored.status, model=stored.model,
+        instructions=stored.instructions, settings=settings_, output=stored.output_items, usage=stored.usage,
+        error=stored.error, incomplete_details=stored.incomplete_details, completed_at=stored.completed_at,
+    ))
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return 20
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        raise invalid_request("Invalid value for 'limit': expected an integer from 1 to 100.", param="limit",
+                              code="invalid_value")
+    return int(raw)
+
+
+@api_view("GET")
+def response_input_items(request: HttpRequest, response_id: str) -> HttpResponse:
+    order = request.GET.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise invalid_request("Invalid value for 'order': expected 'asc' or 'desc'.", param="order", code="invalid_value")
+    try:
+        page = store.list_input_items(response_id, owner_of(request), limit=_limit(request.GET.get("limit")),
+                                      order=order, after=request.GET.get("after"))
+    except UnknownCursor:
+        raise invalid_request("Invalid value for 'after': no such item in this response.", param="after",
+                              code="invalid_value") from None
+    if page is None:
+        raise _response_not_found(response_id)
+    return JsonResponse({
+        "object": "list", "data": page.items, "has_more": page.has_more,
+        "first_id": page.items[0]["id"] if page.items else None,
+        "last_id": page.items[-1]["id"] if page.items else None,
+    })
+
+
+@api_view("GET")
+def list_models(request: HttpRequest) -> HttpResponse:
+    created = 0
+    data = [{"id": m.name, "object": "model", "created": created, "owned_by": m.provider}
+            for m in settings.GATEWAY.models]
+    return JsonResponse({"object": "list", "data": data})
+
+
+@api_view("GET")
+def health(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"status": "healthy"})
+
+
+@api_view("GET")
+def ready(request: HttpRequest) -> HttpResponse:
+    checks: dict[str, str] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "healthy"
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready; say which kind
+        checks["database"] = f"unhealthy: {type(exc).__name__}"
+    finally:
+        release_connection()
+    checks["models"] = "healthy" if settings.GATEWAY.models else "unhealthy: no models configured"
+    ok = all(value == "healthy" for value in checks.values())
+    return JsonResponse({"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503)
