@@ -1,0 +1,170 @@
+"""A fake OpenAI-compatible upstream speaking Chat Completions exactly (JSON and SSE).
+
+Script it per test with `Reply` (text, tool calls, usage, pacing, a cut mid-stream), `Fail`
+(an error status with OpenAI's error body) or `Raw` (arbitrary bytes, for malformed answers).
+Every request is recorded, so tests assert what the gateway sent upstream.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.fakes.server import FakeServer, Recorded, Writer
+
+
+@dataclass
+class Reply:
+    text: str = "Hello from the fake upstream."
+    # How the text is split into stream chunks; default: word by word.
+    chunks: list[str] | None = None
+    tool_calls: list[dict[str, str]] = field(default_factory=list)  # {"id", "name", "arguments"}
+    refusal: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int = 11
+    completion_tokens: int = 7
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    send_usage: bool = True
+    first_byte_delay: float = 0.0
+    chunk_delay: float = 0.0
+    # Streaming faults: cut the connection after N content chunks, or go silent after N chunks
+    # (holding the connection open) for `stall_seconds`.
+    drop_after: int | None = None
+    stall_after: int | None = None
+    stall_seconds: float = 30.0
+
+    def stream_chunks(self) -> list[str]:
+        if self.chunks is not None:
+            return self.chunks
+        if not self.text:
+            return []
+        words = self.text.split(" ")
+        return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+    @property
+    def finish(self) -> str:
+        return self.finish_reason or ("tool_calls" if self.tool_calls else "stop")
+
+    def usage(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens, "audio_tokens": 0,
+                                          "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+        }
+
+
+@dataclass
+class Fail:
+    status: int
+    message: str = "upstream failure"
+    type: str = "server_error"
+    headers: dict[str, str] = field(default_factory=dict)
+    first_byte_delay: float = 0.0
+
+
+@dataclass
+class Raw:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    stream: bool = False
+
+
+class FakeOpenAI(FakeServer):
+    name = "openai"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.default_step = Reply()
+
+    def handle(self, recorded: Recorded, step: Any, writer: Writer) -> None:
+        if not recorded.path.endswith("/chat/completions"):
+            writer.json(404, {"error": {"message": f"no route {recorded.path}", "type": "invalid_request_error",
+                                        "param": None, "code": None}})
+            return
+        delay = getattr(step, "first_byte_delay", 0.0)
+        if delay:
+            if writer.wait_for_disconnect(delay):
+                return
+        if isinstance(step, Fail):
+            writer.json(step.status, {"error": {"message": step.message, "type": step.type, "param": None,
+                                                "code": None}}, headers=step.headers)
+            return
+        if isinstance(step, Raw):
+            if step.stream:
+                writer.start_stream(step.status, step.content_type)
+                writer.chunk(step.body)
+                writer.end_stream()
+            else:
+                writer.json(step.status, step.body)
+            return
+        request = recorded.json or {}
+        if request.get("stream"):
+            self._stream(step, request, writer)
+        else:
+            writer.json(200, self._completion(step, request))
+
+    @staticmethod
+    def _base(request: dict[str, Any], object_: str) -> dict[str, Any]:
+        return {"id": "chatcmpl-fake123", "object": object_, "created": int(time.time()),
+                "model": request.get("model", "fake-model"), "system_fingerprint": "fp_fake"}
+
+    def _completion(self, step: Reply, request: dict[str, Any]) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": step.text or None, "refusal": step.refusal}
+        if step.tool_calls:
+            message["tool_calls"] = [
+                {"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}
+                for call in step.tool_calls
+            ]
+        body = self._base(request, "chat.completion")
+        body["choices"] = [{"index": 0, "message": message, "finish_reason": step.finish, "logprobs": None}]
+        if step.send_usage:
+            body["usage"] = step.usage()
+        return body
+
+    def _stream(self, step: Reply, request: dict[str, Any], writer: Writer) -> None:
+        base = self._base(request, "chat.completion.chunk")
+
+        def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
+            return "data: " + json.dumps({**base, "choices": choices, **extra}) + "\n\n"
+
+        frames = [chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])]
+        content = [chunk([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+                   for piece in step.stream_chunks()]
+        if step.refusal:
+            content.append(chunk([{"index": 0, "delta": {"refusal": step.refusal}, "finish_reason": None}]))
+        for index, call in enumerate(step.tool_calls):
+            args = call["arguments"]
+            half = len(args) // 2
+            content.append(chunk([{"index": 0, "delta": {"tool_calls": [{
+                "index": index, "id": call["id"], "type": "function",
+                "function": {"name": call["name"], "arguments": ""}}]}, "finish_reason": None}]))
+            for piece in (args[:half], args[half:]):
+                content.append(chunk([{"index": 0, "delta": {"tool_calls": [{
+                    "index": index, "function": {"arguments": piece}}]}, "finish_reason": None}]))
+        frames += content
+        frames.append(chunk([{"index": 0, "delta": {}, "finish_reason": step.finish}]))
+        include_usage = (request.get("stream_options") or {}).get("include_usage")
+        if step.send_usage and include_usage:
+            frames.append(chunk([], usage=step.usage()))
+        frames.append("data: [DONE]\n\n")
+
+        writer.start_stream()
+        for index, frame in enumerate(frames):
+            if step.drop_after is not None and index > step.drop_after:
+                writer.drop()
+                return
+            if step.stall_after is not None and index > step.stall_after:
+                writer.wait_for_disconnect(step.stall_seconds)
+                return
+            if not writer.chunk(frame):
+                return
+            if step.chunk_delay and index < len(frames) - 1:
+                if writer.wait_for_disconnect(step.chunk_delay):
+                    return
+        writer.end_stream()
