@@ -26,13 +26,15 @@ def echoed_settings(request: CreateResponseRequest) -> dict[str, Any]:
         "max_output_tokens": request.max_output_tokens,
         "max_tool_calls": request.max_tool_calls,
         "store": request.store,
-        "user": request.user,
         "safety_identifier": request.safety_identifier,
         "prompt_cache_key": request.prompt_cache_key,
     }
     for name, default in _DEFAULTS.items():
         value = getattr(request, name, None)
         settings.setdefault(name, default if value is None else value)
+    # The spec types `user` as a string (not nullable), so it is echoed only when sent.
+    if request.user is not None:
+        settings["user"] = request.user
     # Other documented fields the gateway does not act on are still echoed back.
     for name, value in (request.model_extra or {}).items():
         settings.setdefault(name, value)
@@ -84,5 +86,8 @@ def render_response(
         "conversation": None,
     }
     body.update({k: v for k, v in settings.items() if k not in body})
-    body["usage"] = render_usage(usage)
+    # The spec's `usage` is optional but not nullable: absent while in progress, or when the
+    # upstream reported none (never an estimate).
+    if usage is not None:
+        body["usage"] = render_usage(usage)
     return body

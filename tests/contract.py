@@ -1,0 +1,105 @@
+"""Validate what the gateway sends against the two references clients rely on.
+
+1. The `openai` SDK's own pydantic types, exactly as `OpenAI(_strict_response_validation=True)`
+   validates them (works on any clone).
+2. OpenAI's OpenAPI spec (`../shared/spec/openai-openapi.yaml` beside the repo) with jsonschema.
+   Where that file is absent, the spec half is skipped with a message saying so; it is never
+   copied into the repo.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from jsonschema import Draft202012Validator
+from openai._models import validate_type
+from openai.types.responses import Response, ResponseItem, ResponseStreamEvent
+from openai.types.responses.response_item_list import ResponseItemList
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "spec" / "openai-openapi.yaml"
+_SPEC_URI = "urn:openai-openapi"
+
+_SDK_TYPES: dict[str, Any] = {
+    "Response": Response,
+    "ResponseStreamEvent": ResponseStreamEvent,
+    "ResponseItemList": ResponseItemList,
+    "ResponseItem": ResponseItem,
+}
+
+
+@functools.cache
+def _spec() -> dict[str, Any] | None:
+    if not SPEC_PATH.exists():
+        return None
+    with SPEC_PATH.open() as f:
+        return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+@functools.cache
+def _registry() -> Registry | None:
+    spec = _spec()
+    if spec is None:
+        return None
+    resource = Resource.from_contents(spec, default_specification=DRAFT202012)
+    return Registry().with_resource(_SPEC_URI, resource)
+
+
+@functools.cache
+def _event_schemas() -> dict[str, str]:
+    """Stream event `type` -> its own schema name, so a mismatch names the field, not 'anyOf'."""
+    schemas = (_spec() or {}).get("components", {}).get("schemas", {})
+    union = schemas.get("ResponseStreamEvent", {})
+    out = {}
+    for option in union.get("anyOf", union.get("oneOf", [])):
+        name = option["$ref"].rsplit("/", 1)[-1]
+        for event_type in schemas[name].get("properties", {}).get("type", {}).get("enum", []):
+            out[event_type] = name
+    return out
+
+
+@functools.cache
+def _validator(schema_name: str) -> Draft202012Validator | None:
+    registry = _registry()
+    if registry is None:
+        return None
+    return Draft202012Validator({"$ref": f"{_SPEC_URI}#/components/schemas/{schema_name}"}, registry=registry)
+
+
+def spec_available() -> bool:
+    return _registry() is not None
+
+
+def validate_against_sdk(schema_name: str, value: dict[str, Any]) -> None:
+    validate_type(type_=_SDK_TYPES[schema_name], value=value)
+
+
+def validate_against_spec(schema_name: str, value: dict[str, Any]) -> None:
+    if schema_name == "ResponseStreamEvent" and _spec() is not None:
+        specific = _event_schemas().get(value.get("type", ""))
+        assert specific, f"event type {value.get('type')!r} is not a ResponseStreamEvent in the spec"
+        schema_name = specific
+    validator = _validator(schema_name)
+    if validator is None:
+        return
+    errors = sorted(validator.iter_errors(value), key=lambda e: len(list(e.absolute_path)))
+    if errors:
+        best = errors[0]
+        raise AssertionError(f"{schema_name} does not match the OpenAPI spec at "
+                             f"{'/'.join(map(str, best.absolute_path))}: {best.message[:500]}")
+
+
+def validate(schema_name: str, value: dict[str, Any]) -> None:
+    """Both halves; the SDK half always runs."""
+    validate_against_sdk(schema_name, value)
+    validate_against_spec(schema_name, value)
+
+
+def require_spec() -> None:
+    if not spec_available():
+        pytest.skip(f"OpenAPI spec not found at {SPEC_PATH}; spec validation skipped (SDK validation still ran)")

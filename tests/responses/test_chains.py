@@ -1,0 +1,153 @@
+"""previous_response_id: the upstream gets the whole chain, storage stays linear, loads stay constant."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from conversations_app.models import Conversation, Item, StoredResponse
+from conversations_app.store import store
+from tests.contract import validate
+from tests.fakes.openai_upstream import Reply
+
+
+def _text(body):
+    return body["output"][0]["content"][0]["text"]
+
+
+def test_the_upstream_receives_the_whole_chain_oldest_first(api, fake_openai):
+    fake_openai.script(Reply(text="Hi Ann."), Reply(text="You are Ann."), Reply(text="Bye Ann."))
+    first = api.create(model="gpt-test", input="I am Ann.", instructions="First rules").json()
+    second = api.create(model="gpt-test", input="Who am I?", previous_response_id=first["id"]).json()
+    third = api.create(model="gpt-test", input="Bye", previous_response_id=second["id"],
+                       instructions="Only the current rules").json()
+    assert third["previous_response_id"] == second["id"]
+    assert fake_openai.requests[1].json["messages"] == [
+        {"role": "user", "content": "I am Ann."},
+        {"role": "assistant", "content": "Hi Ann."},
+        {"role": "user", "content": "Who am I?"},
+    ]
+    assert fake_openai.requests[2].json["messages"] == [
+        {"role": "system", "content": "Only the current rules"},
+        {"role": "user", "content": "I am Ann."},
+        {"role": "assistant", "content": "Hi Ann."},
+        {"role": "user", "content": "Who am I?"},
+        {"role": "assistant", "content": "You are Ann."},
+        {"role": "user", "content": "Bye"},
+    ]
+    assert Conversation.objects.count() == 1
+    assert Conversation.objects.get().turn_count == 3
+
+
+def test_two_requests_may_branch_from_one_response(api, fake_openai):
+    root = api.create(model="gpt-test", input="root").json()
+    a = api.create(model="gpt-test", input="branch a", previous_response_id=root["id"]).json()
+    b = api.create(model="gpt-test", input="branch b", previous_response_id=root["id"]).json()
+    follow = api.create(model="gpt-test", input="after b", previous_response_id=b["id"])
+    assert follow.status_code == 200
+    sent = [m["content"] for m in fake_openai.last.json["messages"] if m["role"] == "user"]
+    assert sent == ["root", "branch b", "after b"]
+    assert a["id"] != b["id"]
+
+
+def test_a_tool_call_round_trip(api, fake_openai):
+    tools = [{"type": "function", "name": "get_weather", "description": "Weather by city",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}, "strict": False}]
+    fake_openai.script(Reply(text="", tool_calls=[{"id": "call_1", "name": "get_weather", "arguments": '{"city":"Oslo"}'}]),
+                       Reply(text="It is 3 degrees in Oslo."))
+    first = api.create(model="gpt-test", input="Weather in Oslo?", tools=tools, tool_choice="auto").json()
+    validate("Response", first)
+    [call] = first["output"]
+    assert call["type"] == "function_call" and call["call_id"] == "call_1" and call["status"] == "completed"
+    assert call["id"].startswith("fc_")
+    assert fake_openai.requests[0].json["tools"] == [{"type": "function", "function": {
+        "name": "get_weather", "description": "Weather by city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}, "strict": False}}]
+    assert fake_openai.requests[0].json["tool_choice"] == "auto"
+
+    second = api.create(model="gpt-test", previous_response_id=first["id"], tools=tools,
+                        input=[{"type": "function_call_output", "call_id": "call_1", "output": '{"temp":3}'}]).json()
+    assert _text(second) == "It is 3 degrees in Oslo."
+    assert fake_openai.requests[1].json["messages"] == [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp":3}'},
+    ]
+
+
+def test_a_forced_tool_choice_is_translated(api, fake_openai):
+    api.create(model="gpt-test", input="x", tools=[{"type": "function", "name": "f", "parameters": None}],
+               tool_choice={"type": "function", "name": "f"}, parallel_tool_calls=False)
+    sent = fake_openai.last.json
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+    assert sent["parallel_tool_calls"] is False
+
+
+@pytest.mark.parametrize("how", ["unknown", "deleted", "store_false"])
+def test_an_unusable_previous_response_is_a_400(api, how):
+    if how == "unknown":
+        previous = "resp_does_not_exist"
+    else:
+        body = api.create(model="gpt-test", input="x", store=(how != "store_false")).json()
+        previous = body["id"]
+        if how == "deleted":
+            assert api.delete(f"/v1/responses/{previous}").status_code == 200
+    before = StoredResponse.objects.count()
+    response = api.create(model="gpt-test", input="next", previous_response_id=previous)
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "message": f"Previous response with id '{previous}' not found.", "type": "invalid_request_error",
+        "param": "previous_response_id", "code": "previous_response_not_found"}
+    assert StoredResponse.objects.count() == before
+
+
+def test_a_deleted_ancestor_keeps_its_descendants_context(api, fake_openai):
+    first = api.create(model="gpt-test", input="one").json()
+    second = api.create(model="gpt-test", input="two", previous_response_id=first["id"]).json()
+    api.delete(f"/v1/responses/{first['id']}")
+    api.create(model="gpt-test", input="three", previous_response_id=second["id"])
+    assert [m["content"] for m in fake_openai.last.json["messages"] if m["role"] == "user"] == ["one", "two", "three"]
+
+
+def _build_chain(api, depth):
+    previous = None
+    for turn in range(depth):
+        body = {"model": "gpt-test", "input": f"turn {turn}"}
+        if previous:
+            body["previous_response_id"] = previous
+        previous = api.create(**body).json()["id"]
+    return previous
+
+
+@pytest.mark.parametrize("depth", [1, 50])
+def test_loading_a_chain_takes_two_queries_at_any_depth(api, django_assert_num_queries, depth):
+    last = _build_chain(api, depth)
+    with django_assert_num_queries(2):
+        chain = store.get_chain(last, owner="")
+    assert len(chain.items) == depth * 2
+    assert chain.items[0]["content"][0]["text"] == "turn 0"
+    assert chain.depth == depth - 1
+
+
+def test_storage_grows_linearly_with_turns(api):
+    _build_chain(api, 20)
+    # Each turn stores its own input and output item: no copy of earlier turns anywhere.
+    assert Item.objects.count() == 40
+    assert StoredResponse.objects.count() == 20
+
+
+def test_a_follow_up_right_after_a_stream_finds_the_turn(api):
+    from tests.conftest import sse_events
+
+    events = sse_events(api.create(model="gpt-test", input="streamed", stream=True))
+    follow = api.create(model="gpt-test", input="next", previous_response_id=events[-1]["response"]["id"])
+    assert follow.status_code == 200
+
+
+def test_the_chain_query_is_one_statement(api):
+    last = _build_chain(api, 3)
+    with CaptureQueriesContext(connection) as queries:
+        store.get_chain(last, owner="")
+    assert "WITH RECURSIVE" in queries.captured_queries[1]["sql"]
