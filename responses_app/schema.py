@@ -176,11 +176,17 @@ class TextFormatJsonSchema(_Strict):
     strict: bool | None = None
 
 
+def _format_tag(value: Any) -> str | None:
+    # Prefixed so that the tag ("text") is not mistaken for the `text` parameter in error locations.
+    kind = _tag(value)
+    return f"format:{kind}" if kind else None
+
+
 TextFormat = Annotated[
-    Annotated[TextFormatText, Tag("text")]
-    | Annotated[TextFormatJsonObject, Tag("json_object")]
-    | Annotated[TextFormatJsonSchema, Tag("json_schema")],
-    Discriminator(_tag),
+    Annotated[TextFormatText, Tag("format:text")]
+    | Annotated[TextFormatJsonObject, Tag("format:json_object")]
+    | Annotated[TextFormatJsonSchema, Tag("format:json_schema")],
+    Discriminator(_format_tag),
 ]
 
 
@@ -242,7 +248,7 @@ def _param(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in _LOC_NOISE or (isinstance(part, str) and part.startswith(("function-", "literal["))):
+        elif part in _LOC_NOISE or (isinstance(part, str) and part.startswith(("function-", "literal[", "format:"))):
             continue
         else:
             out += f".{part}" if out else str(part)
