@@ -1,0 +1,83 @@
+"""config.yaml: the seed's schema, ${VAR} expansion, and one clear line for a bad file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway_project.config import ConfigError, expand_env, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_example_config_is_valid_and_has_a_demo_model():
+    config = load_config(ROOT / "config.example.yaml")
+    assert config.model("demo").provider == "demo"
+    assert {p.type for p in config.providers.values()} >= {"openai", "anthropic", "google", "demo"}
+
+
+def test_defaults_follow_the_seed():
+    config = parse_config({})
+    assert config.server.address == ":8080" and config.server.bind == "0.0.0.0:8080"
+    assert config.server.max_request_body_size == 10485760
+    assert config.logging.format == "json" and config.logging.level == "info"
+    assert config.observability.metrics.path == "/metrics"
+    assert config.observability.tracing.service_name == "llm-gateway"
+    assert config.observability.tracing.sampler.rate == 0.1
+
+
+def test_env_references_are_expanded_after_parsing():
+    env = {"KEY": "sk-a:b#c", "PORT": "9090"}
+    assert expand_env({"a": "${KEY}", "b": ["x-${PORT}"], "c": "${MISSING:-fallback}", "d": "${MISSING}"}, env) == {
+        "a": "sk-a:b#c", "b": ["x-9090"], "c": "fallback", "d": ""}
+
+
+def test_durations_accept_go_style_strings():
+    config = parse_config({"conversations": {"ttl": "15m"},
+                           "providers": {"p": {"type": "openai", "read_timeout": "500ms"}}})
+    assert config.conversations.ttl == 900
+    assert config.providers["p"].read_timeout == 0.5
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"providers": {"x": {"type": "bogus"}}}, "providers.x.type: unknown provider type 'bogus'"),
+    ({"providers": {}, "models": [{"name": "m", "provider": "ghost"}]},
+     "models[0].provider: model 'm' points at unknown provider 'ghost'"),
+    ({"server": {"max_request_body_size": "big"}}, "server.max_request_body_size: Input should be a valid integer"),
+    ({"server": {"adress": ":1"}}, "server.adress: unknown key"),
+    ({"observability": {"tracing": {"sampler": {"type": "sometimes"}}}}, "observability.tracing.sampler.type:"),
+    ({"conversations": {"ttl": "forever"}}, "conversations.ttl: expected a duration"),
+    ([1, 2], "the file must be a YAML mapping"),
+])
+def test_a_bad_config_names_the_key(data, message):
+    with pytest.raises(ConfigError) as error:
+        parse_config(data)
+    assert str(error.value).startswith(message)
+
+
+def _start(config_text: str, tmp_path: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text)
+    env = {"PATH": "/usr/bin:/bin", "GATEWAY_CONFIG": str(config), "DATABASE_URL": "sqlite:///:memory:"}
+    return subprocess.run([sys.executable, *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("command", [("manage.py", "check"),
+                                      (str(Path(sys.executable).parent / "gunicorn"), "-c",
+                                       "gateway_project/gunicorn.conf.py", "--check-config", "gateway_project.wsgi")])
+def test_start_up_stops_with_one_line_not_a_traceback(tmp_path, command):
+    result = _start("providers:\n  a: {type: openai}\nmodels:\n  - {name: m, provider: b}\n", tmp_path, *command)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("config error: ") and "models[0].provider" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    result = _start("server:\n  address: [oops\n", tmp_path, "manage.py", "check")
+    assert result.returncode == 2
+    assert "not valid YAML at line" in result.stderr
