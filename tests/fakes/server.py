@@ -139,6 +139,7 @@ class FakeServer:
             do_POST = _serve
             do_GET = _serve
 
+        ThreadingHTTPServer.request_queue_size = 1024  # load tests open hundreds of connections at once
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]

@@ -1,0 +1,87 @@
+"""Hundreds of slow streams through one 2-worker gunicorn: all complete, and neither OS threads
+nor Postgres connections grow with the number of open streams."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+
+from tests.e2e.gunicorn import PG_ADMIN, GatewayProcess
+from tests.fakes.openai_upstream import FakeOpenAI, Reply
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+STREAMS = 300
+POOL_MAX = 4
+WORKERS = 2
+
+
+def _stream_once(url: str) -> str:
+    body = {"model": "gpt-test", "input": "tell me slowly", "stream": True}
+    with requests.post(f"{url}/v1/responses", json=body, stream=True, timeout=60) as response:
+        response.raise_for_status()
+        last = None
+        for line in response.iter_lines():
+            if line.startswith(b"data: "):
+                last = json.loads(line[6:])["type"]
+        return last or ""
+
+
+def _worker_threads(master_pid: int) -> list[int]:
+    counts = []
+    for child in Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split():
+        status = Path(f"/proc/{child}/status").read_text()
+        counts.append(int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:"))))
+    return counts
+
+
+def test_300_slow_streams_complete_with_bounded_connections_and_threads():
+    upstream = FakeOpenAI()
+    # About 3 s per stream: 10 chunks, 0.3 s apart.
+    upstream.default_step = Reply(text=" ".join(f"w{i}" for i in range(10)), chunk_delay=0.3)
+    config = f"""
+logging: {{format: text, level: warn}}
+providers:
+  openai: {{type: openai, api_key: k, endpoint: "{upstream.url}/v1", read_timeout: 30}}
+models: [{{name: gpt-test, provider: openai}}]
+"""
+    peak = {"pg": 0, "threads": 0}
+    stop = threading.Event()
+    try:
+        with GatewayProcess(config, workers=WORKERS, env={"DB_POOL_MAX_SIZE": str(POOL_MAX)}) as gw:
+            def watch() -> None:
+                with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                    while not stop.is_set():
+                        (count,) = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                                                (gw.db_name,)).fetchone()
+                        peak["pg"] = max(peak["pg"], count)
+                        peak["threads"] = max([peak["threads"], *_worker_threads(gw.proc.pid)])
+                        time.sleep(0.1)
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            started = time.monotonic()
+            with ThreadPoolExecutor(max_workers=STREAMS) as pool:
+                results = list(pool.map(lambda _: _stream_once(gw.url), range(STREAMS)))
+            elapsed = time.monotonic() - started
+            stop.set()
+            watcher.join()
+            completed = results.count("response.completed")
+            print(f"\n{completed}/{STREAMS} streams completed in {elapsed:.1f}s; peak Postgres connections "
+                  f"{peak['pg']} (bound {WORKERS * POOL_MAX}); peak OS threads per worker {peak['threads']}")
+            assert completed == STREAMS, gw.log()[-3000:]
+            assert peak["pg"] <= WORKERS * POOL_MAX
+            # gevent: open streams are greenlets, not threads (a handful of helper threads only).
+            assert peak["threads"] < 20
+            # Concurrent, not serialised: 300 x 3 s streams finish in a small multiple of one stream.
+            assert elapsed < 60
+    finally:
+        stop.set()
+        upstream.close()
