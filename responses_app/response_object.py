@@ -15,6 +15,9 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
+_ECHOED_WHEN_SENT = ("prompt", "prompt_cache_options", "prompt_cache_retention", "context_management", "moderation")
+
+
 def echoed_settings(request: CreateResponseRequest) -> dict[str, Any]:
     """The request settings a Response echoes back, with OpenAI's defaults filled in."""
     settings: dict[str, Any] = {
@@ -35,9 +38,10 @@ def echoed_settings(request: CreateResponseRequest) -> dict[str, Any]:
     # The spec types `user` as a string (not nullable), so it is echoed only when sent.
     if request.user is not None:
         settings["user"] = request.user
-    # Other documented fields the gateway does not act on are still echoed back.
-    for name, value in (request.model_extra or {}).items():
-        settings.setdefault(name, value)
+    # Documented fields the gateway does not act on are still echoed back when sent.
+    for name in _ECHOED_WHEN_SENT:
+        if (value := getattr(request, name)) is not None:
+            settings[name] = value
     return settings
 
 

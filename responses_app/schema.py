@@ -198,6 +198,9 @@ class TextParam(_Strict):
 # --- the request ---------------------------------------------------------------------------
 
 class CreateResponseRequest(_Strict):
+    # Unknown parameters are rejected as OpenAI does, so a typo (`max_tokens`) is not silently ignored.
+    model_config = ConfigDict(strict=True, extra="forbid")
+
     model: str = Field(min_length=1)
     input: Any
     instructions: str | None = None
@@ -226,6 +229,12 @@ class CreateResponseRequest(_Strict):
     prompt_cache_key: str | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    # Documented, not acted on by the gateway: accepted and echoed back.
+    prompt: dict[str, Any] | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    prompt_cache_retention: str | None = None
+    context_management: list[Any] | dict[str, Any] | None = None
+    moderation: Any = None
 
     @field_validator("metadata")
     @classmethod
@@ -264,7 +273,7 @@ def _first_error(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> ApiError
         return invalid_request(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        message = "Unknown parameter"
+        return invalid_request(f"Unknown parameter: '{param}'.", param=param, code="unknown_parameter")
     return invalid_request(f"Invalid value for '{param}': {message}.", param=param,
                            code="invalid_type" if error["type"].endswith("_type") else "invalid_value")
 

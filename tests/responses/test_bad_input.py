@@ -39,6 +39,7 @@ CASES = [
     ("previous id with conversation", {"model": "gpt-test", "input": "x", "previous_response_id": "resp_1",
                                         "conversation": "conv_1"}, "previous_response_id", "mutually_exclusive_parameters"),
     ("unknown model", {"model": "nope", "input": "x"}, "model", "model_not_found"),
+    ("unknown parameter", {"model": "gpt-test", "input": "x", "max_tokens": 50}, "max_tokens", "unknown_parameter"),
     ("unknown previous response", {"model": "gpt-test", "input": "x", "previous_response_id": "resp_nope"},
      "previous_response_id", "previous_response_not_found"),
 ]

@@ -55,7 +55,11 @@ def test_it_sends_the_upstream_a_chat_completion_request(api, fake_openai):
 
 def test_it_echoes_request_settings(api):
     body = api.create(model="gpt-test", input="x", metadata={"k": "v"}, temperature=0.5, user="someone",
-                      max_output_tokens=100, instructions="sys", prompt_cache_key="pck").json()
+                      max_output_tokens=100, instructions="sys", prompt_cache_key="pck",
+                      prompt_cache_retention="24h", reasoning={"effort": "low"}).json()
+    validate("Response", body)
+    assert body["prompt_cache_retention"] == "24h"
+    assert body["reasoning"] == {"effort": "low"}
     assert body["metadata"] == {"k": "v"}
     assert body["temperature"] == 0.5
     assert body["user"] == "someone"
