@@ -45,12 +45,15 @@ def drop_database(name: str) -> None:
 
 class GatewayProcess:
     def __init__(self, config_yaml: str, *, workers: int = 2, env: dict[str, str] | None = None,
-                 database: str | None = None, args: list[str] | None = None) -> None:
+                 database: str | None = None, args: list[str] | None = None,
+                 database_url: str | None = None) -> None:
         self.config_yaml = config_yaml
         self.workers = workers
         self.extra_env = env or {}
         self.db_name = database or f"gw_e2e_{secrets.token_hex(4)}"
         self.args = args or []
+        # An explicit URL (e.g. an unreachable server) skips creating and migrating a database.
+        self._database_url = database_url
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="gw-e2e-")
@@ -66,7 +69,7 @@ class GatewayProcess:
 
     @property
     def database_url(self) -> str:
-        return f"postgres://postgres@127.0.0.1:5432/{self.db_name}"
+        return self._database_url or f"postgres://postgres@127.0.0.1:5432/{self.db_name}"
 
     def env(self) -> dict[str, str]:
         config = Path(self._tmp.name) / "config.yaml"
@@ -80,9 +83,10 @@ class GatewayProcess:
         return env
 
     def start(self) -> GatewayProcess:
-        create_database(self.db_name)
         env = self.env()
-        subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, env=env, check=True)
+        if self._database_url is None:
+            create_database(self.db_name)
+            subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, env=env, check=True)
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "gunicorn"), "-c", "gateway_project/gunicorn.conf.py",
@@ -113,10 +117,11 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        try:
-            drop_database(self.db_name)
-        except psycopg.Error:
-            pass
+        if self._database_url is None:
+            try:
+                drop_database(self.db_name)
+            except psycopg.Error:
+                pass
         self._tmp.cleanup()
 
     def __enter__(self) -> GatewayProcess:

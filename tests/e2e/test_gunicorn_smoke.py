@@ -20,3 +20,20 @@ def test_it_serves_the_demo_model_under_gunicorn():
         assert body["status"] == "completed"
         again = requests.get(f"{gw.base_url}/responses/{body['id']}", timeout=10)
         assert again.json()["output"] == body["output"]
+
+
+def test_ready_is_503_naming_the_database_when_it_is_unreachable():
+    with GatewayProcess(DEMO_CONFIG, database_url="postgres://postgres@127.0.0.1:9/nowhere",
+                        env={"DB_POOL_TIMEOUT": "2"}) as gw:
+        response = requests.get(f"{gw.url}/ready", timeout=15)
+        assert response.status_code == 503
+        body = response.json()
+        assert body["status"] == "not_ready"
+        assert body["checks"]["database"].startswith("unhealthy")
+        assert body["checks"]["models"] == "healthy"
+        # The API stays JSON even when the database is down.
+        failed = requests.post(f"{gw.base_url}/responses", json={"model": "demo", "input": "x",
+                                                                  "previous_response_id": "resp_1"}, timeout=15)
+        assert failed.status_code == 500
+        assert failed.json()["error"]["type"] == "server_error"
+        assert failed.headers["x-request-id"]

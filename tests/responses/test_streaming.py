@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conversations_app.models import StoredResponse
@@ -45,11 +47,23 @@ def test_it_asks_the_upstream_for_usage_in_the_stream(api, fake_openai):
 
 
 def test_the_streamed_turn_is_stored_before_completed_is_sent(api, fake_openai):
-    events = sse_events(api.create(model="gpt-test", input="x", stream=True))
-    completed = events[-1]["response"]
+    frames = iter(api.create(model="gpt-test", input="x", stream=True).streaming_content)
+    for frame in frames:  # read lazily: stop at the terminal frame, before the generator finishes
+        if frame.startswith(b"event: response.completed"):
+            completed = json.loads(frame.split(b"data: ", 1)[1])["response"]
+            break
     record = StoredResponse.objects.get(pk=completed["id"])
     assert record.status == "completed"
     assert api.get(f"/v1/responses/{completed['id']}").json() == completed
+    assert list(frames) == []
+
+
+def test_stream_usage_carries_cached_and_reasoning_tokens(api, fake_openai):
+    fake_openai.script(Reply(prompt_tokens=20, completion_tokens=8, cached_tokens=16, reasoning_tokens=5))
+    usage = sse_events(api.create(model="gpt-test", input="x", stream=True))[-1]["response"]["usage"]
+    assert usage["input_tokens_details"] == {"cached_tokens": 16, "cache_write_tokens": 0}
+    assert usage["output_tokens_details"] == {"reasoning_tokens": 5}
+    assert usage["total_tokens"] == 28
 
 
 def test_it_streams_function_calls_as_their_own_items(api, fake_openai):
