@@ -9,6 +9,8 @@ streaming goes over the wire exactly as a real provider sends it.
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -96,10 +98,13 @@ class Writer:
         return False
 
     def drop(self) -> None:
-        """Cut the connection abruptly (a reset, as when an upstream dies mid-answer)."""
-        import socket
-        import struct
+        """Close the connection mid-body (no terminating chunk): the client reads everything sent so
+        far, then a truncated body. Deterministic, unlike a reset, whose RST may overtake unread data."""
+        self.handler.close_connection = True
+        self.handler.connection.shutdown(socket.SHUT_RDWR)
 
+    def reset(self) -> None:
+        """Abort the connection with a TCP reset, as when an upstream process dies."""
         sock = self.handler.connection
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.handler.close_connection = True
