@@ -1,0 +1,118 @@
+"""API authentication: gateway API keys and OIDC bearer tokens; a guard for the metrics path.
+
+Default deny: every path needs a credential except the probes, the metrics path (which has its
+own guard) and the Django admin (which has its own login). `auth.enabled: false` is the
+anonymous dev mode: nothing is checked and everything belongs to the owner ''.
+Failures are one fixed 401 body: the reason goes to the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+
+from django.conf import settings
+from django.core.exceptions import MiddlewareNotUsed
+from django.http import HttpRequest, HttpResponse
+
+from gateway_project.api_errors import ApiError
+from identity_app.client_ip import client_ip, in_networks, parse_networks
+from identity_app.identity import Identity, set_identity
+from identity_app.keys import find_active_key, looks_like_api_key
+from identity_app.models import OIDC_OWNER_PREFIX
+from identity_app.oidc import InvalidToken, IssuerUnavailable, OidcVerifier, looks_like_jwt
+from identity_app.request_facts import create_facts
+
+logger = logging.getLogger(__name__)
+
+PUBLIC_PATHS = frozenset({"/health", "/ready"})
+PUBLIC_PREFIXES = ("/admin/", "/static/")
+
+
+def unauthorized() -> HttpResponse:
+    return ApiError(401, "Incorrect API key provided. Pass a valid gateway API key or OIDC token as "
+                         "'Authorization: Bearer <token>'.", code="invalid_api_key").response()
+
+
+def model_not_allowed(model: str) -> HttpResponse:
+    # Exactly the gateway's answer for a model it does not serve, so a key cannot probe which
+    # models exist beyond the ones it may use (OpenAI answers "does not exist or you do not have access").
+    return ApiError(400, f"The model '{model}' does not exist or is not served by this gateway.",
+                    param="model", code="model_not_found").response()
+
+
+def bearer_token(request: HttpRequest) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+class AuthMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        config = settings.GATEWAY.auth
+        self.enabled = config.enabled
+        self.metrics_path = settings.GATEWAY.observability.metrics.path
+        self.metrics_token = config.metrics.bearer_token
+        self.metrics_networks = parse_networks(config.metrics.allowed_networks)
+        self.trusted_proxies = parse_networks(settings.GATEWAY.rate_limit.trusted_proxies)
+        if not self.enabled and not self.metrics_token and not self.metrics_networks:
+            raise MiddlewareNotUsed
+        self.oidc = OidcVerifier(config) if config.enabled and config.issuer else None
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        path = request.path
+        if path == self.metrics_path:
+            return self._guard_metrics(request) or self.get_response(request)
+        if not self.enabled or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+            return self.get_response(request)
+        try:
+            identity = self.authenticate(request)
+        except IssuerUnavailable as exc:
+            logger.warning("auth: OIDC issuer unavailable: %s", exc)
+            return ApiError(503, "The identity provider is unavailable; try again shortly.", type="server_error",
+                            code="auth_unavailable", headers={"Retry-After": "5"}).response()
+        if identity is None:
+            # The rate limiter counts failed attempts per client address (rotating keys gains nothing).
+            request.gateway_auth_failed = True  # type: ignore[attr-defined]
+            return unauthorized()
+        set_identity(request, identity)
+        facts = create_facts(request)
+        if facts is not None and facts.model is not None and not identity.may_use(facts.model):
+            return model_not_allowed(facts.model)
+        return self.get_response(request)
+
+    def authenticate(self, request: HttpRequest) -> Identity | None:
+        token = bearer_token(request)
+        if token is None:
+            logger.info("auth: no bearer token on %s", request.path)
+            return None
+        if looks_like_api_key(token):
+            record = find_active_key(token)
+            if record is None:
+                logger.info("auth: unknown or revoked API key")
+                return None
+            return Identity(kind="api_key", owner=record.owner, subject=f"key:{record.pk}",
+                            allowed_models=frozenset(record.allowed_models or ()), rpm=record.rpm, tpm=record.tpm)
+        if self.oidc is not None and looks_like_jwt(token):
+            try:
+                claims = self.oidc.verify(token)
+                owner = self.oidc.owner_of(claims)
+            except InvalidToken as exc:
+                logger.info("auth: OIDC token rejected: %s", exc)
+                return None
+            subject = claims.get("sub") if isinstance(claims.get("sub"), str) else owner
+            return Identity(kind="oidc", owner=OIDC_OWNER_PREFIX + owner, subject=f"oidc:{subject}")
+        logger.info("auth: bearer token is neither a gateway key nor an accepted JWT")
+        return None
+
+    def _guard_metrics(self, request: HttpRequest) -> HttpResponse | None:
+        if self.metrics_networks and not in_networks(client_ip(request, self.trusted_proxies), self.metrics_networks):
+            return ApiError(403, "This address may not read metrics.", type="invalid_request_error",
+                            code="forbidden").response()
+        if self.metrics_token:
+            token = bearer_token(request) or ""
+            if not hmac.compare_digest(token.encode(), self.metrics_token.encode()):
+                return unauthorized()
+        return None

@@ -1,0 +1,30 @@
+"""Who is calling: the result of authentication, read by the rate limiter and the views."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.http import HttpRequest
+
+
+@dataclass(frozen=True)
+class Identity:
+    kind: str  # "api_key" | "oidc" | "anonymous"
+    owner: str  # tenant label: what the store filters every read and write by
+    subject: str  # what the rate limiter counts by ("key:12", "oidc:<sub>")
+    allowed_models: frozenset[str] = frozenset()  # empty = every model
+    rpm: int | None = None  # per-identity overrides of the global limits
+    tpm: int | None = None
+
+    def may_use(self, model: str) -> bool:
+        return not self.allowed_models or model in self.allowed_models
+
+
+def identity_of(request: HttpRequest) -> Identity | None:
+    return getattr(request, "gateway_identity", None)
+
+
+def set_identity(request: HttpRequest, identity: Identity) -> None:
+    request.gateway_identity = identity  # type: ignore[attr-defined]
+    # responses_app.views.owner_of reads this; the store filters by it.
+    request.gateway_owner = identity.owner  # type: ignore[attr-defined]

@@ -1,0 +1,99 @@
+"""Gateway API keys: issued once, stored as a hash, found by hash, revoked at once."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.contrib.auth.models import User
+from django.contrib.messages import get_messages
+from django.core.management import CommandError, call_command
+from django.test import Client
+from django.utils import timezone
+
+from identity_app.keys import find_active_key, issue_key, revoke
+from identity_app.models import ApiKey
+
+pytestmark = pytest.mark.django_db
+
+
+def test_create_api_key_prints_the_key_once_and_stores_only_its_hash():
+    out, err = StringIO(), StringIO()
+    call_command("create_api_key", "--name", "ci", "--owner", "acme", "--models", "demo, gpt-test",
+                 "--rpm", "30", "--tpm", "9000", stdout=out, stderr=err)
+    key = out.getvalue().strip()
+    assert key.startswith("gwk_") and len(key) > 40
+    record = ApiKey.objects.get()
+    assert record.key_hash == hashlib.sha256(key.encode()).hexdigest()
+    assert key.startswith(record.prefix) and record.prefix in err.getvalue()
+    assert key not in err.getvalue()
+    assert (record.name, record.owner, record.allowed_models, record.rpm, record.tpm) == (
+        "ci", "acme", ["demo", "gpt-test"], 30, 9000)
+    # Nothing in the row is the key itself.
+    assert all(key not in str(value) for value in ApiKey.objects.values().get().values())
+
+
+def test_an_owner_cannot_pose_as_an_oidc_identity():
+    with pytest.raises(CommandError, match="owner"):
+        call_command("create_api_key", "--name", "x", "--owner", "oidc:alice", stdout=StringIO(), stderr=StringIO())
+    assert not ApiKey.objects.exists()
+
+
+def test_lookup_finds_the_key_and_nothing_else():
+    issued = issue_key(name="a", owner="acme")
+    assert find_active_key(issued.key).pk == issued.record.pk
+    assert find_active_key(issued.key[:-1] + ("A" if issued.key[-1] != "A" else "B")) is None
+    assert find_active_key(issued.record.prefix) is None
+    assert find_active_key("sk-not-a-gateway-key") is None
+
+
+def test_a_revoked_key_is_refused_immediately():
+    issued = issue_key(name="a", owner="acme")
+    assert find_active_key(issued.key) is not None
+    revoke(issued.record)
+    assert find_active_key(issued.key) is None
+
+
+def test_last_used_is_written_at_most_once_a_minute():
+    issued = issue_key(name="a", owner="acme")
+    find_active_key(issued.key)
+    first = ApiKey.objects.get().last_used_at
+    assert first is not None
+    find_active_key(issued.key)
+    assert ApiKey.objects.get().last_used_at == first
+    stale = timezone.now() - timedelta(minutes=2)
+    ApiKey.objects.update(last_used_at=stale)
+    find_active_key(issued.key)
+    assert ApiKey.objects.get().last_used_at > stale
+
+
+def test_the_admin_shows_a_new_key_once_and_it_works(settings):
+    User.objects.create_superuser("root", "root@example.com", "pw-for-tests-only")
+    client = Client()
+    client.force_login(User.objects.get())
+    response = client.post("/admin/identity_app/apikey/add/", {
+        "name": "from-admin", "owner": "acme", "allowed_models": "demo", "rpm": "", "tpm": "", "revoked_at": "",
+    }, follow=True)
+    assert response.status_code == 200
+    shown = [str(m) for m in get_messages(response.wsgi_request)] or [
+        m.message for m in response.context["messages"]]
+    key = next(word for text in shown for word in text.split() if word.startswith("gwk_"))
+    record = ApiKey.objects.get()
+    assert record.allowed_models == ["demo"]
+    assert find_active_key(key).pk == record.pk
+    # The list and the change page never show it again.
+    listing = client.get("/admin/identity_app/apikey/").content.decode()
+    change = client.get(f"/admin/identity_app/apikey/{record.pk}/change/").content.decode()
+    assert record.prefix in listing and key not in listing and key not in change
+    assert record.key_hash not in change
+
+
+def test_the_admin_revoke_action():
+    User.objects.create_superuser("root", "root@example.com", "pw-for-tests-only")
+    issued = issue_key(name="a", owner="acme")
+    client = Client()
+    client.force_login(User.objects.get())
+    client.post("/admin/identity_app/apikey/", {"action": "revoke", "_selected_action": [issued.record.pk]})
+    assert find_active_key(issued.key) is None

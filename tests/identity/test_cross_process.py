@@ -1,0 +1,122 @@
+"""Exactness across processes: real gunicorn workers and instances sharing one Redis."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+import redis
+import requests
+
+from tests.e2e.gunicorn import ROOT, GatewayProcess
+from tests.identity.conftest import SHARED_REDIS
+
+pytestmark = pytest.mark.e2e
+
+LIMIT = 5
+BURST = 24
+
+
+def config(prefix: str, rpm: int = 1000) -> str:
+    return f"""
+logging: {{format: text, level: warn}}
+auth: {{enabled: true}}
+rate_limit: {{enabled: true, requests_per_minute: {rpm}, redis_key_prefix: "{prefix}"}}
+providers: {{demo: {{type: demo}}}}
+models: [{{name: demo, provider: demo}}]
+"""
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    value = f"test:idn:e2e:{secrets.token_hex(4)}:"
+    yield value
+    client = redis.Redis.from_url(SHARED_REDIS)
+    keys = list(client.scan_iter(match=f"{value}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def create_key(gw: GatewayProcess, *args: str) -> str:
+    done = subprocess.run([sys.executable, "manage.py", "create_api_key", "--name", "burst", "--owner", "acme", *args],
+                          cwd=ROOT, env=gw.env(), check=True, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def copy_keys(source: GatewayProcess, target: GatewayProcess) -> None:
+    columns = "id, name, prefix, key_hash, owner, allowed_models, rpm, tpm, created_at, last_used_at, revoked_at"
+    with psycopg.connect(source.database_url) as src, psycopg.connect(target.database_url) as dst:
+        rows = src.execute(f"SELECT {columns} FROM identity_app_apikey").fetchall()
+        with dst.cursor() as cursor:
+            cursor.executemany(f"INSERT INTO identity_app_apikey ({columns}) VALUES "
+                               f"(%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s)",
+                               [(*row[:5], psycopg.types.json.Jsonb(row[5]), *row[6:]) for row in rows])
+
+
+def burst(urls: list[str], key: str, count: int = BURST) -> list[requests.Response]:
+    """`count` requests released together, spread round-robin over `urls`."""
+    start = threading.Barrier(count)
+
+    def one(i: int) -> requests.Response:
+        start.wait(timeout=30)
+        return requests.post(f"{urls[i % len(urls)]}/v1/responses", json={"model": "demo", "input": f"hi {i}"},
+                             headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def assert_exactly_limit_admitted(responses: list[requests.Response], logs: str) -> None:
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * LIMIT + [429] * (BURST - LIMIT), logs
+    admitted = [r for r in responses if r.status_code == 200]
+    # One shared bucket: each admission saw a different remaining count.
+    assert sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in admitted) == list(range(LIMIT))
+    for refused in (r for r in responses if r.status_code == 429):
+        assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+        assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+        # The bucket refills one request every 60/LIMIT = 12 s.
+        assert 1 <= int(refused.headers["Retry-After"]) <= 12
+
+
+def test_two_workers_admit_exactly_the_limit(prefix):
+    with GatewayProcess(config(prefix), workers=2, env={"REDIS_URL": SHARED_REDIS}) as gw:
+        key = create_key(gw, "--rpm", str(LIMIT))
+        assert_exactly_limit_admitted(burst([gw.url], key), gw.log())
+
+
+def test_two_instances_sharing_redis_admit_exactly_the_limit(prefix):
+    env = {"REDIS_URL": SHARED_REDIS}
+    with GatewayProcess(config(prefix), workers=1, env=env) as first, \
+            GatewayProcess(config(prefix), workers=1, env=env) as second:
+        key = create_key(first, "--rpm", str(LIMIT))
+        copy_keys(first, second)
+        responses = burst([first.url, second.url], key)
+        assert_exactly_limit_admitted(responses, first.log() + second.log())
+
+
+def test_a_revoked_key_is_refused_by_every_worker(prefix):
+    with GatewayProcess(config(prefix), workers=2, env={"REDIS_URL": SHARED_REDIS}) as gw:
+        key = create_key(gw)
+        assert {r.status_code for r in burst([gw.url], key, 12)} == {200}
+        with psycopg.connect(gw.database_url, autocommit=True) as conn:
+            conn.execute("UPDATE identity_app_apikey SET revoked_at = now()")
+        after = burst([gw.url], key, 12)
+        assert {r.status_code for r in after} == {401}, gw.log()
+        assert all(r.json()["error"]["code"] == "invalid_api_key" for r in after)
+
+
+def test_the_burst_reaches_both_workers(prefix):
+    """The control for the exactness test: with the in-process fallback each worker has its own
+    buckets, so more than LIMIT get through; the burst really is spread over both processes."""
+    with GatewayProcess(config(prefix, rpm=LIMIT), workers=2, env={"REDIS_URL": ""}) as gw:
+        key = create_key(gw)
+        admitted = sum(r.status_code == 200 for r in burst([gw.url], key))
+        assert LIMIT < admitted <= 2 * LIMIT, gw.log()
