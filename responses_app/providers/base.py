@@ -71,12 +71,23 @@ class ProviderError(Exception):
     STATUS = {"timeout": 504, "unavailable": 503, "rate_limited": 429, "bad_request": 400, "auth": 502, "upstream": 502}
 
     def __init__(self, kind: str, message: str, *, upstream_status: int | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, retryable: bool | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.upstream_status = upstream_status
         self.retry_after = retry_after
+        self._retryable = retryable
+
+    @property
+    def retryable(self) -> bool:
+        """Worth another try on the same upstream: connection failures, 429 and 5xx. A 200 with a
+        malformed body, a timeout or a 4xx is not (the same request would fail the same way, or slowly)."""
+        if self._retryable is not None:
+            return self._retryable
+        if self.kind in ("rate_limited", "unavailable"):
+            return True
+        return self.kind == "upstream" and (self.upstream_status or 0) >= 500
 
     @property
     def status(self) -> int:

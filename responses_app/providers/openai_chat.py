@@ -146,7 +146,10 @@ class OpenAIChatProvider(Provider):
         super().__init__(key, entry)
         self.url = (entry.endpoint or DEFAULT_ENDPOINT).rstrip("/") + "/chat/completions"
         self.session = http.new_session()
-        self.timeout = (entry.connect_timeout, entry.read_timeout)
+        self.timeout = http.Timeouts.of(entry)
+
+    def url_for(self, request: ProviderRequest) -> str:
+        return self.url
 
     def headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -155,7 +158,7 @@ class OpenAIChatProvider(Provider):
         return headers
 
     def _post(self, request: ProviderRequest, *, stream: bool):  # type: ignore[no-untyped-def]
-        return http.post(self.session, self.key, self.url, payload=build_payload(request, stream=stream),
+        return http.post(self.session, self.key, self.url_for(request), payload=build_payload(request, stream=stream),
                          headers=self.headers(), timeout=self.timeout, stream=stream)
 
     def generate(self, request: ProviderRequest) -> Iterator[Event]:

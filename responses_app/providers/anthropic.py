@@ -1,0 +1,262 @@
+"""`anthropic` provider type: the Anthropic Messages API (responses-api.md §2).
+
+Translation up: `instructions` and system/developer messages become the top-level `system`;
+consecutive turns of one role are merged (the API wants user/assistant to alternate); function
+calls become assistant `tool_use` blocks and their outputs user `tool_result` blocks; images go as
+base64 or URL sources. `max_tokens` is required upstream, so a default applies when the client
+sent no `max_output_tokens`.
+
+Translation down: text and `tool_use` blocks, streamed (`message_start` ... `message_stop`, with
+`ping`s anywhere and a possible mid-stream `error`) or whole. Usage counts cache reads and writes
+as input, the way OpenAI counts cached tokens: input = input + cache_read + cache_creation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from responses_app.providers import http
+from responses_app.providers.base import (
+    Event,
+    Finish,
+    FinishReason,
+    Provider,
+    ProviderError,
+    ProviderRequest,
+    RefusalDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from responses_app.providers.translate import (
+    arguments_object,
+    merge_turn,
+    output_text,
+    parse_data_url,
+    system_text,
+    text_of,
+)
+
+DEFAULT_ENDPOINT = "https://api.anthropic.com"
+DEFAULT_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+
+_STOP: dict[str, FinishReason] = {
+    "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "tool_use": "tool_calls",
+    "max_tokens": "length", "model_context_window_exceeded": "length", "refusal": "refusal",
+}
+# Anthropic stops with `refusal` without saying anything the client could show as the refusal itself.
+REFUSAL_TEXT = "The model declined to answer this request."
+
+_ERROR_KINDS = {"overloaded_error": "unavailable", "rate_limit_error": "rate_limited", "api_error": "upstream",
+                "invalid_request_error": "bad_request", "authentication_error": "auth", "permission_error": "auth"}
+
+
+def _user_block(part: dict[str, Any]) -> dict[str, Any] | None:
+    kind = part.get("type")
+    if kind == "input_text":
+        return {"type": "text", "text": part["text"]}
+    if kind == "input_image":
+        url = part.get("image_url")
+        if url is None:
+            raise ProviderError("bad_request", "input_image parts with a file_id are not supported by Anthropic upstreams.")
+        if (data := parse_data_url(url)) is not None:
+            return {"type": "image", "source": {"type": "base64", "media_type": data[0], "data": data[1]}}
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    if kind == "input_file":
+        if part.get("file_data") and (data := parse_data_url(part["file_data"])) is not None:
+            return {"type": "document", "source": {"type": "base64", "media_type": data[0], "data": data[1]}}
+        if part.get("file_url"):
+            return {"type": "document", "source": {"type": "url", "url": part["file_url"]}}
+        raise ProviderError("bad_request", "input_file parts need file_data (a data: URL) or file_url for Anthropic upstreams.")
+    return None
+
+
+def to_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    for item in items:
+        kind = item.get("type")
+        if kind == "message":
+            role = item["role"]
+            if role in ("system", "developer"):
+                continue  # hoisted into `system`
+            if role == "assistant":
+                text = text_of(item["content"])
+                merge_turn(messages, "assistant", [{"type": "text", "text": text}] if text else [], key="content")
+            else:
+                blocks = [b for b in (_user_block(p) for p in item["content"]) if b is not None]
+                merge_turn(messages, "user", blocks, key="content")
+        elif kind == "function_call":
+            block = {"type": "tool_use", "id": item["call_id"], "name": item["name"],
+                     "input": arguments_object(item["arguments"])}
+            merge_turn(messages, "assistant", [block], key="content")
+        elif kind == "function_call_output":
+            block = {"type": "tool_result", "tool_use_id": item["call_id"], "content": output_text(item["output"])}
+            merge_turn(messages, "user", [block], key="content")
+        # Reasoning items carry no Anthropic thinking signature; they are dropped on the way up.
+    return messages
+
+
+def _tool_choice(request: ProviderRequest) -> dict[str, Any] | None:
+    choice = request.tool_choice
+    if isinstance(choice, dict):
+        out: dict[str, Any] = {"type": "tool", "name": choice["name"]}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif choice == "none":
+        out = {"type": "none"}
+    else:
+        out = {"type": "auto"}
+    if request.parallel_tool_calls is False and out["type"] != "none":
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+def build_payload(request: ProviderRequest, *, stream: bool) -> dict[str, Any]:
+    fmt = request.text_format
+    if fmt and fmt.get("type") in ("json_schema", "json_object"):
+        raise ProviderError("bad_request", f"text.format {fmt['type']!r} is not supported by Anthropic upstreams.")
+    payload: dict[str, Any] = {
+        "model": request.model,
+        "max_tokens": request.max_output_tokens or DEFAULT_MAX_TOKENS,
+        "messages": to_messages(request.items),
+    }
+    if system := system_text(request.instructions, request.items):
+        payload["system"] = system
+    if request.temperature is not None:
+        payload["temperature"] = request.temperature
+    if request.top_p is not None:
+        payload["top_p"] = request.top_p
+    if request.tools:
+        payload["tools"] = [
+            {k: v for k, v in {"name": t["name"], "description": t.get("description"),
+                               "input_schema": t.get("parameters") or {"type": "object", "properties": {}}}.items()
+             if v is not None}
+            for t in request.tools
+        ]
+        payload["tool_choice"] = _tool_choice(request)
+    if request.user:
+        payload["metadata"] = {"user_id": request.user}
+    if stream:
+        payload["stream"] = True
+    return payload
+
+
+def parse_usage(usage: dict[str, Any] | None) -> Usage | None:
+    if not usage:
+        return None
+    cache_read = int(usage.get("cache_read_input_tokens") or 0)
+    cache_write = int(usage.get("cache_creation_input_tokens") or 0)
+    return Usage(
+        input_tokens=int(usage.get("input_tokens") or 0) + cache_read + cache_write,
+        output_tokens=int(usage.get("output_tokens") or 0),
+        cached_tokens=cache_read,
+        cache_write_tokens=cache_write,
+    )
+
+
+def _finish(stop_reason: str | None) -> list[Event]:
+    reason = _STOP.get(stop_reason or "end_turn", "stop")
+    events: list[Event] = []
+    if reason == "refusal":
+        events.append(RefusalDelta(REFUSAL_TEXT))
+    events.append(Finish(reason))
+    return events
+
+
+def _error(provider: str, body: dict[str, Any]) -> ProviderError:
+    error = body.get("error") or {}
+    kind = _ERROR_KINDS.get(error.get("type", ""), "upstream")
+    message = error.get("message") or "unknown error"
+    if kind == "bad_request":
+        return ProviderError(kind, message)
+    return ProviderError(kind, f"Provider {provider!r} reported an error mid-stream: {message}")
+
+
+class AnthropicProvider(Provider):
+    type = "anthropic"
+
+    def __init__(self, key: str, entry: Any) -> None:
+        super().__init__(key, entry)
+        self.url = (entry.endpoint or DEFAULT_ENDPOINT).rstrip("/") + "/v1/messages"
+        self.session = http.new_session()
+        self.timeout = http.Timeouts.of(entry)
+
+    def headers(self) -> dict[str, str]:
+        return {"Content-Type": "application/json", "Accept": "application/json", "x-api-key": self.entry.api_key,
+                "anthropic-version": self.entry.api_version or DEFAULT_VERSION}
+
+    def _post(self, request: ProviderRequest, *, stream: bool):  # type: ignore[no-untyped-def]
+        return http.post(self.session, self.key, self.url, payload=build_payload(request, stream=stream),
+                         headers=self.headers(), timeout=self.timeout, stream=stream)
+
+    def generate(self, request: ProviderRequest) -> Iterator[Event]:
+        with self._post(request, stream=False) as response:
+            body = http.read_json(self.key, response)
+        if body.get("type") == "error":
+            raise _error(self.key, body)
+        if not isinstance(body.get("content"), list):
+            raise ProviderError("upstream", f"Provider {self.key!r} answered without content.")
+        events: list[Event] = []
+        calls = 0
+        for block in body["content"]:
+            if block.get("type") == "text" and block.get("text"):
+                events.append(TextDelta(block["text"]))
+            elif block.get("type") == "tool_use":
+                events.append(ToolCallDelta(calls, block.get("id"), block.get("name"),
+                                            json.dumps(block.get("input") or {})))
+                calls += 1
+        if (usage := parse_usage(body.get("usage"))) is not None:
+            events.append(usage)
+        events += _finish(body.get("stop_reason"))
+        return iter(events)
+
+    def stream(self, request: ProviderRequest) -> Iterator[Event]:
+        response = self._post(request, stream=True)
+        try:
+            yield from self._stream_events(response)
+        finally:
+            # Closing mid-answer (client gone, error) drops the upstream connection at once.
+            response.close()
+
+    def _stream_events(self, response: Any) -> Iterator[Event]:
+        usage: dict[str, Any] = {}
+        stop_reason: str | None = None
+        for _name, data in http.sse_events(self.key, response):
+            event = http.parse_data(self.key, data)
+            kind = event.get("type")
+            if kind == "message_start":
+                usage.update((event.get("message") or {}).get("usage") or {})
+                # Input usage is known now: an answer cut short still reports what its prompt cost.
+                if (early := parse_usage(usage)) is not None:
+                    yield early
+            elif kind == "content_block_start":
+                block = event.get("content_block") or {}
+                if block.get("type") == "tool_use":
+                    yield ToolCallDelta(int(event.get("index", 0)), block.get("id"), block.get("name"), "")
+                elif block.get("type") == "text" and block.get("text"):
+                    yield TextDelta(block["text"])
+            elif kind == "content_block_delta":
+                delta = event.get("delta") or {}
+                if delta.get("type") == "text_delta" and delta.get("text"):
+                    yield TextDelta(delta["text"])
+                elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+                    yield ToolCallDelta(int(event.get("index", 0)), arguments=delta["partial_json"])
+            elif kind == "message_delta":
+                stop_reason = (event.get("delta") or {}).get("stop_reason") or stop_reason
+                # output_tokens is cumulative; input and cache counts may be restated here.
+                usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+            elif kind == "message_stop":
+                if (final := parse_usage(usage)) is not None:
+                    yield final
+                yield from _finish(stop_reason)
+                return
+            elif kind == "error":
+                raise _error(self.key, event)
+            # `ping`, `content_block_stop` and unknown event types carry nothing to translate.
+        raise ProviderError("upstream", f"Provider {self.key!r} ended the stream before message_stop.")
+
+    def close(self) -> None:
+        self.session.close()

@@ -1,0 +1,237 @@
+"""`google` provider type: Gemini `generateContent` and `streamGenerateContent?alt=sse`.
+
+Translation up: `instructions` and system/developer messages become `systemInstruction`; the
+assistant is the `model` role; function calls and their outputs become `functionCall` /
+`functionResponse` parts. Gemini pairs a response with its call by function *name*, not by id,
+so the name is looked up from the replayed `function_call` item with the same `call_id`.
+
+Translation down: Gemini's function calls often carry no id, so the gateway mints the `call_id`
+(`call_…`). Every streamed `data:` line is a whole `GenerateContentResponse`; usage and the
+finish reason come on the last one. Thinking tokens are reasoning tokens, counted as output.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+from responses_app.ids import new_id
+from responses_app.providers import http
+from responses_app.providers.base import (
+    Event,
+    Finish,
+    FinishReason,
+    Provider,
+    ProviderError,
+    ProviderRequest,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from responses_app.providers.translate import (
+    arguments_object,
+    guess_media_type,
+    merge_turn,
+    output_text,
+    parse_data_url,
+    system_text,
+    text_of,
+)
+
+DEFAULT_ENDPOINT = "https://generativelanguage.googleapis.com/v1beta"
+
+_FILTERED = {"SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"}
+
+
+def _user_part(part: dict[str, Any]) -> dict[str, Any] | None:
+    kind = part.get("type")
+    if kind == "input_text":
+        return {"text": part["text"]}
+    if kind in ("input_image", "input_file"):
+        url = part.get("image_url") or part.get("file_data") or part.get("file_url")
+        if url is None:
+            raise ProviderError("bad_request", f"{kind} parts with a file_id are not supported by Gemini upstreams.")
+        if (data := parse_data_url(url)) is not None:
+            return {"inlineData": {"mimeType": data[0], "data": data[1]}}
+        default = "image/jpeg" if kind == "input_image" else "application/pdf"
+        return {"fileData": {"mimeType": guess_media_type(url, default), "fileUri": url}}
+    return None
+
+
+def _function_response(output: Any) -> dict[str, Any]:
+    text = output_text(output)
+    # Gemini wants an object; a tool that already answered with a JSON object is passed as is.
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    return value if isinstance(value, dict) else {"output": text}
+
+
+def to_contents(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    names = {item["call_id"]: item["name"] for item in items if item.get("type") == "function_call"}
+    contents: list[dict[str, Any]] = []
+    for item in items:
+        kind = item.get("type")
+        if kind == "message":
+            role = item["role"]
+            if role in ("system", "developer"):
+                continue  # hoisted into systemInstruction
+            if role == "assistant":
+                text = text_of(item["content"])
+                merge_turn(contents, "model", [{"text": text}] if text else [], key="parts")
+            else:
+                parts = [p for p in (_user_part(part) for part in item["content"]) if p is not None]
+                merge_turn(contents, "user", parts, key="parts")
+        elif kind == "function_call":
+            part = {"functionCall": {"name": item["name"], "args": arguments_object(item["arguments"])}}
+            merge_turn(contents, "model", [part], key="parts")
+        elif kind == "function_call_output":
+            name = names.get(item["call_id"])
+            if name is None:
+                raise ProviderError("bad_request", f"No function_call with call_id {item['call_id']!r} precedes its "
+                                    "function_call_output; Gemini needs the function's name.")
+            part = {"functionResponse": {"name": name, "response": _function_response(item["output"])}}
+            merge_turn(contents, "user", [part], key="parts")
+    return contents
+
+
+def _tool_config(request: ProviderRequest) -> dict[str, Any] | None:
+    choice = request.tool_choice
+    if isinstance(choice, dict):
+        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [choice["name"]]}}
+    mode = {"required": "ANY", "none": "NONE", "auto": "AUTO"}.get(choice or "auto", "AUTO")
+    return {"functionCallingConfig": {"mode": mode}}
+
+
+def build_payload(request: ProviderRequest) -> dict[str, Any]:
+    payload: dict[str, Any] = {"contents": to_contents(request.items)}
+    if system := system_text(request.instructions, request.items):
+        payload["systemInstruction"] = {"parts": [{"text": system}]}
+    config: dict[str, Any] = {}
+    if request.temperature is not None:
+        config["temperature"] = request.temperature
+    if request.top_p is not None:
+        config["topP"] = request.top_p
+    if request.max_output_tokens is not None:
+        config["maxOutputTokens"] = request.max_output_tokens
+    fmt = request.text_format
+    if fmt and fmt.get("type") == "json_schema":
+        config["responseMimeType"] = "application/json"
+        config["responseJsonSchema"] = fmt["schema"]
+    elif fmt and fmt.get("type") == "json_object":
+        config["responseMimeType"] = "application/json"
+    if config:
+        payload["generationConfig"] = config
+    if request.tools:
+        payload["tools"] = [{"functionDeclarations": [
+            {k: v for k, v in {"name": t["name"], "description": t.get("description"),
+                               "parametersJsonSchema": t.get("parameters")}.items() if v is not None}
+            for t in request.tools
+        ]}]
+        payload["toolConfig"] = _tool_config(request)
+    return payload
+
+
+def parse_usage(meta: dict[str, Any] | None) -> Usage | None:
+    if not meta:
+        return None
+    thoughts = int(meta.get("thoughtsTokenCount") or 0)
+    return Usage(
+        input_tokens=int(meta.get("promptTokenCount") or 0),
+        output_tokens=int(meta.get("candidatesTokenCount") or 0) + thoughts,
+        cached_tokens=int(meta.get("cachedContentTokenCount") or 0),
+        reasoning_tokens=thoughts,
+    )
+
+
+def _finish(reason: str | None, called: bool) -> FinishReason:
+    if reason == "MAX_TOKENS":
+        return "length"
+    if reason in _FILTERED:
+        return "content_filter"
+    return "tool_calls" if called else "stop"
+
+
+class _Answer:
+    """Turns a sequence of GenerateContentResponse chunks (one for generate, many for a stream) into events."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self.blocked = False
+
+    def feed(self, chunk: dict[str, Any]) -> Iterator[Event]:
+        if (usage := parse_usage(chunk.get("usageMetadata"))) is not None:
+            self.usage = usage  # cumulative: the last one counts
+        candidates = chunk.get("candidates") or []
+        if not candidates and (chunk.get("promptFeedback") or {}).get("blockReason"):
+            self.blocked = True
+        for candidate in candidates[:1]:
+            for part in (candidate.get("content") or {}).get("parts") or []:
+                if part.get("thought"):
+                    continue  # thought summaries are not part of the answer
+                if part.get("text"):
+                    yield TextDelta(part["text"])
+                elif "functionCall" in part:
+                    call = part["functionCall"] or {}
+                    yield ToolCallDelta(self.calls, call.get("id") or new_id("call"), call.get("name"),
+                                        json.dumps(call.get("args") or {}))
+                    self.calls += 1
+            if candidate.get("finishReason"):
+                self.finish_reason = candidate["finishReason"]
+
+    def end(self) -> Iterator[Event]:
+        if self.usage is not None:
+            yield self.usage
+        yield Finish("content_filter" if self.blocked else _finish(self.finish_reason, self.calls > 0))
+
+
+class GoogleProvider(Provider):
+    type = "google"
+
+    def __init__(self, key: str, entry: Any) -> None:
+        super().__init__(key, entry)
+        self.base = (entry.endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        self.session = http.new_session()
+        self.timeout = http.Timeouts.of(entry)
+
+    def headers(self) -> dict[str, str]:
+        return {"Content-Type": "application/json", "Accept": "application/json", "x-goog-api-key": self.entry.api_key}
+
+    def _post(self, request: ProviderRequest, method: str, *, stream: bool):  # type: ignore[no-untyped-def]
+        url = f"{self.base}/models/{quote(request.model, safe='')}:{method}"
+        return http.post(self.session, self.key, url, payload=build_payload(request), headers=self.headers(),
+                         timeout=self.timeout, stream=stream)
+
+    def generate(self, request: ProviderRequest) -> Iterator[Event]:
+        with self._post(request, "generateContent", stream=False) as response:
+            body = http.read_json(self.key, response)
+        if "candidates" not in body and "promptFeedback" not in body:
+            raise ProviderError("upstream", f"Provider {self.key!r} answered without candidates.")
+        answer = _Answer()
+        events = list(answer.feed(body))
+        events += answer.end()
+        return iter(events)
+
+    def stream(self, request: ProviderRequest) -> Iterator[Event]:
+        response = self._post(request, "streamGenerateContent?alt=sse", stream=True)
+        try:
+            answer = _Answer()
+            for _name, data in http.sse_events(self.key, response):
+                chunk = http.parse_data(self.key, data)
+                if chunk.get("error"):
+                    message = (chunk["error"] or {}).get("message", "")
+                    raise ProviderError("upstream", f"Provider {self.key!r} reported an error mid-stream: {message}")
+                yield from answer.feed(chunk)
+            if answer.finish_reason is None and not answer.blocked:
+                raise ProviderError("upstream", f"Provider {self.key!r} ended the stream without a finishReason.")
+            yield from answer.end()
+        finally:
+            response.close()
+
+    def close(self) -> None:
+        self.session.close()

@@ -1,0 +1,166 @@
+"""`openai` provider entries with `api: responses`: the upstream's own `/v1/responses`.
+
+The gateway still owns storage and chaining: it replays the whole chain as `input` and sends
+`store: false`, so the upstream keeps nothing and never sees a `previous_response_id`. Item ids the
+gateway minted mean nothing upstream and are dropped; reasoning items are only replayed when they
+carry `encrypted_content` (the only form a stateless upstream accepts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from responses_app.providers import http
+from responses_app.providers.base import (
+    Event,
+    Finish,
+    FinishReason,
+    Provider,
+    ProviderError,
+    ProviderRequest,
+    RefusalDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from responses_app.providers.openai_chat import DEFAULT_ENDPOINT
+
+
+def _input_item(item: dict[str, Any]) -> dict[str, Any] | None:
+    kind = item.get("type")
+    if kind == "reasoning" and not item.get("encrypted_content"):
+        return None
+    out = {k: v for k, v in item.items() if k not in ("id", "status")}
+    if kind == "message" and item.get("role") == "assistant":
+        out["content"] = [{k: v for k, v in p.items() if k != "logprobs"} for p in item["content"]]
+    return out
+
+
+def build_payload(request: ProviderRequest, *, stream: bool) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "model": request.model,
+        "input": [i for i in (_input_item(item) for item in request.items) if i is not None],
+        "store": False,
+    }
+    optional = {"instructions": request.instructions, "temperature": request.temperature, "top_p": request.top_p,
+                "max_output_tokens": request.max_output_tokens, "user": request.user}
+    payload.update({k: v for k, v in optional.items() if v is not None})
+    if request.tools:
+        payload["tools"] = [{k: v for k, v in tool.items() if v is not None} for tool in request.tools]
+        if request.parallel_tool_calls is not None:
+            payload["parallel_tool_calls"] = request.parallel_tool_calls
+    if request.tool_choice is not None and (request.tools or request.tool_choice == "none"):
+        payload["tool_choice"] = request.tool_choice
+    if request.text_format:
+        payload["text"] = {"format": request.text_format}
+    if stream:
+        payload["stream"] = True
+    return payload
+
+
+def parse_usage(usage: dict[str, Any] | None) -> Usage | None:
+    if not usage:
+        return None
+    return Usage(
+        input_tokens=int(usage.get("input_tokens") or 0),
+        output_tokens=int(usage.get("output_tokens") or 0),
+        cached_tokens=int((usage.get("input_tokens_details") or {}).get("cached_tokens") or 0),
+        cache_write_tokens=int((usage.get("input_tokens_details") or {}).get("cache_write_tokens") or 0),
+        reasoning_tokens=int((usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0),
+    )
+
+
+def _finish(response: dict[str, Any], called: bool) -> FinishReason:
+    if response.get("status") == "incomplete":
+        reason = (response.get("incomplete_details") or {}).get("reason")
+        return "content_filter" if reason == "content_filter" else "length"
+    return "tool_calls" if called else "stop"
+
+
+def _failed(provider: str, response: dict[str, Any]) -> ProviderError:
+    message = (response.get("error") or {}).get("message") or "the upstream response failed"
+    return ProviderError("upstream", f"Provider {provider!r} failed: {message}")
+
+
+def _terminal(provider: str, response: dict[str, Any], called: bool) -> list[Event]:
+    if response.get("status") == "failed":
+        raise _failed(provider, response)
+    events: list[Event] = []
+    if (usage := parse_usage(response.get("usage"))) is not None:
+        events.append(usage)
+    events.append(Finish(_finish(response, called)))
+    return events
+
+
+class OpenAIResponsesProvider(Provider):
+    type = "openai"
+
+    def __init__(self, key: str, entry: Any) -> None:
+        super().__init__(key, entry)
+        self.url = (entry.endpoint or DEFAULT_ENDPOINT).rstrip("/") + "/responses"
+        self.session = http.new_session()
+        self.timeout = http.Timeouts.of(entry)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.entry.api_key:
+            headers["Authorization"] = f"Bearer {self.entry.api_key}"
+        return headers
+
+    def _post(self, request: ProviderRequest, *, stream: bool):  # type: ignore[no-untyped-def]
+        return http.post(self.session, self.key, self.url, payload=build_payload(request, stream=stream),
+                         headers=self.headers(), timeout=self.timeout, stream=stream)
+
+    def generate(self, request: ProviderRequest) -> Iterator[Event]:
+        with self._post(request, stream=False) as response:
+            body = http.read_json(self.key, response)
+        if not isinstance(body.get("output"), list):
+            raise ProviderError("upstream", f"Provider {self.key!r} answered without output.")
+        events: list[Event] = []
+        calls = 0
+        for item in body["output"]:
+            if item.get("type") == "message":
+                for part in item.get("content") or []:
+                    if part.get("type") == "output_text" and part.get("text"):
+                        events.append(TextDelta(part["text"]))
+                    elif part.get("type") == "refusal" and part.get("refusal"):
+                        events.append(RefusalDelta(part["refusal"]))
+            elif item.get("type") == "function_call":
+                events.append(ToolCallDelta(calls, item.get("call_id"), item.get("name"), item.get("arguments") or ""))
+                calls += 1
+        events += _terminal(self.key, body, calls > 0)
+        return iter(events)
+
+    def stream(self, request: ProviderRequest) -> Iterator[Event]:
+        response = self._post(request, stream=True)
+        try:
+            called = False
+            for _name, data in http.sse_events(self.key, response):
+                if data.strip() == "[DONE]":
+                    break
+                event = http.parse_data(self.key, data)
+                kind = event.get("type")
+                if kind == "response.output_text.delta" and event.get("delta"):
+                    yield TextDelta(event["delta"])
+                elif kind == "response.refusal.delta" and event.get("delta"):
+                    yield RefusalDelta(event["delta"])
+                elif kind == "response.output_item.added" and (event.get("item") or {}).get("type") == "function_call":
+                    item = event["item"]
+                    called = True
+                    yield ToolCallDelta(int(event.get("output_index", 0)), item.get("call_id"), item.get("name"),
+                                        item.get("arguments") or "")
+                elif kind == "response.function_call_arguments.delta" and event.get("delta"):
+                    yield ToolCallDelta(int(event.get("output_index", 0)), arguments=event["delta"])
+                elif kind in ("response.completed", "response.incomplete", "response.failed"):
+                    yield from _terminal(self.key, event.get("response") or {}, called)
+                    return
+                elif kind == "error":
+                    raise ProviderError("upstream", f"Provider {self.key!r} reported an error mid-stream: "
+                                        f"{event.get('message') or (event.get('error') or {}).get('message', '')}")
+            raise ProviderError("upstream", f"Provider {self.key!r} ended the stream before response.completed.")
+        finally:
+            response.close()
+
+    def close(self) -> None:
+        self.session.close()

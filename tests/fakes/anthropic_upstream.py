@@ -1,0 +1,142 @@
+"""A fake Anthropic Messages API (`POST /v1/messages`), JSON and SSE, exactly as Anthropic sends them:
+named events `message_start` ... `message_stop` with `ping`s in between, tool_use blocks with
+`input_json_delta` fragments, usage with cache counts, and a mid-stream `error` event on request.
+
+Script it with `Reply`, `Fail` (an error status with Anthropic's error body) or `Raw`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.fakes.pacing import Pacing, wait_first_byte, write_frames
+from tests.fakes.server import FakeServer, Recorded, Writer
+
+
+@dataclass
+class Reply(Pacing):
+    text: str = "Hello from the fake Anthropic."
+    chunks: list[str] | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # {"id", "name", "input"}
+    stop_reason: str | None = None
+    input_tokens: int = 13
+    output_tokens: int = 9
+    cache_read: int = 0
+    cache_creation: int = 0
+    # Streams: send a `ping` before every content block; replace the tail with an `error` event after N frames.
+    pings: bool = True
+    error_after: int | None = None
+    error_type: str = "overloaded_error"
+
+    def stream_chunks(self) -> list[str]:
+        if self.chunks is not None:
+            return self.chunks
+        words = self.text.split(" ") if self.text else []
+        return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+    @property
+    def stop(self) -> str:
+        return self.stop_reason or ("tool_use" if self.tool_calls else "end_turn")
+
+
+@dataclass
+class Fail:
+    status: int
+    message: str = "upstream failure"
+    type: str = "api_error"
+    headers: dict[str, str] = field(default_factory=dict)
+    first_byte_delay: float = 0.0
+
+
+@dataclass
+class Raw:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    stream: bool = False
+
+
+def _frame(data: dict[str, Any]) -> str:
+    return f"event: {data['type']}\ndata: {json.dumps(data)}\n\n"
+
+
+class FakeAnthropic(FakeServer):
+    name = "anthropic"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.default_step = Reply()
+
+    def handle(self, recorded: Recorded, step: Any, writer: Writer) -> None:
+        if recorded.path != "/v1/messages":
+            writer.json(404, {"type": "error", "error": {"type": "not_found_error", "message": recorded.path}})
+            return
+        if not recorded.headers.get("x-api-key") or recorded.headers.get("anthropic-version") != "2023-06-01":
+            writer.json(401, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}})
+            return
+        if not wait_first_byte(writer, step):
+            return
+        if isinstance(step, Fail):
+            writer.json(step.status, {"type": "error", "error": {"type": step.type, "message": step.message},
+                                      "request_id": "req_fake"}, headers=step.headers)
+            return
+        if isinstance(step, Raw):
+            if step.stream:
+                writer.start_stream(step.status, step.content_type)
+                writer.chunk(step.body)
+                writer.end_stream()
+            else:
+                writer.json(step.status, step.body)
+            return
+        request = recorded.json or {}
+        if request.get("stream"):
+            write_frames(writer, self._frames(step, request), step)
+        else:
+            writer.json(200, self._message(step, request))
+
+    @staticmethod
+    def _usage(step: Reply, *, output: int) -> dict[str, Any]:
+        return {"input_tokens": step.input_tokens, "output_tokens": output,
+                "cache_read_input_tokens": step.cache_read, "cache_creation_input_tokens": step.cache_creation}
+
+    def _message(self, step: Reply, request: dict[str, Any]) -> dict[str, Any]:
+        content: list[dict[str, Any]] = [{"type": "text", "text": step.text}] if step.text else []
+        content += [{"type": "tool_use", "id": c["id"], "name": c["name"], "input": c["input"]} for c in step.tool_calls]
+        return {"id": "msg_fake123", "type": "message", "role": "assistant", "model": request.get("model"),
+                "content": content, "stop_reason": step.stop, "stop_sequence": None,
+                "usage": self._usage(step, output=step.output_tokens)}
+
+    def _frames(self, step: Reply, request: dict[str, Any]) -> list[str]:
+        message = self._message(step, request)
+        start = {**message, "content": [], "stop_reason": None, "usage": self._usage(step, output=1)}
+        frames = [_frame({"type": "message_start", "message": start})]
+        index = 0
+        if step.text:
+            if step.pings:
+                frames.append(_frame({"type": "ping"}))
+            frames.append(_frame({"type": "content_block_start", "index": index,
+                                  "content_block": {"type": "text", "text": ""}}))
+            frames += [_frame({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": c}})
+                       for c in step.stream_chunks()]
+            frames.append(_frame({"type": "content_block_stop", "index": index}))
+            index += 1
+        for call in step.tool_calls:
+            if step.pings:
+                frames.append(_frame({"type": "ping"}))
+            frames.append(_frame({"type": "content_block_start", "index": index, "content_block": {
+                "type": "tool_use", "id": call["id"], "name": call["name"], "input": {}}}))
+            args = json.dumps(call["input"])
+            for piece in (args[: len(args) // 2], args[len(args) // 2:]):
+                frames.append(_frame({"type": "content_block_delta", "index": index,
+                                      "delta": {"type": "input_json_delta", "partial_json": piece}}))
+            frames.append(_frame({"type": "content_block_stop", "index": index}))
+            index += 1
+        frames.append(_frame({"type": "message_delta", "delta": {"stop_reason": step.stop, "stop_sequence": None},
+                              "usage": {"output_tokens": step.output_tokens}}))
+        frames.append(_frame({"type": "message_stop"}))
+        if step.error_after is not None:
+            frames = frames[: step.error_after] + [_frame({"type": "error", "error": {
+                "type": step.error_type, "message": "Overloaded"}})]
+        return frames

@@ -1,0 +1,103 @@
+"""A fake Gemini API: `POST /v1beta/models/{model}:generateContent` (JSON) and
+`:streamGenerateContent?alt=sse` (one whole GenerateContentResponse per `data:` line, no event
+names, no [DONE]; usage and finishReason on the last chunk), with Google's error body.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.fakes.pacing import Pacing, wait_first_byte, write_frames
+from tests.fakes.server import FakeServer, Recorded, Writer
+
+_PATH = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent\?alt=sse)$")
+_STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
+           500: "INTERNAL", 503: "UNAVAILABLE"}
+
+
+@dataclass
+class Reply(Pacing):
+    text: str = "Hello from the fake Gemini."
+    chunks: list[str] | None = None
+    function_calls: list[dict[str, Any]] = field(default_factory=list)  # {"name", "args"}
+    finish_reason: str = "STOP"
+    prompt_tokens: int = 17
+    candidates_tokens: int = 8
+    thoughts_tokens: int = 0
+    cached_tokens: int = 0
+
+    def stream_chunks(self) -> list[str]:
+        if self.chunks is not None:
+            return self.chunks
+        words = self.text.split(" ") if self.text else []
+        return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+    def usage(self) -> dict[str, Any]:
+        usage = {"promptTokenCount": self.prompt_tokens, "candidatesTokenCount": self.candidates_tokens,
+                 "totalTokenCount": self.prompt_tokens + self.candidates_tokens + self.thoughts_tokens}
+        if self.thoughts_tokens:
+            usage["thoughtsTokenCount"] = self.thoughts_tokens
+        if self.cached_tokens:
+            usage["cachedContentTokenCount"] = self.cached_tokens
+        return usage
+
+
+@dataclass
+class Fail:
+    status: int
+    message: str = "upstream failure"
+    headers: dict[str, str] = field(default_factory=dict)
+    first_byte_delay: float = 0.0
+
+
+class FakeGemini(FakeServer):
+    name = "gemini"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.default_step = Reply()
+
+    def handle(self, recorded: Recorded, step: Any, writer: Writer) -> None:
+        match = _PATH.match(recorded.path)
+        if match is None:
+            writer.json(404, {"error": {"code": 404, "message": f"no route {recorded.path}", "status": "NOT_FOUND"}})
+            return
+        if not recorded.headers.get("x-goog-api-key"):
+            writer.json(403, {"error": {"code": 403, "message": "API key missing", "status": "PERMISSION_DENIED"}})
+            return
+        if not wait_first_byte(writer, step):
+            return
+        if isinstance(step, Fail):
+            writer.json(step.status, {"error": {"code": step.status, "message": step.message,
+                                                "status": _STATUS.get(step.status, "UNKNOWN")}}, headers=step.headers)
+            return
+        model = match.group("model")
+        if match.group("method") == "generateContent":
+            writer.json(200, self._chunk(model, self._parts(step, whole=True), step, last=True))
+            return
+        pieces = self._parts(step, whole=False)
+        frames = [f"data: {json.dumps(self._chunk(model, [p], step, last=i == len(pieces) - 1))}\r\n\r\n"
+                  for i, p in enumerate(pieces)]
+        write_frames(writer, frames, step)
+
+    @staticmethod
+    def _parts(step: Reply, *, whole: bool) -> list[dict[str, Any]]:
+        texts = ([step.text] if step.text else []) if whole else step.stream_chunks()
+        parts = [{"text": t} for t in texts]
+        parts += [{"functionCall": {"name": c["name"], "args": c["args"]}} for c in step.function_calls]
+        return parts or [{"text": ""}]
+
+    @staticmethod
+    def _chunk(model: str, parts: list[dict[str, Any]], step: Reply, *, last: bool) -> dict[str, Any]:
+        candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+        chunk: dict[str, Any] = {"candidates": [candidate], "modelVersion": model, "responseId": "fake-resp"}
+        if last:
+            candidate["finishReason"] = step.finish_reason
+            chunk["usageMetadata"] = step.usage()
+        else:
+            # Gemini reports the prompt count on every chunk; the totals only on the last.
+            chunk["usageMetadata"] = {"promptTokenCount": step.prompt_tokens, "totalTokenCount": step.prompt_tokens}
+        return chunk

@@ -1,0 +1,97 @@
+"""A fake OpenAI Responses API (`POST /v1/responses`), JSON and SSE, for `openai` entries with
+`api: responses`. Stateless like a `store: false` call: it answers from the request alone."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.fakes.pacing import Pacing, wait_first_byte, write_frames
+from tests.fakes.server import FakeServer, Recorded, Writer
+
+
+@dataclass
+class Reply(Pacing):
+    text: str = "Hello from the fake Responses API."
+    tool_calls: list[dict[str, str]] = field(default_factory=list)  # {"call_id", "name", "arguments"}
+    incomplete_reason: str | None = None  # "max_output_tokens" | "content_filter"
+    input_tokens: int = 21
+    output_tokens: int = 6
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+@dataclass
+class Fail:
+    status: int
+    message: str = "upstream failure"
+    headers: dict[str, str] = field(default_factory=dict)
+    first_byte_delay: float = 0.0
+
+
+class FakeOpenAIResponses(FakeServer):
+    name = "openai-responses"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.default_step = Reply()
+
+    def handle(self, recorded: Recorded, step: Any, writer: Writer) -> None:
+        if recorded.path != "/v1/responses":
+            writer.json(404, {"error": {"message": f"no route {recorded.path}", "type": "invalid_request_error"}})
+            return
+        if not wait_first_byte(writer, step):
+            return
+        if isinstance(step, Fail):
+            writer.json(step.status, {"error": {"message": step.message, "type": "server_error", "param": None,
+                                                "code": None}}, headers=step.headers)
+            return
+        request = recorded.json or {}
+        if request.get("stream"):
+            write_frames(writer, self._frames(step, request), step)
+        else:
+            writer.json(200, self._response(step, request, done=True))
+
+    @staticmethod
+    def _message(step: Reply) -> dict[str, Any]:
+        return {"id": "msg_up1", "type": "message", "role": "assistant", "status": "completed",
+                "content": [{"type": "output_text", "text": step.text, "annotations": []}]}
+
+    def _response(self, step: Reply, request: dict[str, Any], *, done: bool) -> dict[str, Any]:
+        output: list[dict[str, Any]] = [self._message(step)] if step.text and done else []
+        if done:
+            output += [{"id": f"fc_up{i}", "type": "function_call", "status": "completed", **c}
+                       for i, c in enumerate(step.tool_calls)]
+        status = "in_progress" if not done else ("incomplete" if step.incomplete_reason else "completed")
+        return {
+            "id": "resp_up1", "object": "response", "created_at": int(time.time()), "status": status,
+            "model": request.get("model"), "output": output, "store": False,
+            "incomplete_details": {"reason": step.incomplete_reason} if step.incomplete_reason and done else None,
+            "usage": {"input_tokens": step.input_tokens, "output_tokens": step.output_tokens,
+                      "total_tokens": step.input_tokens + step.output_tokens,
+                      "input_tokens_details": {"cached_tokens": step.cached_tokens},
+                      "output_tokens_details": {"reasoning_tokens": step.reasoning_tokens}} if done else None,
+        }
+
+    def _frames(self, step: Reply, request: dict[str, Any]) -> list[str]:
+        events: list[dict[str, Any]] = [{"type": "response.created", "response": self._response(step, request, done=False)}]
+        index = 0
+        if step.text:
+            events.append({"type": "response.output_item.added", "output_index": 0,
+                           "item": {**self._message(step), "status": "in_progress", "content": []}})
+            for word in step.text.split(" "):
+                events.append({"type": "response.output_text.delta", "item_id": "msg_up1", "output_index": 0,
+                               "content_index": 0, "delta": word if word == step.text.split(" ")[0] else " " + word})
+            events.append({"type": "response.output_item.done", "output_index": 0, "item": self._message(step)})
+            index = 1
+        for i, call in enumerate(step.tool_calls):
+            item = {"id": f"fc_up{i}", "type": "function_call", "status": "in_progress", "call_id": call["call_id"],
+                    "name": call["name"], "arguments": ""}
+            events.append({"type": "response.output_item.added", "output_index": index + i, "item": item})
+            events.append({"type": "response.function_call_arguments.delta", "item_id": item["id"],
+                           "output_index": index + i, "delta": call["arguments"]})
+        terminal = "response.incomplete" if step.incomplete_reason else "response.completed"
+        events.append({"type": terminal, "response": self._response(step, request, done=True)})
+        return [f"event: {e['type']}\ndata: {json.dumps({**e, 'sequence_number': n})}\n\n" for n, e in enumerate(events)]
