@@ -1,0 +1,91 @@
+"""`InstrumentedStore`: metrics and spans around every conversation-store operation.
+
+Wraps `ConversationStore` (the only code that touches conversation models), so every read and
+write is counted and timed in one place: `conversation_operations_total{operation,backend,status}`
+and `conversation_operation_duration_seconds`. Loading a chain is the `conversation.get` span and
+storing a turn the `conversation.create` span, as the seed's trace hierarchy shows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from opentelemetry.trace import Span, Status, StatusCode
+
+from gateway_project.observability import metrics, metrics_enabled, tracing, tracing_enabled
+
+T = TypeVar("T")
+
+
+class InstrumentedStore:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def _observe(self, operation: str, call: Callable[[], T], *, span_name: str | None = None,
+                 attributes: dict[str, Any] | None = None, describe: Callable[[T, Span], None] | None = None) -> T:
+        backend = self.inner.backend
+        started = time.perf_counter()
+        status = "success"
+        span_cm = None
+        if span_name and tracing_enabled():
+            span_cm = tracing.tracer().start_as_current_span(
+                span_name, attributes={"conversation.backend": backend, "db.system": backend, **(attributes or {})},
+                record_exception=True, set_status_on_exception=True)
+        span = span_cm.__enter__() if span_cm else None
+        try:
+            result = call()
+            if result is None:
+                status = "not_found"
+            if span is not None and describe is not None and span.is_recording():
+                describe(result, span)
+            return result
+        except BaseException as error:
+            status = "error"
+            if span_cm is not None:
+                span.set_status(Status(StatusCode.ERROR, str(error)))
+                span_cm.__exit__(type(error), error, error.__traceback__)
+                span_cm = None
+            raise
+        finally:
+            if span_cm is not None:
+                span_cm.__exit__(None, None, None)
+            if metrics_enabled():
+                metrics.conversation_operations_total.labels(operation, backend, status).inc()
+                metrics.conversation_operation_duration_seconds.labels(operation, backend).observe(
+                    time.perf_counter() - started)
+
+    def get_chain(self, response_id: str, owner: str) -> Any:
+        def describe(chain: Any, span: Span) -> None:
+            if chain is not None:
+                tracing.set_attributes(span, {"conversation.id": chain.conversation_id,
+                                              "conversation.message_count": len(chain.items)})
+
+        return self._observe("get", lambda: self.inner.get_chain(response_id, owner), span_name="conversation.get",
+                             attributes={"previous_response_id": response_id}, describe=describe)
+
+    def save_turn(self, turn: Any, parent: Any) -> str:
+        attributes = {"conversation.model": turn.model, "conversation.id": parent.conversation_id if parent else None,
+                      "conversation.message_count": (len(parent.items) if parent else 0)
+                      + len(turn.input_items) + len(turn.output_items),
+                      "response.id": turn.response_id}
+        def describe(conversation_id: str, span: Span) -> None:
+            span.set_attribute("conversation.id", conversation_id)
+
+        return self._observe("create", lambda: self.inner.save_turn(turn, parent), span_name="conversation.create",
+                             attributes={k: v for k, v in attributes.items() if v is not None}, describe=describe)
+
+    def get_response(self, response_id: str, owner: str) -> Any:
+        return self._observe("get_response", lambda: self.inner.get_response(response_id, owner))
+
+    def delete_response(self, response_id: str, owner: str) -> bool:
+        return self._observe("delete", lambda: self.inner.delete_response(response_id, owner) or None) or False
+
+    def list_input_items(self, response_id: str, owner: str, **kwargs: Any) -> Any:
+        return self._observe("list_input_items", lambda: self.inner.list_input_items(response_id, owner, **kwargs))

@@ -1,0 +1,83 @@
+"""Metrics under gunicorn with two workers: one scrape shows every worker's requests, exactly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.gunicorn import GatewayProcess
+from tests.observability.e2e_config import gateway_yaml
+
+pytestmark = pytest.mark.e2e
+
+N = 40
+
+
+def totals(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(samples, name: str, **labels: str) -> float:
+    """Sum of `name` over the samples whose labels include `labels`."""
+    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
+
+
+def worker_pids(directory: Path) -> set[int]:
+    return {int(m.group(1)) for p in directory.glob("*.db") if (m := re.search(r"_(\d+)\.db$", p.name))}
+
+
+def test_one_scrape_counts_every_request_of_every_worker_exactly(fake_openai):
+    with tempfile.TemporaryDirectory(prefix="obs-multiproc-") as directory:
+        stale = Path(directory) / "counter_999999.db"
+        stale.write_bytes(b"left over from a previous run")
+        gw = GatewayProcess(gateway_yaml(fake_openai.url), workers=2, env={"PROMETHEUS_MULTIPROC_DIR": directory})
+        with gw:
+            assert not stale.exists(), "on_starting must clear a previous run's files"
+
+            def call(index: int) -> int:
+                body = {"model": "gpt-test", "input": f"hi {index}", "stream": index % 2 == 0}
+                return requests.post(f"{gw.base_url}/responses", json=body, timeout=30).status_code
+
+            # Concurrent clients, so both workers serve some of the requests.
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                assert list(pool.map(call, range(N))) == [200] * N
+            pids = worker_pids(Path(directory))
+            assert len(pids) >= 2, f"expected files from both workers, got {pids}\n{gw.log()}"
+
+            samples = totals(gw.url)
+            assert value(samples, "http_requests_total", path="/v1/responses", method="POST") == N
+            assert value(samples, "http_request_duration_seconds_count", path="/v1/responses") == N
+            assert value(samples, "provider_requests_total", provider="openai", status="success") == N
+            assert value(samples, "provider_tokens_total", type="input") == N * 11
+            assert value(samples, "provider_stream_duration_seconds_count") == N / 2
+            assert value(samples, "conversation_operations_total", operation="create", status="success") == N
+            assert value(samples, "provider_cost_usd_total") == pytest.approx(N * (11 * 0.15 + 7 * 0.6) / 1e6)
+            assert value(samples, "conversation_active_count", backend="postgres") == N
+
+            # A worker killed outright: the master's child_exit hook cleans up after it, its
+            # counts stay in the totals, and the replacement worker adds to them.
+            victim = next(iter(pids))
+            os.kill(victim, signal.SIGKILL)
+            for index in range(4):
+                assert requests.get(f"{gw.base_url}/models", timeout=10).status_code == 200
+            samples = totals(gw.url)
+            assert value(samples, "http_requests_total", path="/v1/responses", method="POST") == N
+            assert value(samples, "http_requests_total", path="/v1/models") == 4
+
+
+def test_metrics_path_is_404_under_gunicorn_when_metrics_are_off(fake_openai):
+    with GatewayProcess(gateway_yaml(fake_openai.url, metrics=False), workers=2) as gw:
+        assert requests.get(f"{gw.url}/metrics", timeout=10).status_code == 404
