@@ -60,6 +60,8 @@ class StoredResponse(models.Model):
     reasoning_tokens = models.PositiveIntegerField(default=0)
     # False when the upstream reported no usage: shown as `usage: null`, never as an estimate.
     usage_reported = models.BooleanField(default=True)
+    # USD at the model's configured prices when the turn was served; null when it has none.
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
     error = models.JSONField(null=True, blank=True)
     incomplete_details = models.JSONField(null=True, blank=True)
     # A deleted response is hidden from the API and cannot be chained from, but its items stay

@@ -17,6 +17,7 @@ from django.db.models import F
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from conversations_app.instrumented import InstrumentedStore
 from conversations_app.models import Conversation, Item, StoredResponse
 
 
@@ -47,6 +48,8 @@ class NewTurn:
     output_items: list[dict[str, Any]]
     error: dict[str, Any] | None = None
     incomplete_details: dict[str, Any] | None = None
+    # At the model's configured prices (models[].pricing); None when it has none.
+    cost_usd: float | None = None
 
 
 @dataclass
@@ -124,8 +127,8 @@ class ConversationStore:
         )
         return Chain(response_id, anchor["conversation_id"], anchor["depth"], list(rows))
 
-    def save_turn(self, turn: NewTurn, parent: Chain | None) -> None:
-        """Write one turn atomically; it is committed when this returns."""
+    def save_turn(self, turn: NewTurn, parent: Chain | None) -> str:
+        """Write one turn atomically; it is committed when this returns. Returns the conversation id."""
         usage = turn.usage or {}
         with transaction.atomic():
             if parent is None:
@@ -150,12 +153,14 @@ class ConversationStore:
                 owner=turn.owner, model=turn.model, provider=turn.provider, status=turn.status,
                 created_at=turn.created_at, completed_at=turn.completed_at, instructions=turn.instructions,
                 settings=turn.settings, error=turn.error, incomplete_details=turn.incomplete_details,
-                usage_reported=turn.usage is not None, **{k: usage.get(k, 0) for k in _USAGE_FIELDS},
+                usage_reported=turn.usage is not None, cost_usd=turn.cost_usd,
+                **{k: usage.get(k, 0) for k in _USAGE_FIELDS},
             )
             Item.objects.bulk_create(
                 [_item(turn.response_id, Item.Kind.INPUT, i, data) for i, data in enumerate(turn.input_items)]
                 + [_item(turn.response_id, Item.Kind.OUTPUT, i, data) for i, data in enumerate(turn.output_items)]
             )
+        return conversation_id
 
     def get_response(self, response_id: str, owner: str) -> StoredTurn | None:
         record = self._visible(owner).filter(pk=response_id).first()
@@ -203,4 +208,5 @@ def _item(response_id: str, kind: int, position: int, data: dict[str, Any]) -> I
                 item_id=data.get("id", ""), type=data.get("type", "message"), data=data)
 
 
-store = ConversationStore()
+# Callers import this: every operation is counted, timed and traced (conversations_app.instrumented).
+store = InstrumentedStore(ConversationStore())

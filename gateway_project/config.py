@@ -7,15 +7,19 @@ start-up with one line naming the offending key (`ConfigError`), never a traceba
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 PROVIDER_TYPES = ("openai", "azureopenai", "anthropic", "google", "demo")
+# Types that cannot work without a key. `openai` needs one only on api.openai.com itself: an
+# OpenAI-compatible server of your own (vLLM, Ollama, ...) often has none.
+_KEY_REQUIRED = ("azureopenai", "anthropic", "google")
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -38,6 +42,16 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, Field(ge=0)]
+
+
+def check_networks(values: list[str]) -> list[str]:
+    """CIDRs or single addresses, checked at start-up rather than on the first request."""
+    for value in values:
+        try:
+            ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP network (expected e.g. 10.0.0.0/8 or 192.0.2.1)") from None
+    return values
 
 
 class _Section(BaseModel):
@@ -67,8 +81,34 @@ class LoggingConfig(_Section):
 
 class RateLimitConfig(_Section):
     enabled: bool = False
+    # The seed's keys, kept for compatibility: without requests_per_minute the limit is
+    # requests_per_second x 60; `burst` is accepted but unused (a bucket holds one minute).
     requests_per_second: float = Field(default=10, gt=0)
     burst: int = Field(default=20, gt=0)
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)  # unset = no token limit
+    # Reserved for a request that does not say max_output_tokens; reconciled when it ends.
+    default_max_output_tokens: int = Field(default=1024, ge=0)
+    # X-Forwarded-For is believed only from these peers (CIDRs or addresses).
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Redis down: admit (true) or refuse with 503 (false).
+    fail_open: bool = True
+    redis_key_prefix: str = "gw:rl:"
+    redis_timeout: Duration = 0.25
+
+    @field_validator("redis_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return check_networks(value)
+
+    @property
+    def rpm(self) -> int:
+        return self.requests_per_minute or max(1, round(self.requests_per_second * 60))
 
 
 class MetricsConfig(_Section):
@@ -102,10 +142,63 @@ class ObservabilityConfig(_Section):
     tracing: TracingConfig = Field(default_factory=TracingConfig)
 
 
+class MetricsGuardConfig(_Section):
+    # Both empty: the metrics path is open (scrapers on a private network).
+    bearer_token: str = ""
+    allowed_networks: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return check_networks(value)
+
+
 class AuthConfig(_Section):
     enabled: bool = False
+    # OIDC: empty issuer = gateway API keys only.
     issuer: str = ""
     audience: str | list[str] = ""
+    jwks_cache_ttl: Duration = 3600.0
+    leeway: Duration = 60.0  # clock skew tolerated on exp/nbf/iat
+    # An unknown kid refetches the JWKS, but not more often than this (random kids cannot flood the IdP).
+    jwks_refresh_cooldown: Duration = 30.0
+    owner_claim: str = "sub"  # the claim that names the tenant; the owner is "oidc:<value>"
+    http_timeout: Duration = 5.0
+    metrics: MetricsGuardConfig = Field(default_factory=MetricsGuardConfig)
+
+    @field_validator("jwks_cache_ttl", "leeway", "http_timeout", "jwks_refresh_cooldown", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
+class RetryConfig(_Section):
+    """Retries of one upstream call, only before the first event reached the client."""
+
+    max_retries: int = Field(default=2, ge=0, le=10)
+    backoff: Duration = 0.5
+    max_backoff: Duration = 8.0
+    # A Retry-After longer than this is not waited for: the client gets the 429 (or the fallback runs).
+    max_retry_after: Duration = 20.0
+
+    @field_validator("backoff", "max_backoff", "max_retry_after", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
+class CircuitBreakerConfig(_Section):
+    enabled: bool = True
+    failure_ratio: float = Field(default=0.5, gt=0, le=1)
+    window: Duration = 30.0
+    min_requests: int = Field(default=5, ge=1)
+    open_duration: Duration = 60.0
+    half_open_probes: int = Field(default=3, ge=1)
+
+    @field_validator("window", "open_duration", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
 
 
 class ProviderEntry(_Section):
@@ -115,8 +208,19 @@ class ProviderEntry(_Section):
     api_version: str = ""
     project: str = ""
     location: str = ""
+    # `openai` only: `chat` (Chat Completions) or `responses` (the upstream's own /v1/responses,
+    # called with store:false; the gateway still stores and replays the chain).
+    api: Literal["chat", "responses"] = "chat"
     connect_timeout: Duration = 5.0
+    # The default for first_byte_timeout and idle_timeout when they are not set.
     read_timeout: Duration = 120.0
+    first_byte_timeout: Duration | None = None
+    idle_timeout: Duration | None = None
+    total_timeout: Duration = 600.0
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+    # The `${VAR}` api_key was read from, for messages that tell an operator what to set.
+    _api_key_env: str = PrivateAttr(default="")
 
     @field_validator("type")
     @classmethod
@@ -125,20 +229,68 @@ class ProviderEntry(_Section):
             raise ValueError(f"unknown provider type {value!r} (expected one of: {', '.join(PROVIDER_TYPES)})")
         return value
 
-    @field_validator("connect_timeout", "read_timeout", mode="before")
+    @field_validator("connect_timeout", "read_timeout", "first_byte_timeout", "idle_timeout", "total_timeout",
+                     mode="before")
     @classmethod
-    def _duration(cls, value: Any) -> float:
-        return parse_duration(value)
+    def _duration(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
+
+    @model_validator(mode="after")
+    def _type_specific(self) -> ProviderEntry:
+        if self.type == "azureopenai" and not self.endpoint:
+            raise ValueError("an azureopenai provider needs `endpoint` (https://<resource>.openai.azure.com)")
+        if self.api != "chat" and self.type != "openai":
+            raise ValueError("`api: responses` is only available for providers of type openai")
+        return self
+
+    @property
+    def effective_first_byte_timeout(self) -> float:
+        return self.read_timeout if self.first_byte_timeout is None else self.first_byte_timeout
+
+    @property
+    def effective_idle_timeout(self) -> float:
+        return self.read_timeout if self.idle_timeout is None else self.idle_timeout
+
+    @property
+    def missing_key(self) -> bool:
+        """True when requests cannot work: this type needs an api_key and it is empty."""
+        if self.api_key:
+            return False
+        return self.type in _KEY_REQUIRED or (self.type == "openai" and not self.endpoint)
+
+    def missing_key_message(self, key: str) -> str:
+        where = (f"set {self._api_key_env} in the gateway's environment" if self._api_key_env
+                 else f"set providers.{key}.api_key in the config file (e.g. api_key: ${{{key.upper()}_API_KEY}})")
+        return f"provider {key!r} has no api_key; {where} and restart the gateway"
+
+
+class ModelPricing(_Section):
+    """USD per million tokens, as providers publish their prices."""
+
+    input: float = Field(default=0, ge=0)
+    output: float = Field(default=0, ge=0)
 
 
 class ModelEntry(_Section):
     name: str = Field(min_length=1)
     provider: str = Field(min_length=1)
     provider_model_id: str = ""
+    # Other names clients may use for this model.
+    aliases: list[str] = Field(default_factory=list)
+    # Models (names or aliases) tried in order when this one fails before its answer starts.
+    fallbacks: list[str] = Field(default_factory=list)
+    # Optional, USD per million tokens: feeds provider_cost_usd_total and each stored response's cost.
+    pricing: ModelPricing | None = None
 
     @property
     def upstream_model(self) -> str:
         return self.provider_model_id or self.name
+
+    def cost_usd(self, input_tokens: int, output_tokens: int) -> float | None:
+        """What a turn cost at the configured prices; None when the model has no prices."""
+        if self.pricing is None:
+            return None
+        return (input_tokens * self.pricing.input + output_tokens * self.pricing.output) / 1_000_000
 
 
 class ConversationsConfig(_Section):
@@ -173,13 +325,25 @@ class GatewayConfig(_Section):
                     f"models[{index}].provider: model {model.name!r} points at unknown provider "
                     f"{model.provider!r} (configured: {', '.join(sorted(self.providers)) or 'none'})"
                 )
-            if model.name in seen:
-                raise ConfigError(f"models[{index}].name: model {model.name!r} is listed twice")
-            seen.add(model.name)
+            for name in (model.name, *model.aliases):
+                if name in seen:
+                    raise ConfigError(f"models[{index}]: model name or alias {name!r} is used twice")
+                seen.add(name)
+        for index, model in enumerate(self.models):
+            for fallback in model.fallbacks:
+                if fallback not in seen:
+                    raise ConfigError(f"models[{index}].fallbacks: {fallback!r} is not a configured model")
+                if self.model(fallback) is model:
+                    raise ConfigError(f"models[{index}].fallbacks: model {model.name!r} cannot fall back to itself")
         return self
 
     def model(self, name: str) -> ModelEntry | None:
-        return next((m for m in self.models if m.name == name), None)
+        """The model a client's `model` names, by name or alias."""
+        return next((m for m in self.models if m.name == name or name in m.aliases), None)
+
+    def missing_key_warnings(self) -> list[str]:
+        """One line per provider entry that cannot serve requests for lack of a key."""
+        return [entry.missing_key_message(key) for key, entry in self.providers.items() if entry.missing_key]
 
 
 def expand_env(value: Any, environ: dict[str, str] | os._Environ[str] = os.environ) -> Any:
@@ -213,7 +377,7 @@ def parse_config(data: Any) -> GatewayConfig:
     if not isinstance(data, dict):
         raise ConfigError("the file must be a YAML mapping of sections (server, providers, models, ...)")
     try:
-        return GatewayConfig.model_validate(expand_env(data))
+        config = GatewayConfig.model_validate(expand_env(data))
     except ValidationError as exc:
         error = exc.errors()[0]
         # Pydantic appends the union/validator name to loc for some errors; keep the key path only.
@@ -222,6 +386,16 @@ def parse_config(data: Any) -> GatewayConfig:
         if error["type"] == "extra_forbidden":
             message = "unknown key"
         raise ConfigError(f"{_location(loc)}: {message}") from None
+    _remember_key_sources(config, data)
+    return config
+
+
+def _remember_key_sources(config: GatewayConfig, data: dict[str, Any]) -> None:
+    providers = data.get("providers") or {}
+    for key, entry in config.providers.items():
+        raw = (providers.get(key) or {}).get("api_key")
+        if isinstance(raw, str) and (match := _ENV_REF.search(raw)):
+            entry._api_key_env = match.group(1)
 
 
 def load_config(path: str | Path) -> GatewayConfig:

@@ -19,6 +19,9 @@ try:
 except ConfigError as exc:
     sys.stderr.write(f"config error: {exc}\n")
     raise SystemExit(2) from None
+# A provider entry without its key is not fatal (other models still work): one line each, at start-up.
+for _warning in _config.missing_key_warnings():
+    sys.stderr.write(f"config warning: {_warning}\n")
 
 bind = [os.environ.get("GATEWAY_BIND", _config.server.bind)]
 worker_class = "gevent"
@@ -34,3 +37,25 @@ max_requests_jitter = 2000
 accesslog = None
 errorlog = "-"
 loglevel = "warning"
+
+
+# Observability (gateway_project/observability/gunicorn_hooks.py). Tracing starts in each worker
+# when Django loads the tracing middleware: after the fork and after gevent has patched the
+# standard library, which the exporters' sockets and the span batch thread need.
+from gateway_project.observability import gunicorn_hooks as _obs  # noqa: E402
+
+
+def on_starting(server):  # noqa: ANN001
+    _obs.on_starting(_config)
+
+
+def child_exit(server, worker):  # noqa: ANN001
+    _obs.child_exit(worker)
+
+
+def worker_exit(server, worker):  # noqa: ANN001
+    _obs.worker_exit()
+
+
+def on_exit(server):  # noqa: ANN001
+    _obs.on_exit()

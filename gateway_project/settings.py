@@ -13,6 +13,7 @@ from pathlib import Path
 import environ
 
 from gateway_project.config import ConfigError, load_config
+from gateway_project.observability.logging import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -41,12 +42,20 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "conversations_app",
     "responses_app",
+    # Installed for its exports and helpers; the gateway's own metric families are in
+    # gateway_project.observability.metrics (the names the seed documents).
+    "django_prometheus",
+    "identity_app",
 ]
 
 # The seed's order: request id/logging -> tracing -> metrics -> rate limit -> auth -> views.
 MIDDLEWARE = [
-    "gateway_project.middleware.request_id.RequestIdMiddleware",
+    "gateway_project.middleware.logging.LoggingMiddleware",
+    "gateway_project.middleware.tracing.TracingMiddleware",
+    "gateway_project.middleware.metrics.MetricsMiddleware",
     "gateway_project.middleware.errors.ApiErrorMiddleware",
+    "gateway_project.middleware.ratelimit.RateLimitMiddleware",
+    "gateway_project.middleware.auth.AuthMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -108,10 +117,5 @@ STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "var" / "static"))
 # into a 413 with the OpenAI error shape.
 DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY.server.max_request_body_size
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": GATEWAY.logging.python_level},
-}
+# JSON (or text) lines on stdout, each with request_id, trace_id and span_id: docs/observability.md.
+LOGGING = logging_config(GATEWAY.logging.format, GATEWAY.logging.python_level)

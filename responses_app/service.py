@@ -10,7 +10,7 @@ immediate follow-up with `previous_response_id` always finds it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,6 +41,8 @@ class Turn:
     response_id: str
     created_at: datetime
     settings: dict[str, Any]
+    # Told the real usage once the turn ends (the rate limiter reconciles its token reservation).
+    on_usage: Callable[[dict[str, int] | None], None] | None = None
 
     def provider_request(self) -> ProviderRequest:
         req = self.request
@@ -101,8 +103,15 @@ def _error_object(error: ProviderError) -> dict[str, str]:
     return {"code": code, "message": error.message}
 
 
+def _cost(turn: Turn, assembler: OutputAssembler) -> float | None:
+    usage = assembler.usage
+    return turn.route.model.cost_usd(usage.input_tokens, usage.output_tokens) if usage else None
+
+
 def _store_turn(turn: Turn, assembler: OutputAssembler, status: str, *, completed_at: datetime | None,
                 error: dict[str, Any] | None = None) -> None:
+    if turn.on_usage is not None:
+        turn.on_usage(_usage(assembler))
     if not turn.request.store:
         return
     settings = {k: v for k, v in turn.settings.items() if k != "previous_response_id"}
@@ -113,6 +122,7 @@ def _store_turn(turn: Turn, assembler: OutputAssembler, status: str, *, complete
             completed_at=completed_at, instructions=turn.request.instructions, settings=settings,
             usage=_usage(assembler), input_items=turn.input_items, output_items=assembler.output,
             error=error, incomplete_details=assembler.incomplete_details if status == "incomplete" else None,
+            cost_usd=_cost(turn, assembler),
         ),
         parent=turn.chain,
     )

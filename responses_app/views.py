@@ -14,6 +14,8 @@ from django.views.decorators.csrf import csrf_exempt
 from conversations_app.store import UnknownCursor, release_connection, store
 from gateway_project.api_errors import ApiError, invalid_request, not_found
 from responses_app import service
+from responses_app.disconnect import until_client_leaves
+from responses_app.providers.registry import get_registry
 from responses_app.response_object import render_response
 from responses_app.schema import parse_create_request
 
@@ -47,9 +49,11 @@ def owner_of(request: HttpRequest) -> str:
 def create_response(request: HttpRequest) -> HttpResponse:
     create = parse_create_request(request.body)
     turn = service.prepare_turn(create, owner_of(request))
+    turn.on_usage = getattr(request, "gateway_usage_hook", None)
     if not create.stream:
         return JsonResponse(service.respond_json(turn))
-    response = StreamingHttpResponse(service.respond_stream(turn), content_type="text/event-stream")
+    frames = until_client_leaves(request, service.respond_stream(turn))
+    response = StreamingHttpResponse(frames, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
@@ -109,14 +113,25 @@ def response_input_items(request: HttpRequest, response_id: str) -> HttpResponse
 @api_view("GET")
 def list_models(request: HttpRequest) -> HttpResponse:
     created = 0
+    # A key limited to some models lists only those (identity_app.identity.Identity.may_use).
+    identity = getattr(request, "gateway_identity", None)
     data = [{"id": m.name, "object": "model", "created": created, "owned_by": m.provider}
-            for m in settings.GATEWAY.models]
+            for m in settings.GATEWAY.models if identity is None or identity.may_use(m.name)]
     return JsonResponse({"object": "list", "data": data})
 
 
 @api_view("GET")
 def health(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"status": "healthy"})
+
+
+def providers_check() -> str:
+    problems = settings.GATEWAY.missing_key_warnings()
+    if not problems:
+        return "healthy"
+    if settings.GATEWAY.models and not get_registry().servable_models():
+        return "unhealthy: no model can be served; " + "; ".join(problems)
+    return "degraded: " + "; ".join(problems)
 
 
 @api_view("GET")
@@ -131,5 +146,8 @@ def ready(request: HttpRequest) -> HttpResponse:
     finally:
         release_connection()
     checks["models"] = "healthy" if settings.GATEWAY.models else "unhealthy: no models configured"
-    ok = all(value == "healthy" for value in checks.values())
+    checks["providers"] = providers_check()
+    # "degraded" (some provider entry lacks its key, other models still work) stays ready: taking the
+    # instance out of the load balancer would not bring the key back.
+    ok = all(value == "healthy" or value.startswith("degraded") for value in checks.values())
     return JsonResponse({"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503)

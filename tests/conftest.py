@@ -31,8 +31,9 @@ def gateway_config_for(openai_url: str, **overrides: Any) -> GatewayConfig:
         "server": {"max_request_body_size": 65536},
         "logging": {"format": "text", "level": "warn"},
         "providers": {
+            # No retries: a scripted failure reaches the client as is (tests/resilience covers retries).
             "openai": {"type": "openai", "api_key": "sk-test-upstream-key", "endpoint": f"{openai_url}/v1",
-                       "connect_timeout": 2, "read_timeout": 5},
+                       "connect_timeout": 2, "read_timeout": 5, "retry": {"max_retries": 0}},
             "demo": {"type": "demo"},
         },
         "models": [

@@ -4,6 +4,11 @@ Provider instances hold HTTP connection pools, so they are created lazily in eac
 process (after gunicorn forks) and cached there; the registry itself is configuration only.
 Provider types are referred to by dotted path, so the core never imports provider code it
 does not use.
+
+A route is the requested model plus its `fallbacks`, wrapped in a `ResilientProvider` (retries,
+fallback, one circuit breaker per provider entry; see resilience.py). Models whose provider entry
+has no api_key are left out of routes; a model with nothing left to serve it is a 503 that says
+which key to set.
 """
 
 from __future__ import annotations
@@ -17,9 +22,16 @@ from django.conf import settings
 from gateway_project.api_errors import ApiError, invalid_request
 from gateway_project.config import GatewayConfig, ModelEntry
 from responses_app.providers.base import Provider
+from responses_app.providers.instrumented import InstrumentedProvider
+from responses_app.providers.resilience import Candidate, CircuitBreaker, ResilientProvider
 
+# `<type>:<api>` entries take precedence over `<type>` (an openai entry with `api: responses`).
 PROVIDER_CLASSES = {
     "openai": "responses_app.providers.openai_chat.OpenAIChatProvider",
+    "openai:responses": "responses_app.providers.openai_responses.OpenAIResponsesProvider",
+    "azureopenai": "responses_app.providers.azure_openai.AzureOpenAIProvider",
+    "anthropic": "responses_app.providers.anthropic.AnthropicProvider",
+    "google": "responses_app.providers.google.GoogleProvider",
     "demo": "responses_app.providers.demo.DemoProvider",
 }
 
@@ -27,7 +39,7 @@ PROVIDER_CLASSES = {
 @dataclass(frozen=True)
 class Route:
     model: ModelEntry
-    provider: Provider
+    provider: ResilientProvider
 
     @property
     def upstream_model(self) -> str:
@@ -38,26 +50,57 @@ class ProviderRegistry:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self._instances: dict[str, Provider] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
         self._lock = threading.Lock()
 
     def provider(self, key: str) -> Provider:
         with self._lock:
             if key not in self._instances:
                 entry = self.config.providers[key]
-                path = PROVIDER_CLASSES.get(entry.type)
+                path = PROVIDER_CLASSES.get(f"{entry.type}:{entry.api}") or PROVIDER_CLASSES.get(entry.type)
                 if path is None:
                     raise ApiError(503, f"Provider {key!r} has type {entry.type!r}, which this gateway version "
                                    "cannot serve yet.", type="server_error", code="provider_unavailable")
                 module, _, name = path.rpartition(".")
-                self._instances[key] = getattr(import_module(module), name)(key, entry)
+                # Instrumented per concrete instance, inside the resilience layer: each attempt is measured.
+                self._instances[key] = InstrumentedProvider(getattr(import_module(module), name)(key, entry))
             return self._instances[key]
+
+    def breaker(self, key: str) -> CircuitBreaker:
+        with self._lock:
+            if key not in self._breakers:
+                self._breakers[key] = CircuitBreaker(key, self.config.providers[key].circuit_breaker)
+            return self._breakers[key]
 
     def route(self, model_name: str) -> Route:
         model = self.config.model(model_name)
         if model is None:
             raise invalid_request(f"The model '{model_name}' does not exist or is not served by this gateway.",
                                   param="model", code="model_not_found")
-        return Route(model, self.provider(model.provider))
+        candidates = []
+        for choice in self.chain(model):
+            entry = self.config.providers[choice.provider]
+            if not entry.missing_key:
+                candidates.append(Candidate(choice, self.provider(choice.provider), self.breaker(choice.provider),
+                                            entry.retry))
+        if not candidates:
+            message = self.config.providers[model.provider].missing_key_message(model.provider)
+            raise ApiError(503, f"Model '{model_name}' cannot be served: {message}.", type="server_error",
+                           code="provider_not_configured")
+        return Route(model, ResilientProvider(candidates))
+
+    def chain(self, model: ModelEntry) -> list[ModelEntry]:
+        """The model, then its fallbacks, each once."""
+        out = [model]
+        for name in model.fallbacks:
+            fallback = self.config.model(name)
+            if fallback is not None and fallback not in out:
+                out.append(fallback)
+        return out
+
+    def servable_models(self) -> list[str]:
+        return [m.name for m in self.config.models
+                if any(not self.config.providers[c.provider].missing_key for c in self.chain(m))]
 
     def close(self) -> None:
         with self._lock:

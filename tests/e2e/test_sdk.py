@@ -19,7 +19,9 @@ def config_yaml(openai_url: str) -> str:
     return f"""
 logging: {{format: text, level: warn}}
 providers:
-  openai: {{type: openai, api_key: sk-upstream, endpoint: "{openai_url}/v1", read_timeout: 10}}
+  # No gateway retries: a scripted upstream failure must reach the SDK as is.
+  openai: {{type: openai, api_key: sk-upstream, endpoint: "{openai_url}/v1", read_timeout: 10,
+            retry: {{max_retries: 0}}}}
 models:
   - {{name: gpt-test, provider: openai, provider_model_id: gpt-4o-mini}}
 """
