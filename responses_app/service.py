@@ -177,7 +177,15 @@ def _frames(turn: Turn, first: Event | None, events: Iterator[Event]) -> Iterato
             yield sse.frame(frame)
         status = assembler.status
         completed_at = timezone.now() if status == "completed" else None
-        _store_turn(turn, assembler, status, completed_at=completed_at)
+        try:
+            _store_turn(turn, assembler, status, completed_at=completed_at)
+        except Exception:
+            # Never claim `completed` for a turn a follow-up could not find: say it failed.
+            logger.exception("could not store response %s", turn.response_id)
+            finished = True
+            error_object = {"code": "server_error", "message": "The response could not be stored; retry the request."}
+            yield sse.frame({"type": "response.failed", "response": turn.render("failed", assembler, error=error_object)})
+            return
         finished = True
         terminal = "response.completed" if status == "completed" else "response.incomplete"
         yield sse.frame({"type": terminal, "response": turn.render(status, assembler, completed_at=completed_at)})

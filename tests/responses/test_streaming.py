@@ -127,3 +127,18 @@ def test_store_flag_is_echoed_in_the_stream(api, store):
     events = sse_events(api.create(model="gpt-test", input="x", stream=True, store=store))
     assert events[-1]["response"]["store"] is store
     assert StoredResponse.objects.filter(pk=events[-1]["response"]["id"]).exists() is store
+
+
+def test_a_stream_whose_turn_cannot_be_stored_ends_failed_not_completed(api, fake_openai, monkeypatch):
+    from django.db import OperationalError
+
+    from conversations_app.store import store
+
+    def database_down(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(store, "save_turn", database_down)
+    events = sse_events(api.create(model="gpt-test", input="x", stream=True))
+    assert events[-1]["type"] == "response.failed"
+    assert "could not be stored" in events[-1]["response"]["error"]["message"]
+    assert "response.completed" not in [e["type"] for e in events]
