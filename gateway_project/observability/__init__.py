@@ -7,14 +7,18 @@ that swaps `settings.GATEWAY` is honoured everywhere at once.
 
 from __future__ import annotations
 
-from django.conf import settings
-
 
 def metrics_enabled() -> bool:
+    # Imported here, not at module level: gunicorn's master imports gunicorn_hooks from this
+    # package, and must not touch Django before forking.
+    from django.conf import settings
+
     obs = settings.GATEWAY.observability
     return obs.enabled and obs.metrics.enabled
 
 
 def tracing_enabled() -> bool:
+    from django.conf import settings
+
     obs = settings.GATEWAY.observability
     return obs.enabled and obs.tracing.enabled

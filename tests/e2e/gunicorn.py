@@ -75,10 +75,9 @@ class GatewayProcess:
         config = Path(self._tmp.name) / "config.yaml"
         config.write_text(self.config_yaml)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_SETTINGS"))}
-        env.update({
-            "DATABASE_URL": self.database_url, "GATEWAY_CONFIG": str(config),
-            "WEB_CONCURRENCY": str(self.workers), "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
-        })
+        # No DJANGO_SETTINGS_MODULE: the gateway must start from the production command alone.
+        env.update({"DATABASE_URL": self.database_url, "GATEWAY_CONFIG": str(config),
+                    "WEB_CONCURRENCY": str(self.workers)})
         env.update(self.extra_env)
         return env
 
@@ -86,7 +85,8 @@ class GatewayProcess:
         env = self.env()
         if self._database_url is None:
             create_database(self.db_name)
-            subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, env=env, check=True)
+            subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, env=env,
+                           check=True)
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "gunicorn"), "-c", "gateway_project/gunicorn.conf.py",
