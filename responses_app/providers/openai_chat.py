@@ -139,12 +139,15 @@ def parse_usage(usage: dict[str, Any] | None) -> Usage | None:
     )
 
 
-class OpenAIChatProvider(Provider):
-    type = "openai"
+class OpenAICompatibleProvider(Provider):
+    """The HTTP side every client of an OpenAI-style API shares: base URL + `path`, bearer key,
+    one pooled session per provider entry. Subclasses say what they send (`payload`)."""
+
+    path = ""
 
     def __init__(self, key: str, entry: Any) -> None:
         super().__init__(key, entry)
-        self.url = (entry.endpoint or DEFAULT_ENDPOINT).rstrip("/") + "/chat/completions"
+        self.url = (entry.endpoint or DEFAULT_ENDPOINT).rstrip("/") + self.path
         self.session = http.new_session()
         self.timeout = http.Timeouts.of(entry)
 
@@ -157,9 +160,23 @@ class OpenAIChatProvider(Provider):
             headers["Authorization"] = f"Bearer {self.entry.api_key}"
         return headers
 
+    def payload(self, request: ProviderRequest, *, stream: bool) -> dict[str, Any]:
+        raise NotImplementedError
+
     def _post(self, request: ProviderRequest, *, stream: bool):  # type: ignore[no-untyped-def]
-        return http.post(self.session, self.key, self.url_for(request), payload=build_payload(request, stream=stream),
+        return http.post(self.session, self.key, self.url_for(request), payload=self.payload(request, stream=stream),
                          headers=self.headers(), timeout=self.timeout, stream=stream)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class OpenAIChatProvider(OpenAICompatibleProvider):
+    type = "openai"
+    path = "/chat/completions"
+
+    def payload(self, request: ProviderRequest, *, stream: bool) -> dict[str, Any]:
+        return build_payload(request, stream=stream)
 
     def generate(self, request: ProviderRequest) -> Iterator[Event]:
         with self._post(request, stream=False) as response:
@@ -212,6 +229,3 @@ class OpenAIChatProvider(Provider):
                                 function.get("arguments") or "")
         if choice.get("finish_reason"):
             yield Finish(_FINISH.get(choice["finish_reason"], "stop"))  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        self.session.close()

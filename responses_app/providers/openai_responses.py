@@ -16,7 +16,6 @@ from responses_app.providers.base import (
     Event,
     Finish,
     FinishReason,
-    Provider,
     ProviderError,
     ProviderRequest,
     RefusalDelta,
@@ -24,7 +23,7 @@ from responses_app.providers.base import (
     ToolCallDelta,
     Usage,
 )
-from responses_app.providers.openai_chat import DEFAULT_ENDPOINT
+from responses_app.providers.openai_chat import OpenAICompatibleProvider
 
 
 def _input_item(item: dict[str, Any]) -> dict[str, Any] | None:
@@ -93,24 +92,12 @@ def _terminal(provider: str, response: dict[str, Any], called: bool) -> list[Eve
     return events
 
 
-class OpenAIResponsesProvider(Provider):
+class OpenAIResponsesProvider(OpenAICompatibleProvider):
     type = "openai"
+    path = "/responses"
 
-    def __init__(self, key: str, entry: Any) -> None:
-        super().__init__(key, entry)
-        self.url = (entry.endpoint or DEFAULT_ENDPOINT).rstrip("/") + "/responses"
-        self.session = http.new_session()
-        self.timeout = http.Timeouts.of(entry)
-
-    def headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.entry.api_key:
-            headers["Authorization"] = f"Bearer {self.entry.api_key}"
-        return headers
-
-    def _post(self, request: ProviderRequest, *, stream: bool):  # type: ignore[no-untyped-def]
-        return http.post(self.session, self.key, self.url, payload=build_payload(request, stream=stream),
-                         headers=self.headers(), timeout=self.timeout, stream=stream)
+    def payload(self, request: ProviderRequest, *, stream: bool) -> dict[str, Any]:
+        return build_payload(request, stream=stream)
 
     def generate(self, request: ProviderRequest) -> Iterator[Event]:
         with self._post(request, stream=False) as response:
@@ -161,6 +148,3 @@ class OpenAIResponsesProvider(Provider):
             raise ProviderError("upstream", f"Provider {self.key!r} ended the stream before response.completed.")
         finally:
             response.close()
-
-    def close(self) -> None:
-        self.session.close()
