@@ -145,7 +145,7 @@ def test_errors_reach_the_sdk_as_typed_exceptions(client, upstream):
 
 
 def test_a_failure_mid_stream_reaches_the_sdk_as_response_failed(client, upstream):
-    upstream.script(Reply(text="a b c d e f", drop_after=2))
+    upstream.script(Reply(text="a b c d e f", drop_after=3))
     events = list(client.responses.create(model="gpt-test", input="x", stream=True))
     assert events[-1].type == "response.failed"
     assert client.responses.retrieve(events[-1].response.id).status == "failed"

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.pacing import Pacing, wait_first_byte, write_frames
+from tests.fakes.steps import Fail, Pacing, Raw, wait_first_byte, write_frames, write_raw
 from tests.fakes.server import FakeServer, Recorded, Writer
 
 
@@ -41,23 +41,6 @@ class Reply(Pacing):
         return self.stop_reason or ("tool_use" if self.tool_calls else "end_turn")
 
 
-@dataclass
-class Fail:
-    status: int
-    message: str = "upstream failure"
-    type: str = "api_error"
-    headers: dict[str, str] = field(default_factory=dict)
-    first_byte_delay: float = 0.0
-
-
-@dataclass
-class Raw:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    stream: bool = False
-
-
 def _frame(data: dict[str, Any]) -> str:
     return f"event: {data['type']}\ndata: {json.dumps(data)}\n\n"
 
@@ -79,16 +62,11 @@ class FakeAnthropic(FakeServer):
         if not wait_first_byte(writer, step):
             return
         if isinstance(step, Fail):
-            writer.json(step.status, {"type": "error", "error": {"type": step.type, "message": step.message},
-                                      "request_id": "req_fake"}, headers=step.headers)
+            error = {"type": step.type or "api_error", "message": step.message}
+            writer.json(step.status, {"type": "error", "error": error, "request_id": "req_fake"}, headers=step.headers)
             return
         if isinstance(step, Raw):
-            if step.stream:
-                writer.start_stream(step.status, step.content_type)
-                writer.chunk(step.body)
-                writer.end_stream()
-            else:
-                writer.json(step.status, step.body)
+            write_raw(writer, step)
             return
         request = recorded.json or {}
         if request.get("stream"):

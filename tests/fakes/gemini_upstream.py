@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.pacing import Pacing, wait_first_byte, write_frames
+from tests.fakes.steps import Fail, Pacing, wait_first_byte, write_frames
 from tests.fakes.server import FakeServer, Recorded, Writer
 
 _PATH = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent\?alt=sse)$")
@@ -44,13 +44,6 @@ class Reply(Pacing):
             usage["cachedContentTokenCount"] = self.cached_tokens
         return usage
 
-
-@dataclass
-class Fail:
-    status: int
-    message: str = "upstream failure"
-    headers: dict[str, str] = field(default_factory=dict)
-    first_byte_delay: float = 0.0
 
 
 class FakeGemini(FakeServer):

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.pacing import Pacing, wait_first_byte, write_frames
+from tests.fakes.steps import Fail, Pacing, wait_first_byte, write_frames
 from tests.fakes.server import FakeServer, Recorded, Writer
 
 
@@ -22,13 +22,6 @@ class Reply(Pacing):
     cached_tokens: int = 0
     reasoning_tokens: int = 0
 
-
-@dataclass
-class Fail:
-    status: int
-    message: str = "upstream failure"
-    headers: dict[str, str] = field(default_factory=dict)
-    first_byte_delay: float = 0.0
 
 
 class FakeOpenAIResponses(FakeServer):

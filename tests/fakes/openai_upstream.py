@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.fakes.server import FakeServer, Recorded, Writer
+from tests.fakes.steps import Fail, Pacing, Raw, wait_first_byte, write_frames, write_raw
+
+__all__ = ["Fail", "FakeOpenAI", "Raw", "Reply"]
 
 
 @dataclass
-class Reply:
+class Reply(Pacing):
     text: str = "Hello from the fake upstream."
     # How the text is split into stream chunks; default: word by word.
     chunks: list[str] | None = None
@@ -28,13 +31,6 @@ class Reply:
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     send_usage: bool = True
-    first_byte_delay: float = 0.0
-    chunk_delay: float = 0.0
-    # Streaming faults: cut the connection after N content chunks, or go silent after N chunks
-    # (holding the connection open) for `stall_seconds`.
-    drop_after: int | None = None
-    stall_after: int | None = None
-    stall_seconds: float = 30.0
 
     def stream_chunks(self) -> list[str]:
         if self.chunks is not None:
@@ -58,21 +54,6 @@ class Reply:
         }
 
 
-@dataclass
-class Fail:
-    status: int
-    message: str = "upstream failure"
-    type: str = "server_error"
-    headers: dict[str, str] = field(default_factory=dict)
-    first_byte_delay: float = 0.0
-
-
-@dataclass
-class Raw:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    stream: bool = False
 
 
 class FakeOpenAI(FakeServer):
@@ -87,21 +68,14 @@ class FakeOpenAI(FakeServer):
             writer.json(404, {"error": {"message": f"no route {recorded.path}", "type": "invalid_request_error",
                                         "param": None, "code": None}})
             return
-        delay = getattr(step, "first_byte_delay", 0.0)
-        if delay:
-            if writer.wait_for_disconnect(delay):
-                return
+        if not wait_first_byte(writer, step):
+            return
         if isinstance(step, Fail):
-            writer.json(step.status, {"error": {"message": step.message, "type": step.type, "param": None,
-                                                "code": None}}, headers=step.headers)
+            writer.json(step.status, {"error": {"message": step.message, "type": step.type or "server_error",
+                                                "param": None, "code": None}}, headers=step.headers)
             return
         if isinstance(step, Raw):
-            if step.stream:
-                writer.start_stream(step.status, step.content_type)
-                writer.chunk(step.body)
-                writer.end_stream()
-            else:
-                writer.json(step.status, step.body)
+            write_raw(writer, step)
             return
         request = recorded.json or {}
         if request.get("stream"):
@@ -154,17 +128,4 @@ class FakeOpenAI(FakeServer):
             frames.append(chunk([], usage=step.usage()))
         frames.append("data: [DONE]\n\n")
 
-        writer.start_stream()
-        for index, frame in enumerate(frames):
-            if step.drop_after is not None and index > step.drop_after:
-                writer.drop()
-                return
-            if step.stall_after is not None and index > step.stall_after:
-                writer.wait_for_disconnect(step.stall_seconds)
-                return
-            if not writer.chunk(frame):
-                return
-            if step.chunk_delay and index < len(frames) - 1:
-                if writer.wait_for_disconnect(step.chunk_delay):
-                    return
-        writer.end_stream()
+        write_frames(writer, frames, step)

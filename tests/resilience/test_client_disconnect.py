@@ -76,7 +76,7 @@ def _stored(gw: GatewayProcess, response_id: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("model", "upstream", "step", "usage"), [
-    ("chat-model", "openai", Reply(text="one two three four", stall_after=2, stall_seconds=20), None),
+    ("chat-model", "openai", Reply(text="one two three four", stall_after=3, stall_seconds=20), None),
     # message_start, ping, block start, "one", " two", then silence; message_start said 13 input tokens.
     ("claude", "anthropic", anth.Reply(text="one two three four", stall_after=5, stall_seconds=20), 13),
 ])

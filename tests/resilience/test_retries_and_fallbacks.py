@@ -88,7 +88,7 @@ def test_an_anthropic_error_before_any_content_is_retried(configure: Configure, 
 
 def test_a_failure_after_the_first_event_is_not_retried(configure: Configure, fakes: Fakes) -> None:
     api = configure(RETRY)
-    fakes.chat.script(Reply(text="one two three", drop_after=2))
+    fakes.chat.script(Reply(text="one two three", drop_after=3))
     events = sse_events(api.create(model="chat-model", input="hi", stream=True))
     assert events[-1]["type"] == "response.failed"
     assert len(fakes.chat.requests) == 1

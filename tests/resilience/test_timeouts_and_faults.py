@@ -32,7 +32,7 @@ def test_a_slow_first_byte_is_a_504_and_the_upstream_is_hung_up_on(configure: Co
 def test_a_stall_mid_stream_fails_the_response_after_the_idle_timeout(configure: Configure, fakes: Fakes) -> None:
     api = configure({"idle_timeout": 0.3, "first_byte_timeout": 5})
     # role chunk + "one" + " two", then silence.
-    fakes.chat.script(Reply(text="one two three four", stall_after=2))
+    fakes.chat.script(Reply(text="one two three four", stall_after=3))
     started = time.monotonic()
     events = sse_events(api.create(model="chat-model", input="hi", stream=True))
     assert time.monotonic() - started < 3
@@ -55,7 +55,7 @@ def test_the_total_timeout_bounds_a_stream_that_keeps_trickling(configure: Confi
 
 def test_a_connection_reset_mid_stream_fails_the_response(configure: Configure, fakes: Fakes) -> None:
     api = configure()
-    fakes.chat.script(Reply(text="one two three four", drop_after=2))
+    fakes.chat.script(Reply(text="one two three four", reset_after=3, chunk_delay=0.1))
     events = sse_events(api.create(model="chat-model", input="hi", stream=True))
     assert events[-1]["type"] == "response.failed"
     assert "broke off" in events[-1]["response"]["error"]["message"]

@@ -107,7 +107,7 @@ def test_an_upstream_error_before_the_stream_is_an_http_error(api, fake_openai):
 
 
 def test_a_failure_mid_stream_ends_with_response_failed_and_is_stored(api, fake_openai):
-    fake_openai.script(Reply(text="one two three four five six", drop_after=3))
+    fake_openai.script(Reply(text="one two three four five six", drop_after=4))
     events = sse_events(api.create(model="gpt-test", input="x", stream=True))
     assert events[-1]["type"] == "response.failed"
     validate("ResponseStreamEvent", events[-1])
