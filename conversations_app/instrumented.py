@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any, TypeVar
 
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Span
 
 from gateway_project.observability import metrics, metrics_enabled, tracing, tracing_enabled
 
@@ -33,29 +34,24 @@ class InstrumentedStore:
         backend = self.inner.backend
         started = time.perf_counter()
         status = "success"
-        span_cm = None
+        span_cm: Any = nullcontext(None)
         if span_name and tracing_enabled():
+            # The span records the exception and sets the error status itself.
             span_cm = tracing.tracer().start_as_current_span(
                 span_name, attributes={"conversation.backend": backend, "db.system": backend, **(attributes or {})},
                 record_exception=True, set_status_on_exception=True)
-        span = span_cm.__enter__() if span_cm else None
         try:
-            result = call()
-            if result is None:
-                status = "not_found"
-            if span is not None and describe is not None and span.is_recording():
-                describe(result, span)
-            return result
-        except BaseException as error:
+            with span_cm as span:
+                result = call()
+                if result is None:
+                    status = "not_found"
+                if span is not None and describe is not None and span.is_recording():
+                    describe(result, span)
+                return result
+        except BaseException:
             status = "error"
-            if span_cm is not None:
-                span.set_status(Status(StatusCode.ERROR, str(error)))
-                span_cm.__exit__(type(error), error, error.__traceback__)
-                span_cm = None
             raise
         finally:
-            if span_cm is not None:
-                span_cm.__exit__(None, None, None)
             if metrics_enabled():
                 metrics.conversation_operations_total.labels(operation, backend, status).inc()
                 metrics.conversation_operation_duration_seconds.labels(operation, backend).observe(
