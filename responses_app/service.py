@@ -104,8 +104,9 @@ def _error_object(error: ProviderError) -> dict[str, str]:
 
 
 def _cost(turn: Turn, assembler: OutputAssembler) -> float | None:
+    """At the prices of the model that answered: a fallback's, when one took over."""
     usage = assembler.usage
-    return turn.route.model.cost_usd(usage.input_tokens, usage.output_tokens) if usage else None
+    return turn.route.provider.serving.model.cost_usd(usage.input_tokens, usage.output_tokens) if usage else None
 
 
 def _store_turn(turn: Turn, assembler: OutputAssembler, status: str, *, completed_at: datetime | None,

@@ -97,8 +97,10 @@ def test_a_failure_after_the_first_event_is_not_retried(configure: Configure, fa
 @pytest.mark.parametrize("stream", [False, True])
 def test_the_fallback_model_answers_when_the_primary_fails(configure: Configure, fakes: Fakes, stream: bool) -> None:
     api = configure(RETRY, models=[
-        {"name": "chat-model", "provider": "openai", "provider_model_id": "gpt-upstream", "fallbacks": ["claude"]},
-        {"name": "claude", "provider": "anthropic", "provider_model_id": "claude-upstream"},
+        {"name": "chat-model", "provider": "openai", "provider_model_id": "gpt-upstream", "fallbacks": ["claude"],
+         "pricing": {"input": 1000, "output": 1000}},
+        {"name": "claude", "provider": "anthropic", "provider_model_id": "claude-upstream",
+         "pricing": {"input": 3, "output": 15}},
     ])
     fakes.chat.script(Fail(500), Fail(500), Fail(500))
     fakes.anthropic.script(anth.Reply(text="Claude here."))
@@ -108,7 +110,12 @@ def test_the_fallback_model_answers_when_the_primary_fails(configure: Configure,
     assert output_text(body) == "Claude here." and body["model"] == "chat-model"
     assert len(fakes.chat.requests) == 3  # the primary had its retries first
     assert fakes.anthropic.last.json["model"] == "claude-upstream"
-    assert StoredResponse.objects.get(id=body["id"]).provider == "anthropic"
+    stored = StoredResponse.objects.get(id=body["id"])
+    assert stored.provider == "anthropic"
+    # Priced as the model that answered, not the one asked for.
+    reply = anth.Reply()
+    expected = (reply.input_tokens * 3 + reply.output_tokens * 15) / 1_000_000
+    assert float(stored.cost_usd) == pytest.approx(expected)
 
 
 def test_connection_errors_are_retried_then_fall_back(configure: Configure, fakes: Fakes) -> None:
