@@ -85,3 +85,6 @@ class InstrumentedStore:
 
     def list_input_items(self, response_id: str, owner: str, **kwargs: Any) -> Any:
         return self._observe("list_input_items", lambda: self.inner.list_input_items(response_id, owner, **kwargs))
+
+    def purge_idle(self, idle_seconds: float, **kwargs: Any) -> int:
+        return self._observe("purge", lambda: self.inner.purge_idle(idle_seconds, **kwargs))

@@ -199,6 +199,22 @@ class ConversationStore:
         """Conversations with a turn within the TTL: the documented meaning of 'active'."""
         return Conversation.objects.filter(updated_at__gte=timezone.now() - timedelta(seconds=ttl_seconds)).count()
 
+    def purge_idle(self, idle_seconds: float, *, batch_size: int = 500, dry_run: bool = False) -> int:
+        """Delete conversations (with their responses and items) without a turn for `idle_seconds`.
+
+        In batches, each its own transaction, so a large purge never holds long locks or one huge
+        transaction; returns how many conversations went (or would go, with dry_run).
+        """
+        idle = Conversation.objects.filter(updated_at__lt=timezone.now() - timedelta(seconds=idle_seconds))
+        if dry_run:
+            return idle.count()
+        purged = 0
+        while ids := list(idle.values_list("pk", flat=True)[:batch_size]):
+            with transaction.atomic():
+                Conversation.objects.filter(pk__in=ids).delete()
+            purged += len(ids)
+        return purged
+
 
 _USAGE_FIELDS = ("input_tokens", "cached_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
 
