@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from django.http import HttpRequest
 
+from gateway_project.request_notes import notes_of
+
 
 @dataclass(frozen=True)
 class Identity:
@@ -21,10 +23,8 @@ class Identity:
 
 
 def identity_of(request: HttpRequest) -> Identity | None:
-    return getattr(request, "gateway_identity", None)
+    return notes_of(request).identity
 
 
 def set_identity(request: HttpRequest, identity: Identity) -> None:
-    request.gateway_identity = identity  # type: ignore[attr-defined]
-    # responses_app.views.owner_of reads this; the store filters by it.
-    request.gateway_owner = identity.owner  # type: ignore[attr-defined]
+    notes_of(request).identity = identity

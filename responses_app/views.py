@@ -13,6 +13,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from conversations_app.store import UnknownCursor, release_connection, store
 from gateway_project.api_errors import ApiError, invalid_request, not_found
+from gateway_project.request_notes import notes_of
 from responses_app import service
 from responses_app.disconnect import until_client_leaves
 from responses_app.providers.registry import get_registry
@@ -42,14 +43,15 @@ def api_view(*methods: str) -> Callable[[View], View]:
 
 def owner_of(request: HttpRequest) -> str:
     """The identity that owns what this request creates or reads ('' when auth is off)."""
-    return getattr(request, "gateway_owner", "")
+    return notes_of(request).owner
 
 
 @api_view("POST")
 def create_response(request: HttpRequest) -> HttpResponse:
     create = parse_create_request(request.body)
     turn = service.prepare_turn(create, owner_of(request))
-    turn.on_usage = getattr(request, "gateway_usage_hook", None)
+    ticket = notes_of(request).rate_ticket
+    turn.on_usage = ticket.record_usage if ticket is not None else None
     if not create.stream:
         return JsonResponse(service.respond_json(turn))
     frames = until_client_leaves(request, service.respond_stream(turn))
@@ -114,7 +116,7 @@ def response_input_items(request: HttpRequest, response_id: str) -> HttpResponse
 def list_models(request: HttpRequest) -> HttpResponse:
     created = 0
     # A key limited to some models lists only those (identity_app.identity.Identity.may_use).
-    identity = getattr(request, "gateway_identity", None)
+    identity = notes_of(request).identity
     data = [{"id": m.name, "object": "model", "created": created, "owned_by": m.provider}
             for m in settings.GATEWAY.models if identity is None or identity.may_use(m.name)]
     return JsonResponse({"object": "list", "data": data})

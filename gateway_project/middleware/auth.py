@@ -18,6 +18,7 @@ from django.http import HttpRequest, HttpResponse
 
 from gateway_project.api_errors import ApiError
 from identity_app.client_ip import client_ip, in_networks, parse_networks
+from gateway_project.request_notes import notes_of
 from identity_app.identity import Identity, set_identity
 from identity_app.keys import find_active_key, looks_like_api_key
 from identity_app.models import OIDC_OWNER_PREFIX
@@ -75,7 +76,7 @@ class AuthMiddleware:
                             code="auth_unavailable", headers={"Retry-After": "5"}).response()
         if identity is None:
             # The rate limiter counts failed attempts per client address (rotating keys gains nothing).
-            request.gateway_auth_failed = True  # type: ignore[attr-defined]
+            notes_of(request).auth_failed = True
             return unauthorized()
         set_identity(request, identity)
         facts = create_facts(request)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from gateway_project.observability import context
+from gateway_project.request_notes import notes_of
 
 logger = logging.getLogger("gateway.access")
 
@@ -34,11 +35,12 @@ class LoggingMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        request.request_id = choose_request_id(request.headers.get("X-Request-ID"))
-        context.current.set(context.RequestScope(request.request_id))
+        notes = notes_of(request)
+        notes.request_id = choose_request_id(request.headers.get("X-Request-ID"))
+        context.current.set(context.RequestScope(notes.request_id))
         started = time.perf_counter()
         response = self.get_response(request)
-        response["X-Request-ID"] = request.request_id
+        response["X-Request-ID"] = notes.request_id
         if isinstance(response, StreamingHttpResponse):
             response.streaming_content = self._log_at_end(request, response, response.streaming_content, started)
         else:
@@ -58,7 +60,7 @@ class LoggingMiddleware:
     @staticmethod
     def _log(request: HttpRequest, response: HttpResponse, started: float) -> None:
         # The tracing middleware has ended its span by now; it left the ids on the request.
-        span_context = getattr(request, "trace_span_context", None)
+        span_context = notes_of(request).trace_span_context
         ids = {}
         if span_context is not None and span_context.trace_flags.sampled:
             ids = {"trace_id": format(span_context.trace_id, "032x"), "span_id": format(span_context.span_id, "016x")}

@@ -25,6 +25,7 @@ from django.http import HttpRequest, HttpResponse
 
 from gateway_project.api_errors import ApiError
 from gateway_project.middleware.errors import is_api_path
+from gateway_project.request_notes import notes_of
 from identity_app.client_ip import client_ip, parse_networks
 from identity_app.identity import identity_of
 from identity_app.limiter import BackendUnavailable, Decision, Limiter, Limits, build_limiter
@@ -127,8 +128,9 @@ class RateLimitMiddleware:
         if not is_api_path(request.path):
             return self.get_response(request)
         response = self.get_response(request)
-        ticket: Ticket | None = getattr(request, "_gateway_rate_ticket", None)
-        if ticket is None and not getattr(request, "_gateway_rate_decided", False):
+        notes = notes_of(request)
+        ticket: Ticket | None = notes.rate_ticket
+        if ticket is None and not notes.rate_decided:
             # No view ran (auth refused the request, or no route matched): charge it now, to the
             # client address when there is no identity.
             subject, limits = self._subject_and_limits(request)
@@ -149,7 +151,8 @@ class RateLimitMiddleware:
     def process_view(self, request: HttpRequest, view: Callable[..., Any], args: Any, kwargs: Any) -> HttpResponse | None:
         if not is_api_path(request.path):
             return None
-        request._gateway_rate_decided = True  # type: ignore[attr-defined]
+        notes = notes_of(request)
+        notes.rate_decided = True
         subject, limits = self._subject_and_limits(request)
         facts = create_facts(request)
         tokens = 0
@@ -160,8 +163,7 @@ class RateLimitMiddleware:
         if isinstance(outcome, HttpResponse):
             return outcome
         if outcome is not None:
-            request._gateway_rate_ticket = outcome  # type: ignore[attr-defined]
-            request.gateway_usage_hook = outcome.record_usage  # type: ignore[attr-defined]
+            notes.rate_ticket = outcome
         return None
 
     def _subject_and_limits(self, request: HttpRequest) -> tuple[str, Limits]:

@@ -19,12 +19,14 @@ from opentelemetry.instrumentation.django.middleware.otel_middleware import _Dja
 from opentelemetry.trace import Span
 
 from gateway_project.observability import tracing, tracing_enabled
+from gateway_project.request_notes import notes_of
 
 
 def _on_request(span: Span, request: HttpRequest) -> None:
-    request.trace_span_context = span.get_span_context()
+    notes = notes_of(request)
+    notes.trace_span_context = span.get_span_context()
     if span.is_recording():
-        span.set_attribute("http.request_id", getattr(request, "request_id", ""))
+        span.set_attribute("http.request_id", notes.request_id)
 
 
 def _instrument_once() -> None:

@@ -13,6 +13,7 @@ import redis
 from prometheus_client import REGISTRY
 
 from gateway_project.middleware.ratelimit import format_reset
+from gateway_project.request_notes import notes_of
 from identity_app.limiter import LocalBuckets, Limits
 from tests.conftest import sse_events
 from tests.fakes.openai_upstream import Fail, Reply
@@ -323,7 +324,7 @@ def test_a_stream_the_client_abandons_is_settled_when_it_closes(limited, make_ke
     limited(tokens_per_minute=tpm)
     issued = make_key()
     response = GatewayClient(issued.key).create(model="demo", input="one two three four", stream=True)
-    ticket = response.wsgi_request._gateway_rate_ticket
+    ticket = notes_of(response.wsgi_request).rate_ticket
     next(iter(response.streaming_content))  # response.created, then the client goes away
     assert not ticket.settled
     response.close()
