@@ -3,7 +3,8 @@
 Wraps `ConversationStore` (the only code that touches conversation models), so every read and
 write is counted and timed in one place: `conversation_operations_total{operation,backend,status}`
 and `conversation_operation_duration_seconds`. Loading a chain is the `conversation.get` span and
-storing a turn the `conversation.create` span, as the seed's trace hierarchy shows.
+opening a turn the `conversation.create` span, as the seed's trace hierarchy shows; settling it
+is `conversation.update`.
 """
 
 from __future__ import annotations
@@ -66,16 +67,40 @@ class InstrumentedStore:
         return self._observe("get", lambda: self.inner.get_chain(response_id, owner), span_name="conversation.get",
                              attributes={"previous_response_id": response_id}, describe=describe)
 
-    def save_turn(self, turn: Any, parent: Any) -> str:
+    def open_turn(self, turn: Any, parent: Any) -> str:
         attributes = {"conversation.model": turn.model, "conversation.id": parent.conversation_id if parent else None,
-                      "conversation.message_count": (len(parent.items) if parent else 0)
-                      + len(turn.input_items) + len(turn.output_items),
+                      "conversation.message_count": (len(parent.items) if parent else 0) + len(turn.input_items),
                       "response.id": turn.response_id}
+
         def describe(conversation_id: str, span: Span) -> None:
             span.set_attribute("conversation.id", conversation_id)
 
-        return self._observe("create", lambda: self.inner.save_turn(turn, parent), span_name="conversation.create",
+        return self._observe("create", lambda: self.inner.open_turn(turn, parent), span_name="conversation.create",
                              attributes={k: v for k, v in attributes.items() if v is not None}, describe=describe)
+
+    def finish_turn(self, settlement: Any) -> None:
+        self._observe("update", lambda: self.inner.finish_turn(settlement) or True, span_name="conversation.update",
+                      attributes={"conversation.id": settlement.conversation_id, "response.id": settlement.response_id,
+                                  "response.status": settlement.status,
+                                  "conversation.message_count": settlement.message_count})
+
+    def discard_turn(self, response_id: str, conversation_id: str, **kwargs: Any) -> None:
+        self._observe("discard", lambda: self.inner.discard_turn(response_id, conversation_id, **kwargs) or True)
+
+    def settle_abandoned(self, workers: list[str], reason: str) -> int:
+        return self._observe("settle", lambda: self.inner.settle_abandoned(workers, reason))
+
+    def settle_expired(self, started_before: Any) -> int:
+        return self._observe("settle", lambda: self.inner.settle_expired(started_before))
+
+    def renew_lease(self, lease_id: str, host: str, pid: int) -> None:
+        self._observe("lease", lambda: self.inner.renew_lease(lease_id, host, pid) or True)
+
+    def leases(self) -> Any:
+        return self._observe("lease", self.inner.leases)
+
+    def drop_leases(self, lease_ids: list[str]) -> None:
+        self._observe("lease", lambda: self.inner.drop_leases(lease_ids) or True)
 
     def get_response(self, response_id: str, owner: str) -> Any:
         return self._observe("get_response", lambda: self.inner.get_response(response_id, owner))

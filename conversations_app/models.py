@@ -4,6 +4,10 @@ A conversation's history is never copied: a response points at its predecessor a
 depth in the chain, so the full context of any response is one recursive query over the
 (small) response rows plus one indexed read of their items. Storage grows linearly with turns.
 
+A turn is written `in_progress` (with its input items) before its id reaches the client, and
+settled in place when it ends; `worker` names the process running it, so a turn whose worker
+died can be found (via `WorkerLease`) and settled by another.
+
 Only conversations_app.store touches these models.
 """
 
@@ -33,6 +37,7 @@ class Conversation(models.Model):
 
 class StoredResponse(models.Model):
     class Status(models.TextChoices):
+        IN_PROGRESS = "in_progress"
         COMPLETED = "completed"
         INCOMPLETE = "incomplete"
         FAILED = "failed"
@@ -67,10 +72,19 @@ class StoredResponse(models.Model):
     # A deleted response is hidden from the API and cannot be chained from, but its items stay
     # so that responses already built on it keep their context.
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # While in_progress: the WorkerLease id of the process running the turn.
+    worker = models.CharField(max_length=100, blank=True, default="")
+    # Why the turn stopped early, for operators (the API shows only status `incomplete`):
+    # client_gone, shutdown, worker_lost, expired; empty for a turn that ran to its end.
+    interrupted = models.CharField(max_length=20, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["conversation", "depth"])]
+        indexes = [
+            models.Index(fields=["conversation", "depth"]),
+            # The sweep for turns left behind reads only the (few) rows still in progress.
+            models.Index(fields=["worker"], condition=models.Q(status="in_progress"), name="response_in_progress"),
+        ]
 
     def __str__(self) -> str:
         return self.id
@@ -101,3 +115,20 @@ class Item(models.Model):
 
     def __str__(self) -> str:
         return self.item_id
+
+
+class WorkerLease(models.Model):
+    """A gateway worker process that may be running turns, renewed by its heartbeat.
+
+    A turn left `in_progress` belongs to a dead worker when its lease is gone or stale, or when the
+    lease's process no longer exists on this host; another worker then settles it `incomplete`.
+    """
+
+    id = models.CharField(primary_key=True, max_length=100)  # host:pid:random
+    host = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return self.id

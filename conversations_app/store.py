@@ -3,6 +3,13 @@
 Every read and write of conversations, responses and items goes through `ConversationStore`, so
 one wrapper (the instrumented store) can time and trace all of them. It returns plain data,
 never querysets, and owns the transactions.
+
+A turn is written twice, each time in one short transaction: `open_turn` before its id reaches the
+client (the response row `in_progress`, its input items, the conversation's turn count), and
+`finish_turn` when it ends (status, usage, cost, output items, token counters). A turn that never
+got to its end is settled by `settle_abandoned` (its worker died) or `settle_expired` (it is older
+than any turn can run); `discard_turn` removes one whose upstream failed before the client heard
+of it, so a failed request leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from conversations_app.instrumented import InstrumentedStore
-from conversations_app.models import Conversation, Item, StoredResponse
+from conversations_app.models import Conversation, Item, StoredResponse, WorkerLease
+
+IN_PROGRESS = StoredResponse.Status.IN_PROGRESS.value
 
 
 @dataclass(frozen=True)
@@ -30,26 +39,54 @@ class Chain:
     depth: int
     # Input and output items of every response in the chain, oldest first.
     items: list[dict[str, Any]]
+    # The anchor has not ended yet: its output is not known, so nothing can follow it.
+    in_progress: bool = False
 
 
 @dataclass
-class NewTurn:
+class OpenTurn:
+    """A turn as it starts: written `in_progress` before the client hears of its id."""
+
     response_id: str
     owner: str
     model: str
     provider: str
-    status: str
     created_at: datetime
-    completed_at: datetime | None
     instructions: str | None
     settings: dict[str, Any]
-    usage: dict[str, int] | None
     input_items: list[dict[str, Any]]
+    # The WorkerLease id of the process running it ('' outside a gunicorn worker).
+    worker: str = ""
+
+
+@dataclass
+class Settlement:
+    """How a turn ended, written over its `in_progress` row."""
+
+    response_id: str
+    conversation_id: str
+    status: str
+    # The provider entry that answered (a fallback's, when one took over).
+    provider: str
+    completed_at: datetime | None
+    usage: dict[str, int] | None
     output_items: list[dict[str, Any]]
     error: dict[str, Any] | None = None
     incomplete_details: dict[str, Any] | None = None
     # At the model's configured prices (models[].pricing); None when it has none.
     cost_usd: float | None = None
+    # Why it stopped early (client_gone, shutdown, ...), '' when it ran to its end.
+    interrupted: str = ""
+    # Items in the whole chain after this turn, for the span (not stored).
+    message_count: int = 0
+
+
+@dataclass(frozen=True)
+class Lease:
+    id: str
+    host: str
+    pid: int
+    heartbeat_at: datetime
 
 
 @dataclass
@@ -117,7 +154,8 @@ class ConversationStore:
         return StoredResponse.objects.filter(owner=owner, deleted_at__isnull=True)
 
     def get_chain(self, response_id: str, owner: str) -> Chain | None:
-        anchor = self._visible(owner).filter(pk=response_id).values("conversation_id", "depth").first()
+        anchor = (self._visible(owner).filter(pk=response_id)
+                  .values("conversation_id", "depth", "status").first())
         if anchor is None:
             return None
         rows = (
@@ -125,42 +163,86 @@ class ConversationStore:
             .order_by("response__depth", "kind", "position")
             .values_list("data", flat=True)
         )
-        return Chain(response_id, anchor["conversation_id"], anchor["depth"], list(rows))
+        return Chain(response_id, anchor["conversation_id"], anchor["depth"], list(rows),
+                     in_progress=anchor["status"] == IN_PROGRESS)
 
-    def save_turn(self, turn: NewTurn, parent: Chain | None) -> str:
-        """Write one turn atomically; it is committed when this returns. Returns the conversation id."""
-        usage = turn.usage or {}
+    def open_turn(self, turn: OpenTurn, parent: Chain | None) -> str:
+        """Write a starting turn atomically; it is committed when this returns. Returns its conversation id."""
         with transaction.atomic():
             if parent is None:
                 conversation = Conversation.objects.create(
                     id=new_conversation_id(), owner=turn.owner, model=turn.model,
-                    created_at=turn.created_at, updated_at=turn.created_at,
-                    turn_count=1, input_tokens=usage.get("input_tokens", 0),
-                    output_tokens=usage.get("output_tokens", 0),
+                    created_at=turn.created_at, updated_at=turn.created_at, turn_count=1,
                 )
                 conversation_id, depth = conversation.id, 0
             else:
                 conversation_id, depth = parent.conversation_id, parent.depth + 1
                 # F() updates: concurrent turns on one conversation must not lose counts.
                 Conversation.objects.filter(pk=conversation_id).update(
-                    updated_at=timezone.now(), model=turn.model, turn_count=F("turn_count") + 1,
-                    input_tokens=F("input_tokens") + usage.get("input_tokens", 0),
-                    output_tokens=F("output_tokens") + usage.get("output_tokens", 0),
-                )
+                    updated_at=timezone.now(), model=turn.model, turn_count=F("turn_count") + 1)
             StoredResponse.objects.create(
                 id=turn.response_id, conversation_id=conversation_id,
                 previous_response_id=parent.response_id if parent else None, depth=depth,
-                owner=turn.owner, model=turn.model, provider=turn.provider, status=turn.status,
-                created_at=turn.created_at, completed_at=turn.completed_at, instructions=turn.instructions,
-                settings=turn.settings, error=turn.error, incomplete_details=turn.incomplete_details,
-                usage_reported=turn.usage is not None, cost_usd=turn.cost_usd,
+                owner=turn.owner, model=turn.model, provider=turn.provider, status=IN_PROGRESS,
+                created_at=turn.created_at, instructions=turn.instructions, settings=turn.settings,
+                usage_reported=False, worker=turn.worker,
+            )
+            Item.objects.bulk_create(
+                [_item(turn.response_id, Item.Kind.INPUT, i, data) for i, data in enumerate(turn.input_items)])
+        return conversation_id
+
+    def finish_turn(self, settlement: Settlement) -> None:
+        """Settle an opened turn in place, atomically."""
+        usage = settlement.usage or {}
+        with transaction.atomic():
+            StoredResponse.objects.filter(pk=settlement.response_id).update(
+                status=settlement.status, completed_at=settlement.completed_at, provider=settlement.provider,
+                error=settlement.error, incomplete_details=settlement.incomplete_details,
+                usage_reported=settlement.usage is not None, cost_usd=settlement.cost_usd,
+                interrupted=settlement.interrupted, worker="",
                 **{k: usage.get(k, 0) for k in _USAGE_FIELDS},
             )
             Item.objects.bulk_create(
-                [_item(turn.response_id, Item.Kind.INPUT, i, data) for i, data in enumerate(turn.input_items)]
-                + [_item(turn.response_id, Item.Kind.OUTPUT, i, data) for i, data in enumerate(turn.output_items)]
+                [_item(settlement.response_id, Item.Kind.OUTPUT, i, data)
+                 for i, data in enumerate(settlement.output_items)])
+            Conversation.objects.filter(pk=settlement.conversation_id).update(
+                updated_at=timezone.now(), input_tokens=F("input_tokens") + usage.get("input_tokens", 0),
+                output_tokens=F("output_tokens") + usage.get("output_tokens", 0),
             )
-        return conversation_id
+
+    def discard_turn(self, response_id: str, conversation_id: str, *, new_conversation: bool) -> None:
+        """Remove an opened turn the client never heard of (its upstream failed first)."""
+        with transaction.atomic():
+            if new_conversation:
+                Conversation.objects.filter(pk=conversation_id).delete()  # with the response and its items
+            else:
+                StoredResponse.objects.filter(pk=response_id).delete()
+                Conversation.objects.filter(pk=conversation_id).update(turn_count=F("turn_count") - 1)
+
+    def settle_abandoned(self, workers: list[str], reason: str) -> int:
+        """Turns still in progress on workers that are gone: `incomplete`, with what was stored."""
+        if not workers:
+            return 0
+        return StoredResponse.objects.filter(status=IN_PROGRESS, worker__in=workers).update(
+            status=StoredResponse.Status.INCOMPLETE, interrupted=reason, worker="")
+
+    def settle_expired(self, started_before: datetime) -> int:
+        """Turns in progress for longer than any turn may run, whoever was running them."""
+        return StoredResponse.objects.filter(status=IN_PROGRESS, created_at__lt=started_before).update(
+            status=StoredResponse.Status.INCOMPLETE, interrupted="expired", worker="")
+
+    # --- worker leases (conversations_app.models.WorkerLease) ------------------------------
+
+    def renew_lease(self, lease_id: str, host: str, pid: int) -> None:
+        now = timezone.now()
+        if not WorkerLease.objects.filter(pk=lease_id).update(heartbeat_at=now):
+            WorkerLease.objects.create(id=lease_id, host=host, pid=pid, started_at=now, heartbeat_at=now)
+
+    def leases(self) -> list[Lease]:
+        return [Lease(*row) for row in WorkerLease.objects.values_list("id", "host", "pid", "heartbeat_at")]
+
+    def drop_leases(self, lease_ids: list[str]) -> None:
+        WorkerLease.objects.filter(pk__in=lease_ids).delete()
 
     def get_response(self, response_id: str, owner: str) -> StoredTurn | None:
         record = self._visible(owner).filter(pk=response_id).first()

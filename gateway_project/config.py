@@ -62,6 +62,17 @@ class _Section(BaseModel):
 class ServerConfig(_Section):
     address: str = ":8080"
     max_request_body_size: int = Field(default=10 * 1024 * 1024, gt=0)
+    # No turn runs longer, retries and fallbacks included (each attempt is also bounded by its
+    # provider's total_timeout). Also what a graceful shutdown waits for before cutting streams.
+    turn_timeout: Duration = Field(default=600.0, gt=0)
+    # A stream that has sent nothing for this long gets an SSE comment, so proxies and load
+    # balancers with idle timeouts (often 60 s) do not cut a model that is still thinking. 0: off.
+    sse_keepalive: Duration = 15.0
+
+    @field_validator("turn_timeout", "sse_keepalive", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
 
     @property
     def bind(self) -> str:

@@ -29,7 +29,11 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_connections = int(os.environ.get("GATEWAY_WORKER_CONNECTIONS", "1000"))
 # gevent workers heartbeat independently of request length, so long streams are not killed.
 timeout = 60
-graceful_timeout = 30
+# On SIGTERM (and max_requests recycling) a worker stops accepting and lets open streams finish;
+# only shortly before this runs out are they cut, and stored as incomplete (responses_app.
+# worker_lifecycle). The default outlasts the longest turn (server.turn_timeout), so a deploy never
+# cuts a stream that is within its timeouts; lower it with GATEWAY_GRACEFUL_TIMEOUT to deploy faster.
+graceful_timeout = int(os.environ.get("GATEWAY_GRACEFUL_TIMEOUT") or _config.server.turn_timeout + 30)
 keepalive = 5
 # Recycle workers now and then so slow leaks in any dependency cannot grow without bound.
 max_requests = 20000
@@ -53,7 +57,17 @@ def child_exit(server, worker):  # noqa: ANN001
     _obs.child_exit(worker)
 
 
+def post_worker_init(worker):  # noqa: ANN001
+    # In the worker, after Django is loaded: lease, sweep of turns dead workers left, shutdown handling.
+    from responses_app import worker_lifecycle
+
+    worker_lifecycle.start(worker)
+
+
 def worker_exit(server, worker):  # noqa: ANN001
+    from responses_app import worker_lifecycle
+
+    worker_lifecycle.stop()
     _obs.worker_exit()
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.http import HttpRequest
 
 from gateway_project.request_notes import notes_of
+
+if TYPE_CHECKING:
+    from gateway_project.config import ModelEntry
 
 
 @dataclass(frozen=True)
@@ -18,8 +22,11 @@ class Identity:
     rpm: int | None = None  # per-identity overrides of the global limits
     tpm: int | None = None
 
-    def may_use(self, model: str) -> bool:
-        return not self.allowed_models or model in self.allowed_models
+    def may_use(self, model: ModelEntry) -> bool:
+        """The allow-list names the model or one of its aliases (they are one model)."""
+        if not self.allowed_models:
+            return True
+        return model.name in self.allowed_models or not self.allowed_models.isdisjoint(model.aliases)
 
 
 def identity_of(request: HttpRequest) -> Identity | None:

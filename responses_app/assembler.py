@@ -5,11 +5,15 @@ response and the `response.completed` of a stream are built by the same code. Th
 is the one the SDK's `responses.stream()` helper insists on (responses-api.md §1c, §3):
 item added -> part added -> deltas -> text done -> part done -> item done, each function call its
 own item with arguments delta/done.
+
+Text and arguments arrive as many small deltas (10,000 in a long answer): they are collected in
+lists and joined once, when their part or item closes, never concatenated delta by delta (which is
+quadratic, and ran on the gevent hub that every stream of the worker shares).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from responses_app.ids import new_id
@@ -21,7 +25,11 @@ StreamEvent = dict[str, Any]
 @dataclass
 class _OpenPart:
     kind: str  # "output_text" | "refusal"
-    text: str = ""
+    chunks: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chunks)
 
 
 class OutputAssembler:
@@ -34,6 +42,7 @@ class OutputAssembler:
         self._part: _OpenPart | None = None
         self._calls: dict[int, int] = {}  # provider tool-call index -> output index
         self._open_calls: list[int] = []
+        self._arguments: dict[int, list[str]] = {}  # output index -> argument fragments, while open
 
     # --- feeding ---------------------------------------------------------------------------
 
@@ -58,7 +67,7 @@ class OutputAssembler:
             events += self._close_part()
         if self._part is None:
             events += self._open_part(kind)
-        self._part.text += text  # type: ignore[union-attr]
+        self._part.chunks.append(text)  # type: ignore[union-attr]
         message = self._message
         base = {"item_id": message["id"], "output_index": self._message_index,  # type: ignore[index]
                 "content_index": len(message["content"]) - 1}  # type: ignore[index]
@@ -119,6 +128,7 @@ class OutputAssembler:
                     "call_id": delta.call_id or new_id("call"), "name": delta.name or "", "arguments": ""}
             self._calls[delta.index] = len(self.output)
             self._open_calls.append(len(self.output))
+            self._arguments[len(self.output)] = []
             self.output.append(item)
             events.append({"type": "response.output_item.added", "output_index": self._calls[delta.index],
                            "item": dict(item)})
@@ -127,7 +137,7 @@ class OutputAssembler:
         if delta.name and not item["name"]:
             item["name"] = delta.name
         if delta.arguments:
-            item["arguments"] += delta.arguments
+            self._arguments.setdefault(output_index, []).append(delta.arguments)
             events.append({"type": "response.function_call_arguments.delta", "item_id": item["id"],
                            "output_index": output_index, "delta": delta.arguments})
         return events
@@ -153,6 +163,7 @@ class OutputAssembler:
         for output_index in self._open_calls:
             item = self.output[output_index]
             item["status"] = "completed"
+            self._join_arguments(output_index)
             events.append({"type": "response.function_call_arguments.done", "item_id": item["id"],
                            "name": item["name"], "output_index": output_index, "arguments": item["arguments"]})
             events.append({"type": "response.output_item.done", "output_index": output_index, "item": dict(item)})
@@ -169,7 +180,13 @@ class OutputAssembler:
             self._message = None
         for output_index in self._open_calls:
             self.output[output_index]["status"] = "incomplete"
+            self._join_arguments(output_index)
         self._open_calls = []
+
+    def _join_arguments(self, output_index: int) -> None:
+        fragments = self._arguments.pop(output_index, None)
+        if fragments:
+            self.output[output_index]["arguments"] += "".join(fragments)
 
 
 def _render_part(part: _OpenPart) -> dict[str, Any]:

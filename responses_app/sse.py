@@ -17,3 +17,7 @@ class SseEncoder:
         self._sequence += 1
         # json.dumps never emits a raw newline, so the data stays on one line.
         return f"event: {event['type']}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+    def comment(self, text: str) -> str:
+        """A comment line: clients ignore it, proxies see traffic. No sequence number is used."""
+        return f": {text}\n\n"

@@ -1,4 +1,4 @@
-"""The public API. Views stay thin: parse, call the service or the store, render."""
+"""The public API. Views stay thin: parse, build the turn context, call the pipeline or the store, render."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from django.views.decorators.csrf import csrf_exempt
 
 from conversations_app.store import UnknownCursor, release_connection, store
 from gateway_project.api_errors import ApiError, invalid_request, not_found
+from gateway_project.middleware.ratelimit import admitted_by_view
 from gateway_project.request_notes import notes_of
-from responses_app import service
-from responses_app.disconnect import until_client_leaves
+from responses_app import pipeline
+from responses_app.client_watch import until_done, watch_client
+from responses_app.context import TurnContext
 from responses_app.providers.registry import get_registry
 from responses_app.response_object import render_response
 from responses_app.schema import parse_create_request
@@ -47,15 +49,23 @@ def owner_of(request: HttpRequest) -> str:
 
 
 @api_view("POST")
+@admitted_by_view
 def create_response(request: HttpRequest) -> HttpResponse:
     create = parse_create_request(request.body)
-    turn = service.prepare_turn(create, owner_of(request))
-    ticket = notes_of(request).rate_ticket
-    turn.on_usage = ticket.record_usage if ticket is not None else None
+    ctx = TurnContext.for_request(request)
+    # While the turn waits on the upstream, a client that hangs up cancels it (client_watch).
+    watch = watch_client(request, ctx.cancel)
     if not create.stream:
-        return JsonResponse(service.respond_json(turn))
-    frames = until_client_leaves(request, service.respond_stream(turn))
-    response = StreamingHttpResponse(frames, content_type="text/event-stream")
+        try:
+            return JsonResponse(pipeline.respond_json(pipeline.start_turn(ctx, create, body_bytes=len(request.body))))
+        finally:
+            watch.stop()
+    try:
+        frames = pipeline.respond_stream(pipeline.start_turn(ctx, create, body_bytes=len(request.body)))
+    except BaseException:
+        watch.stop()
+        raise
+    response = StreamingHttpResponse(until_done(frames, watch), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
@@ -118,7 +128,7 @@ def list_models(request: HttpRequest) -> HttpResponse:
     # A key limited to some models lists only those (identity_app.identity.Identity.may_use).
     identity = notes_of(request).identity
     data = [{"id": m.name, "object": "model", "created": created, "owned_by": m.provider}
-            for m in settings.GATEWAY.models if identity is None or identity.may_use(m.name)]
+            for m in settings.GATEWAY.models if identity is None or identity.may_use(m)]
     return JsonResponse({"object": "list", "data": data})
 
 

@@ -23,7 +23,6 @@ from identity_app.identity import Identity, set_identity
 from identity_app.keys import find_active_key, looks_like_api_key
 from identity_app.models import OIDC_OWNER_PREFIX
 from identity_app.oidc import InvalidToken, IssuerUnavailable, OidcVerifier, looks_like_jwt
-from identity_app.request_facts import create_facts
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +33,6 @@ PUBLIC_PREFIXES = ("/admin/", "/static/")
 def unauthorized() -> HttpResponse:
     return ApiError(401, "Incorrect API key provided. Pass a valid gateway API key or OIDC token as "
                          "'Authorization: Bearer <token>'.", code="invalid_api_key").response()
-
-
-def model_not_allowed(model: str) -> HttpResponse:
-    # Exactly the gateway's answer for a model it does not serve, so a key cannot probe which
-    # models exist beyond the ones it may use (OpenAI answers "does not exist or you do not have access").
-    return ApiError(400, f"The model '{model}' does not exist or is not served by this gateway.",
-                    param="model", code="model_not_found").response()
 
 
 def bearer_token(request: HttpRequest) -> str | None:
@@ -78,10 +70,9 @@ class AuthMiddleware:
             # The rate limiter counts failed attempts per client address (rotating keys gains nothing).
             notes_of(request).auth_failed = True
             return unauthorized()
+        # The key's model allow-list is applied where the model is routed (providers.registry), to
+        # what is actually served, aliases and fallbacks included.
         set_identity(request, identity)
-        facts = create_facts(request)
-        if facts is not None and facts.model is not None and not identity.may_use(facts.model):
-            return model_not_allowed(facts.model)
         return self.get_response(request)
 
     def authenticate(self, request: HttpRequest) -> Identity | None:

@@ -2,14 +2,17 @@
 
 This middleware sits before auth (the seed's order) yet limits per identity: the decision is
 taken in `process_view`, which Django runs after every middleware's request phase, so auth has
-already attached `request.gateway_identity`. A request that never reaches a view (auth refused
-it, or no URL matched) is counted after the fact against its client address, so rotating bad
-keys buys nothing: once the address is out of allowance its 401s become 429s.
+already recorded the identity in the request's notes. A request that never reaches a view (auth
+refused it, or no URL matched) is counted after the fact against its client address, so rotating
+bad keys buys nothing: once the address is out of allowance its 401s become 429s.
 
-Tokens are reserved up front (input estimate + max_output_tokens or the configured default)
-and reconciled with the real usage when the turn ends: the service reports usage through
-`request.gateway_usage_hook`, and the reservation is settled when the JSON response is built
-or, for a stream, when the streaming generator finishes or is closed.
+Views that create turns are marked `@admitted_by_view`: they parse the body once and then admit
+the request themselves through the `RateGate` left in the notes, with the token cost known
+(input estimate + max_output_tokens or the configured default). A view that fails before admitting
+(bad input) is charged one request after the fact, like an unauthenticated one. The reservation
+is reconciled with the real usage when the turn ends: the turn pipeline records the usage on the
+ticket, and the ticket is settled when the JSON response is built or, for a stream, when the
+streaming generator finishes or is closed.
 """
 
 from __future__ import annotations
@@ -30,7 +33,17 @@ from identity_app.client_ip import client_ip, parse_networks
 from identity_app.identity import identity_of
 from identity_app.limiter import BackendUnavailable, Decision, Limiter, Limits, build_limiter
 from identity_app.limiter_metrics import REJECTIONS
-from identity_app.request_facts import create_facts
+
+# About four bytes of JSON per token: an estimate, corrected by reconciliation with real usage.
+BYTES_PER_TOKEN = 4
+
+View = Callable[..., HttpResponse]
+
+
+def admitted_by_view(view: View) -> View:
+    """Mark a view that admits its request itself, once it knows the token cost (see RateGate)."""
+    view.admitted_by_view = True  # type: ignore[attr-defined]
+    return view
 
 
 def format_reset(seconds: float) -> str:
@@ -53,7 +66,7 @@ def rate_limit_headers(decision: Decision) -> dict[str, str]:
     return headers
 
 
-def rate_limited(decision: Decision) -> HttpResponse:
+def rate_limited(decision: Decision) -> ApiError:
     scope = decision.scope or "requests"
     bucket = decision.requests if scope == "requests" else decision.tokens
     limit = bucket.limit if bucket else 0
@@ -62,13 +75,14 @@ def rate_limited(decision: Decision) -> HttpResponse:
         429, f"Rate limit reached for {scope} per minute (limit {limit}). Please try again in {wait:.3f}s.",
         type=scope, code="rate_limit_exceeded",
         # Retry-After is whole seconds (HTTP); retry-after-ms is the exact wait, which the OpenAI SDK prefers.
-        headers={"Retry-After": str(max(1, math.ceil(wait))), "retry-after-ms": str(max(1, math.ceil(wait * 1000)))},
-    ).response()
+        headers={"Retry-After": str(max(1, math.ceil(wait))), "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
+                 **rate_limit_headers(decision)},
+    )
 
 
-def limiter_unavailable() -> HttpResponse:
+def limiter_unavailable() -> ApiError:
     return ApiError(503, "Rate limiting is unavailable, so the gateway is refusing requests; try again shortly.",
-                    type="server_error", code="rate_limit_unavailable", headers={"Retry-After": "1"}).response()
+                    type="server_error", code="rate_limit_unavailable", headers={"Retry-After": "1"})
 
 
 @dataclass
@@ -105,6 +119,28 @@ class Ticket:
         self.limiter.reconcile(self.subject, self.tpm, reserved - used)
 
 
+@dataclass
+class RateGate:
+    """Admission for a request whose view decides when: one call to `admit()`, after parsing."""
+
+    middleware: RateLimitMiddleware
+    request: HttpRequest
+
+    def admit(self, *, body_bytes: int, max_output_tokens: int | None) -> Ticket | None:
+        """Charge the request (raising the 429/503 `ApiError` when refused); the ticket to record
+        the turn's usage on, or None when limits are not in force (Redis down, fail open)."""
+        middleware = self.middleware
+        subject, limits = middleware._subject_and_limits(self.request)
+        tokens = 0
+        if limits.tpm:
+            reserve = middleware.config.default_max_output_tokens if max_output_tokens is None else max_output_tokens
+            tokens = body_bytes // BYTES_PER_TOKEN + 1 + reserve
+        notes = notes_of(self.request)
+        notes.rate_decided = True
+        notes.rate_ticket = middleware._decide(subject, limits, tokens=tokens)
+        return notes.rate_ticket
+
+
 def _settle_after(content: Iterable[bytes], ticket: Ticket) -> Iterator[bytes]:
     try:
         yield from content
@@ -131,13 +167,13 @@ class RateLimitMiddleware:
         notes = notes_of(request)
         ticket: Ticket | None = notes.rate_ticket
         if ticket is None and not notes.rate_decided:
-            # No view ran (auth refused the request, or no route matched): charge it now, to the
-            # client address when there is no identity.
+            # No view admitted it (auth refused the request, no route matched, or the body was
+            # rejected before admission): charge it now, to the client address when there is no identity.
             subject, limits = self._subject_and_limits(request)
-            outcome = self._decide(subject, limits, tokens=0)
-            if isinstance(outcome, HttpResponse):
-                return outcome
-            ticket = outcome
+            try:
+                ticket = self._decide(subject, limits, tokens=0)
+            except ApiError as refused:
+                return refused.response()
         if ticket is None:
             return response
         for name, value in rate_limit_headers(ticket.decision).items():
@@ -152,18 +188,15 @@ class RateLimitMiddleware:
         if not is_api_path(request.path):
             return None
         notes = notes_of(request)
+        if getattr(view, "admitted_by_view", False):
+            notes.rate_gate = RateGate(self, request)
+            return None
         notes.rate_decided = True
         subject, limits = self._subject_and_limits(request)
-        facts = create_facts(request)
-        tokens = 0
-        if facts is not None and limits.tpm:
-            max_out = facts.max_output_tokens
-            tokens = facts.input_estimate + (self.config.default_max_output_tokens if max_out is None else max_out)
-        outcome = self._decide(subject, limits, tokens=tokens)
-        if isinstance(outcome, HttpResponse):
-            return outcome
-        if outcome is not None:
-            notes.rate_ticket = outcome
+        try:
+            notes.rate_ticket = self._decide(subject, limits, tokens=0)
+        except ApiError as refused:
+            return refused.response()
         return None
 
     def _subject_and_limits(self, request: HttpRequest) -> tuple[str, Limits]:
@@ -173,19 +206,17 @@ class RateLimitMiddleware:
         return identity.subject, Limits(rpm=identity.rpm or self.global_limits.rpm,
                                         tpm=identity.tpm or self.global_limits.tpm)
 
-    def _decide(self, subject: str, limits: Limits, *, tokens: int) -> Ticket | HttpResponse | None:
+    def _decide(self, subject: str, limits: Limits, *, tokens: int) -> Ticket | None:
+        """The admitted request's ticket, None when limits are not in force (fail open); a refusal
+        is raised as the 429 (or 503, Redis down and fail closed) `ApiError`."""
         try:
             decision = self.limiter.acquire(subject, limits, tokens=tokens)
         except BackendUnavailable:
             REJECTIONS.labels("backend_unavailable").inc()
-            return limiter_unavailable()
+            raise limiter_unavailable() from None
         if decision is None:
             return None  # fail open: admitted, no headers (there is no state to report)
-        ticket = Ticket(self.limiter, subject, limits.tpm, decision)
         if not decision.admitted:
             REJECTIONS.labels(decision.scope or "requests").inc()
-            response = rate_limited(decision)
-            for name, value in rate_limit_headers(decision).items():
-                response[name] = value
-            return response
-        return ticket
+            raise rate_limited(decision)
+        return Ticket(self.limiter, subject, limits.tpm, decision)

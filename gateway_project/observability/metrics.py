@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -71,6 +71,25 @@ conversation_operations_total = Counter(
 conversation_operation_duration_seconds = Histogram(
     "conversation_operation_duration_seconds", "Conversation store operation latency in seconds",
     ["operation", "backend"], buckets=STORE_BUCKETS)
+
+# Circuit breakers (responses_app.providers.resilience), one per provider entry and upstream model.
+# `livemax`: in multiprocess mode a scrape shows the worst state any live worker's breaker is in.
+circuit_breaker_state = Gauge(
+    "circuit_breaker_state",
+    "Circuit breaker state per provider entry and upstream model: 0 closed, 1 open, 2 half-open.",
+    ["provider", "model"], multiprocess_mode="livemax")
+circuit_breaker_state_transitions_total = Counter(
+    "circuit_breaker_state_transitions", "Circuit breaker state changes per provider entry and upstream model.",
+    ["provider", "model", "from", "to"])
+
+# Turns (responses_app.pipeline and responses_app.worker_lifecycle).
+turns_in_flight = Gauge(
+    "gateway_turns_in_flight", "Turns this worker is running now (opened, not yet settled).",
+    multiprocess_mode="livesum")
+turns_recovered_total = Counter(
+    "gateway_turns_recovered", "Turns left in_progress that were settled by someone other than their own "
+    "request: `worker_lost` (its worker died), `expired` (older than any turn can run), `deferred` (stored "
+    "later, after the database came back).", ["reason"])
 
 UNMATCHED_PATH = "unmatched"
 _CONVERTER = re.compile(r"<(?:[^>:]+:)?([^>]+)>")

@@ -190,7 +190,8 @@ class AnthropicProvider(Provider):
 
     def _post(self, request: ProviderRequest, *, stream: bool):  # type: ignore[no-untyped-def]
         return http.post(self.session, self.key, self.url, payload=build_payload(request, stream=stream),
-                         headers=self.headers(), timeout=self.timeout, stream=stream)
+                         headers=self.headers(), timeout=self.timeout, stream=stream,
+                         cancel=request.cancel)
 
     def generate(self, request: ProviderRequest) -> Iterator[Event]:
         with self._post(request, stream=False) as response:

@@ -1,9 +1,10 @@
 """The provider interface: a request in Responses terms in, a small vocabulary of events out.
 
 A provider translates `ProviderRequest` into its upstream wire format and the upstream's answer
-into the events below. It never sees Django, the SSE encoder or the store; the service and the
+into the events below. It never sees Django, the SSE encoder or the store; the pipeline and the
 stream assembler never see a wire format. Errors are raised as `ProviderError`, before the
-first event (the gateway can still answer with an HTTP status) or mid-stream.
+first event (the gateway can still answer with an HTTP status) or mid-stream. An answer is
+complete only when it ends with `Finish`: a stream that stops without one was cut short.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from responses_app.cancellation import CancelToken
+from responses_app.providers.scrub import scrub
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,13 @@ class Finish:
     reason: FinishReason
 
 
-Event = TextDelta | RefusalDelta | ToolCallDelta | Usage | Finish
+@dataclass(frozen=True)
+class Heartbeat:
+    """Nothing arrived for a while (a reasoning model thinking). Made by the upstream guard, never by
+    a provider: the SSE path turns it into a comment so proxies do not cut an idle stream."""
+
+
+Event = TextDelta | RefusalDelta | ToolCallDelta | Usage | Finish | Heartbeat
 
 
 class ProviderError(Exception):
@@ -72,6 +82,8 @@ class ProviderError(Exception):
 
     def __init__(self, kind: str, message: str, *, upstream_status: int | None = None,
                  retry_after: float | None = None, retryable: bool | None = None) -> None:
+        # Scrubbed here, once: the message reaches clients, log lines and spans.
+        message = scrub(message)
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -111,6 +123,13 @@ class ProviderRequest:
     text_format: dict[str, Any] | None = None
     user: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Set when the turn must stop (client gone, shutdown); the upstream guard gives each attempt a
+    # child token, which also fires on the attempt's own timeouts.
+    cancel: CancelToken = field(default_factory=CancelToken)
+    # time.monotonic() by which the whole turn must be over, retries and fallbacks included.
+    deadline: float | None = None
+    # Streams: yield a Heartbeat after this many seconds without an event (None: never).
+    heartbeat: float | None = None
 
 
 class Provider:

@@ -205,7 +205,8 @@ class GoogleProvider(Provider):
     def _post(self, request: ProviderRequest, method: str, *, stream: bool):  # type: ignore[no-untyped-def]
         url = f"{self.base}/models/{quote(request.model, safe='')}:{method}"
         return http.post(self.session, self.key, url, payload=build_payload(request), headers=self.headers(),
-                         timeout=self.timeout, stream=stream)
+                         timeout=self.timeout, stream=stream,
+                         cancel=request.cancel)
 
     def generate(self, request: ProviderRequest) -> Iterator[Event]:
         with self._post(request, "generateContent", stream=False) as response:

@@ -3,15 +3,21 @@
 Every upstream call goes through `post()`, which turns transport failures into `ProviderError`s
 with a kind the gateway maps to a client status (timeouts 504, connection failures 502, ...).
 
-Timeouts come in four (`Timeouts`): connect, first byte (until the status line), idle (the
-longest silence between two stream events) and total (the whole answer). `requests` has a single
-read timeout, so after the headers arrive the socket's timeout is re-armed before every read.
+The four timeouts (`Timeouts`: connect, first byte, idle gap, total) are enforced by the upstream
+guard (providers/guard.py), which watches the clock while the call runs in a helper and, when a
+limit passes (or the client leaves), cancels the call's token. The token then shuts the upstream
+socket down for reading, which ends a blocked read in any thread or greenlet without touching
+what else the process is doing: while waiting for the status line, through the connection class
+the session's pools use (`_AbortableConnection`); once the headers are in, through
+`HTTPResponse.shutdown()`, urllib3's public way to stop a response's reads. The socket timeouts
+given to requests are only a safety net.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
-import time
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +25,11 @@ from typing import Any
 import requests
 from opentelemetry import propagate
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ReadTimeoutError
 
+from responses_app.cancellation import Cancelled, CancelToken
 from responses_app.providers.base import ProviderError
 
 # Under gevent one worker holds many concurrent upstream calls; keep that many sockets warm.
@@ -40,10 +49,70 @@ class Timeouts:
         return cls(connect=entry.connect_timeout, first_byte=entry.effective_first_byte_timeout,
                    idle=entry.effective_idle_timeout, total=entry.total_timeout)
 
+    def socket_read(self, *, stream: bool) -> float:
+        """The per-read socket timeout: the longest wait any phase of this call may have (the guard
+        enforces the exact limits; this only bounds a helper nobody waits for any more)."""
+        longest = max(self.first_byte, self.idle) if stream else self.first_byte
+        return min(longest, self.total)
+
+
+# The cancel token of the upstream call running in this thread or greenlet (set by `post`).
+_call_token: contextvars.ContextVar[CancelToken | None] = contextvars.ContextVar("upstream_call_token", default=None)
+
+
+class _AbortableConnection:
+    """Mixed into urllib3's connection classes: while this connection waits for a response's status
+    line, cancelling the call's token shuts its socket down, so the wait ends at once."""
+
+    sock: socket.socket | None
+    _waiting_for: CancelToken | None = None
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        token = _call_token.get()
+        if token is None:
+            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+        self._waiting_for = token
+        forget = token.on_cancel(lambda _reason: self._abort(token))
+        try:
+            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            self._waiting_for = None
+            forget()
+
+    def _abort(self, token: CancelToken) -> None:
+        # Only while still waiting for this call: never a connection back in the pool.
+        if self._waiting_for is token and self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _HTTPConnection(_AbortableConnection, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_AbortableConnection, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection  # type: ignore[assignment]
+
+
+class _Adapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
 
 def new_session() -> requests.Session:
     session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
+    adapter = _Adapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -72,7 +141,9 @@ def error_from_status(provider: str, response: requests.Response) -> ProviderErr
     if status == 429:
         return ProviderError("rate_limited", f"Provider {provider!r} is rate limiting requests.",
                              upstream_status=status, retry_after=_retry_after(response))
-    if status in (400, 413, 422):
+    if status in (400, 404, 413, 422):
+        # The request's fault (a model the upstream does not have, a context too long): the client
+        # hears why, and the provider's health is not in question.
         return ProviderError("bad_request", detail or f"Provider {provider!r} rejected the request.", upstream_status=status)
     if status in (503, 529):
         return ProviderError("unavailable", f"Provider {provider!r} is unavailable (upstream status {status}).",
@@ -102,14 +173,20 @@ def post(
     headers: dict[str, str],
     timeout: Timeouts,
     stream: bool,
+    cancel: CancelToken | None = None,
 ) -> requests.Response:
-    started = time.monotonic()
+    if cancel is not None:
+        cancel.raise_if_cancelled()
     try:
         # W3C trace context: the upstream sees the provider span as its parent (no-op without tracing).
         headers = {**headers}
         propagate.inject(headers)
-        response = session.post(url, json=payload, headers=headers, stream=stream,
-                                timeout=(timeout.connect, min(timeout.first_byte, timeout.total)))
+        reset = _call_token.set(cancel)
+        try:
+            response = session.post(url, json=payload, headers=headers, stream=stream,
+                                    timeout=(timeout.connect, timeout.socket_read(stream=stream)))
+        finally:
+            _call_token.reset(reset)
     except requests.ConnectTimeout:
         raise ProviderError("timeout", f"Could not connect to provider {provider!r} in time.", retryable=True) from None
     except requests.Timeout:
@@ -124,30 +201,22 @@ def post(
             pass
         response.close()
         raise error_from_status(provider, response)
-    if stream:
-        response._gateway_clock = _StreamClock(timeout.idle, started + timeout.total)  # type: ignore[attr-defined]
-        response._gateway_clock.arm(provider, response)  # type: ignore[attr-defined]
+    if cancel is not None:
+        # From now on a cancellation (client gone, a timeout, shutdown) ends the read at once.
+        cancel.on_cancel(lambda _reason: _shut(response))
+        if cancel.cancelled:
+            response.close()
+            raise Cancelled(cancel.reason or "")
     return response
 
 
-class _StreamClock:
-    """Re-arms the socket's read timeout before each read: the idle gap, cut short by the total deadline."""
-
-    def __init__(self, idle: float, deadline: float) -> None:
-        self.idle = idle
-        self.deadline = deadline
-
-    def expired(self) -> bool:
-        return time.monotonic() >= self.deadline - 0.01
-
-    def arm(self, provider: str, response: requests.Response) -> None:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise ProviderError("timeout", f"Provider {provider!r} exceeded the total time allowed for an answer.")
-        connection = getattr(response.raw, "connection", None)
-        sock = getattr(connection, "sock", None)
-        if sock is not None:
-            sock.settimeout(min(self.idle, remaining))
+def _shut(response: requests.Response) -> None:
+    """Stop reads of a response from another thread or greenlet. A response already read (or
+    released to the pool, where another call may be using its connection) is left alone."""
+    try:
+        response.raw.shutdown()
+    except (AttributeError, RuntimeError, ValueError, OSError):
+        pass
 
 
 def read_json(provider: str, response: requests.Response) -> dict[str, Any]:
@@ -171,11 +240,8 @@ def sse_events(provider: str, response: requests.Response) -> Iterator[tuple[str
     """(event name, data) pairs of an SSE body, per the WHATWG rules the providers follow."""
     event: str | None = None
     data: list[str] = []
-    clock: _StreamClock | None = getattr(response, "_gateway_clock", None)
     try:
         for raw in response.iter_lines(decode_unicode=False):
-            if clock is not None:
-                clock.arm(provider, response)
             line = raw.decode("utf-8")
             if line == "":
                 if data:
@@ -194,9 +260,6 @@ def sse_events(provider: str, response: requests.Response) -> Iterator[tuple[str
             yield event, "\n".join(data)
     except (requests.RequestException, UnicodeDecodeError) as exc:
         if _timed_out(exc):
-            if clock is not None and clock.expired():
-                raise ProviderError("timeout", f"Provider {provider!r} exceeded the total time allowed for an "
-                                    "answer.") from None
             raise ProviderError("timeout", f"Provider {provider!r} stalled mid-stream.") from None
         raise ProviderError("upstream", f"Provider {provider!r} broke off the stream.") from None
 

@@ -19,7 +19,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from gateway_project.observability import context, metrics, metrics_enabled, tracing, tracing_enabled
-from responses_app.providers.base import Event, Provider, ProviderError, ProviderRequest, Usage
+from responses_app.cancellation import Cancelled
+from responses_app.providers.base import Event, Heartbeat, Provider, ProviderError, ProviderRequest, Usage
 
 logger = logging.getLogger("gateway.provider")
 
@@ -139,6 +140,9 @@ class InstrumentedProvider(Provider):
         except ProviderError as error:
             call.finish(_status(error), error)
             raise
+        except Cancelled:
+            call.finish("cancelled")
+            raise
         except BaseException as error:
             call.finish("error", error)
             raise
@@ -168,12 +172,14 @@ class InstrumentedProvider(Provider):
                 finally:
                     otel_context.detach(token)
                     context.add_upstream_time(time.perf_counter() - waited)
-                call.see(event)
+                if not isinstance(event, Heartbeat):  # the guard's keep-alive, not upstream data
+                    call.see(event)
                 yield event
         except ProviderError as error:
             status, failure = _status(error), error
             raise
-        except GeneratorExit:
+        except (GeneratorExit, Cancelled):
+            # The client went away or the worker is stopping: not the provider's failure.
             raise
         except BaseException as error:
             status, failure = "error", error

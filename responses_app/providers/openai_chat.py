@@ -165,7 +165,8 @@ class OpenAICompatibleProvider(Provider):
 
     def _post(self, request: ProviderRequest, *, stream: bool):  # type: ignore[no-untyped-def]
         return http.post(self.session, self.key, self.url_for(request), payload=self.payload(request, stream=stream),
-                         headers=self.headers(), timeout=self.timeout, stream=stream)
+                         headers=self.headers(), timeout=self.timeout, stream=stream,
+                         cancel=request.cancel)
 
     def close(self) -> None:
         self.session.close()
@@ -200,18 +201,27 @@ class OpenAIChatProvider(OpenAICompatibleProvider):
 
     def stream(self, request: ProviderRequest) -> Iterator[Event]:
         response = self._post(request, stream=True)
+        finished = False
         try:
             for _event, data in http.sse_events(self.key, response):
                 if data.strip() == "[DONE]":
-                    break
+                    if not finished:  # a server that ends with [DONE] alone still said it was done
+                        yield Finish("stop")
+                    return
                 chunk = http.parse_data(self.key, data)
                 if "error" in chunk and chunk["error"]:
                     raise ProviderError("upstream", f"Provider {self.key!r} reported an error mid-stream: "
                                         f"{(chunk['error'] or {}).get('message', '')}".rstrip(": "))
                 for choice in chunk.get("choices") or []:
-                    yield from self._choice_events(choice)
+                    for event in self._choice_events(choice):
+                        finished = finished or isinstance(event, Finish)
+                        yield event
                 if (usage := parse_usage(chunk.get("usage"))) is not None:
                     yield usage
+            if not finished:
+                # The connection closed cleanly, but neither a finish_reason nor [DONE] came: cut short.
+                raise ProviderError("upstream", f"Provider {self.key!r} ended the stream before the answer "
+                                    "was complete.")
         finally:
             # Closing mid-answer (client gone, error) drops the upstream connection at once.
             response.close()

@@ -1,17 +1,20 @@
 """Retries, fallbacks and circuit breakers, wrapped around providers.
 
-`ResilientProvider` looks like one provider to the service, but holds an ordered list of
+`ResilientProvider` looks like one provider to the pipeline, but holds an ordered list of
 candidates (the requested model, then its `fallbacks`). It tries them in turn, retrying each with
 exponential backoff and jitter on connection errors, 429 (honouring Retry-After) and 5xx, and only
 until the first content event exists: once anything could have reached the client, a failure ends
-the stream instead (the service turns it into `response.failed`). Usage events that arrive before
+the stream instead (the pipeline turns it into `response.failed`). Usage events that arrive before
 any content (Anthropic's `message_start`) are held back for that reason, so they do not count as
-"started".
+"started"; heartbeats pass straight through.
 
-Each provider entry has one `CircuitBreaker` per worker process: a failure ratio over a sliding
-window opens it, requests then fail fast (503, or the next fallback) until `open_duration` has
-passed, and a few half-open probes decide whether it closes again. A client's mistake (upstream
-400) and an upstream's rate limit (429, it is healthy but busy) are neither successes nor failures.
+Each provider entry has one `CircuitBreaker` per upstream model and worker process, so a model that
+fails (or a tenant whose requests make it fail) switches off that model on that entry only, never
+the entry's other models. A breaker opens only when its window holds at least `min_requests` calls
+and the failure ratio reaches `failure_ratio`; requests then fail fast (503, or the next fallback)
+until `open_duration` has passed, and a few half-open probes decide whether it closes again.
+Neutral, neither success nor failure: the client's own mistakes (upstream 400/404/413/422), an
+upstream's rate limit (429: healthy but busy), and calls the client or a shutdown cut short.
 """
 
 from __future__ import annotations
@@ -21,27 +24,16 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Literal, TypeVar
-
-from prometheus_client import Counter, Gauge
+from typing import Literal
 
 from gateway_project.config import CircuitBreakerConfig, ModelEntry, RetryConfig
-from responses_app.providers.base import Event, Provider, ProviderError, ProviderRequest, Usage
+from gateway_project.observability import metrics
+from responses_app.cancellation import Cancelled
+from responses_app.providers.base import Event, Heartbeat, Provider, ProviderError, ProviderRequest, Usage
 
 logger = logging.getLogger(__name__)
-
-# The default registry: the /metrics endpoint exposes it. `livemax` so that, in prometheus
-# multiprocess mode, a scrape shows the worst state any live worker's breaker is in.
-CIRCUIT_BREAKER_STATE = Gauge(
-    "circuit_breaker_state", "Circuit breaker state per provider entry: 0 closed, 1 open, 2 half-open.",
-    ["provider"], multiprocess_mode="livemax",
-)
-CIRCUIT_BREAKER_TRANSITIONS = Counter(
-    "circuit_breaker_state_transitions", "Circuit breaker state changes per provider entry.",
-    ["provider", "from", "to"],
-)
 
 State = Literal["closed", "open", "half-open"]
 Outcome = Literal["success", "failure", "neutral"]
@@ -53,17 +45,14 @@ def clock() -> float:
     return time.monotonic()
 
 
-def sleep(seconds: float) -> None:
-    time.sleep(seconds)  # cooperative under gevent (monkey-patched)
-
-
 def outcome_of(error: ProviderError) -> Outcome:
     return "neutral" if error.kind in ("bad_request", "rate_limited") else "failure"
 
 
 class CircuitBreaker:
-    def __init__(self, provider: str, config: CircuitBreakerConfig) -> None:
+    def __init__(self, provider: str, model: str, config: CircuitBreakerConfig) -> None:
         self.provider = provider
+        self.model = model
         self.config = config
         self.state: State = "closed"
         self._lock = threading.Lock()
@@ -73,7 +62,7 @@ class CircuitBreaker:
         self._probe_successes = 0
         # Bumped on every transition: outcomes of calls admitted under an older state are ignored.
         self._generation = 0
-        CIRCUIT_BREAKER_STATE.labels(provider).set(0)
+        metrics.circuit_breaker_state.labels(provider, model).set(0)
 
     def allow(self) -> int | None:
         """A token to pass to `record()` when the call may go ahead; None when it must fail fast."""
@@ -116,9 +105,9 @@ class CircuitBreaker:
                     self._move("open")
 
     def _move(self, to: State) -> None:
-        logger.warning("circuit breaker for provider %r: %s -> %s", self.provider, self.state, to)
-        CIRCUIT_BREAKER_TRANSITIONS.labels(self.provider, self.state, to).inc()
-        CIRCUIT_BREAKER_STATE.labels(self.provider).set(_STATE_VALUE[to])
+        logger.warning("circuit breaker for provider %r model %r: %s -> %s", self.provider, self.model, self.state, to)
+        metrics.circuit_breaker_state_transitions_total.labels(self.provider, self.model, self.state, to).inc()
+        metrics.circuit_breaker_state.labels(self.provider, self.model).set(_STATE_VALUE[to])
         self.state = to
         self._generation += 1
         self._outcomes.clear()
@@ -150,12 +139,8 @@ class Candidate:
     retry: RetryConfig
 
 
-T = TypeVar("T")
-_Started = tuple[list[Event], Iterator[Event]]
-
-
 class ResilientProvider:
-    """The provider the service talks to for one request: candidates tried in order (see module doc)."""
+    """The provider the pipeline talks to for one request: candidates tried in order (see module doc)."""
 
     def __init__(self, candidates: list[Candidate]) -> None:
         assert candidates, "a route needs at least one candidate"
@@ -168,76 +153,107 @@ class ResilientProvider:
         return self.serving.provider.key
 
     def generate(self, request: ProviderRequest) -> Iterator[Event]:
-        candidate, token, events = self._first_success(request, lambda c, r: list(c.provider.generate(r)))
-        candidate.breaker.record(token, "success")
-        return iter(events)
+        attempts = _Attempts(self.candidates, request)
+        for candidate, upstream_request, token in attempts:
+            try:
+                events = list(candidate.provider.generate(upstream_request))
+            except ProviderError as error:
+                candidate.breaker.record(token, outcome_of(error))
+                attempts.failed(error)
+                continue
+            except BaseException:
+                candidate.breaker.record(token, "neutral")
+                raise
+            candidate.breaker.record(token, "success")
+            self.serving = candidate
+            return iter(events)
+        raise attempts.exhausted()
 
     def stream(self, request: ProviderRequest) -> Iterator[Event]:
-        candidate, token, (head, events) = self._first_success(request, _start_stream)
-        outcome: Outcome = "success"
-        try:
-            yield from head
-            yield from events
-        except ProviderError as error:
-            outcome = outcome_of(error)
-            raise
-        finally:
-            # A client that went away (GeneratorExit) says nothing bad about the upstream: success.
-            events.close()  # type: ignore[attr-defined]
-            candidate.breaker.record(token, outcome)
-
-    def _first_success(self, request: ProviderRequest,
-                       attempt: Callable[[Candidate, ProviderRequest], T]) -> tuple[Candidate, int | None, T]:
-        tried: ProviderError | None = None
-        refused: ProviderError | None = None
-        for candidate in self.candidates:
-            upstream_request = replace(request, model=candidate.model.upstream_model)
-            for number in range(candidate.retry.max_retries + 1):
-                token = candidate.breaker.allow()
-                if token is None:
-                    refused = ProviderError(
-                        "unavailable", f"Provider {candidate.provider.key!r} is failing and temporarily switched off "
-                        "(circuit breaker open); retry later.", retryable=False)
-                    break
-                try:
-                    result = attempt(candidate, upstream_request)
-                except ProviderError as error:
-                    candidate.breaker.record(token, outcome_of(error))
-                    if error.kind == "bad_request":
-                        raise  # the client's request is at fault: no other model will like it better
-                    tried = error
-                    delay = retry_delay(candidate.retry, error, number)
-                    if delay is None:
-                        break
-                    logger.warning("provider %r failed (%s), retry %d in %.2fs", candidate.provider.key,
-                                   error.message, number + 1, delay)
-                    sleep(delay)
-                    continue
-                except BaseException:
-                    candidate.breaker.record(token, "neutral")
+        attempts = _Attempts(self.candidates, request)
+        for candidate, upstream_request, token in attempts:
+            events = candidate.provider.stream(upstream_request)
+            held: list[Event] = []
+            started = False
+            outcome: Outcome = "neutral"
+            try:
+                for event in events:
+                    if isinstance(event, Heartbeat):
+                        yield event
+                    elif started:
+                        yield event
+                    elif isinstance(event, Usage):
+                        held.append(event)  # not content: a failure now may still be retried
+                    else:
+                        started = True
+                        self.serving = candidate
+                        yield from held
+                        yield event
+                if not started:
+                    self.serving = candidate
+                    yield from held
+                outcome = "success"
+                return
+            except ProviderError as error:
+                outcome = outcome_of(error)
+                if started:
                     raise
-                self.serving = candidate
-                return candidate, token, result
-            if candidate is not self.candidates[-1]:
-                logger.warning("model %r unavailable, falling back", candidate.model.name)
-        raise tried or refused  # type: ignore[misc]
+                attempts.failed(error)
+            finally:
+                # A client that left or a shutdown (GeneratorExit, Cancelled) says nothing about the upstream.
+                events.close()  # type: ignore[attr-defined]
+                candidate.breaker.record(token, outcome)
+        raise attempts.exhausted()
 
     def close(self) -> None:
         """Nothing to release: the wrapped providers belong to the registry."""
 
 
-def _start_stream(candidate: Candidate, request: ProviderRequest) -> _Started:
-    """Open the upstream stream and read up to its first content event (see module doc)."""
-    events: Any = None
-    head: list[Event] = []
-    try:
-        events = candidate.provider.stream(request)
-        for event in events:
-            head.append(event)
-            if not isinstance(event, Usage):
-                break
-    except BaseException:
-        if events is not None:
-            events.close()
-        raise
-    return head, events
+class _Attempts:
+    """The attempts the policy allows for one request, in order: each candidate, retried with backoff
+    while `failed()` judges the last error worth another try, then the next candidate."""
+
+    def __init__(self, candidates: list[Candidate], request: ProviderRequest) -> None:
+        self.candidates = candidates
+        self.request = request
+        self.last_error: ProviderError | None = None
+        self.refused: ProviderError | None = None
+        self._number = 0
+        self._retry_in: float | None = None
+
+    def __iter__(self) -> Iterator[tuple[Candidate, ProviderRequest, int]]:
+        cancel = self.request.cancel
+        for candidate in self.candidates:
+            upstream_request = replace(self.request, model=candidate.model.upstream_model)
+            self._candidate = candidate
+            for number in range(candidate.retry.max_retries + 1):
+                cancel.raise_if_cancelled()
+                token = candidate.breaker.allow()
+                if token is None:
+                    self.refused = ProviderError(
+                        "unavailable", f"Provider {candidate.provider.key!r} is failing for model "
+                        f"{candidate.model.upstream_model!r} and temporarily switched off (circuit breaker open); "
+                        "retry later.", retryable=False)
+                    break
+                self._number, self._retry_in = number, None
+                yield candidate, upstream_request, token
+                if self._retry_in is None:
+                    break
+                logger.warning("provider %r failed (%s), retry %d in %.2fs", candidate.provider.key,
+                               self.last_error.message if self.last_error else "", number + 1, self._retry_in)
+                if cancel.sleep(self._retry_in):
+                    raise Cancelled(cancel.reason or "")
+            if candidate is not self.candidates[-1]:
+                logger.warning("model %r unavailable, falling back", candidate.model.name)
+
+    def failed(self, error: ProviderError) -> None:
+        """The attempt just yielded failed before any content."""
+        if error.kind == "bad_request":
+            raise error  # the client's request is at fault: no other model will like it better
+        self.last_error = error
+        self._retry_in = retry_delay(self._candidate.retry, error, self._number)
+
+    def exhausted(self) -> ProviderError:
+        error = self.last_error or self.refused
+        assert error is not None
+        return error

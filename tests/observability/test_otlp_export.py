@@ -70,7 +70,7 @@ def test_spans_arrive_with_the_seed_hierarchy(fake_openai: FakeOpenAI, grpc_rece
         return {s.name: s for s in receiver.spans if s.trace_id == server.trace_id and s.parent_span_id == server.span_id}
 
     first_children = children(one)
-    assert set(first_children) == {"provider.generate", "conversation.create"}
+    assert set(first_children) == {"provider.generate", "conversation.create", "conversation.update"}
     generate = first_children["provider.generate"]
     assert outgoing == f"00-{TRACE_ID}-{generate.span_id}-01", "upstream gets a child of the provider span"
     assert generate.attributes["provider.name"] == "openai"
@@ -78,7 +78,8 @@ def test_spans_arrive_with_the_seed_hierarchy(fake_openai: FakeOpenAI, grpc_rece
     assert generate.attributes["provider.model"] == "gpt-4o-mini"
     assert generate.attributes["gen_ai.usage.output_tokens"] == 7
     second_children = children(two)
-    assert set(second_children) == {"provider.generate_stream", "conversation.get", "conversation.create"}
+    assert set(second_children) == {"provider.generate_stream", "conversation.get", "conversation.create",
+                                    "conversation.update"}
     stream = second_children["provider.generate_stream"]
     assert stream.attributes["provider.chunk_count"] > 0 and stream.attributes["provider.ttfb_seconds"] > 0
     get = second_children["conversation.get"]

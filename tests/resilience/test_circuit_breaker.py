@@ -18,13 +18,13 @@ BREAKER = {"retry": {"max_retries": 0},
                                "half_open_probes": 1}}
 
 
-def _state(provider: str = "openai") -> float | None:
-    return REGISTRY.get_sample_value("circuit_breaker_state", {"provider": provider})
+def _state(provider: str = "openai", model: str = "gpt-upstream") -> float | None:
+    return REGISTRY.get_sample_value("circuit_breaker_state", {"provider": provider, "model": model})
 
 
-def _transitions(frm: str, to: str, provider: str = "openai") -> float:
+def _transitions(frm: str, to: str, provider: str = "openai", model: str = "gpt-upstream") -> float:
     return REGISTRY.get_sample_value("circuit_breaker_state_transitions_total",
-                                     {"provider": provider, "from": frm, "to": to}) or 0.0
+                                     {"provider": provider, "model": model, "from": frm, "to": to}) or 0.0
 
 
 def test_it_opens_fails_fast_and_recovers(configure: Configure, fakes: Fakes, clock: FakeClock) -> None:
@@ -82,7 +82,34 @@ def test_while_open_the_fallback_answers_without_calling_the_primary(configure: 
     fakes.chat.script(Fail(500), Fail(500))
     assert api.create(model="chat-model", input="1").status_code == 200  # primary fails, fallback answers
     assert api.create(model="chat-model", input="2").status_code == 200
-    assert _state() == 1
+    assert _state(model="chat-model") == 1
     response = api.create(model="chat-model", input="3")
     assert response.status_code == 200
     assert len(fakes.chat.requests) == 2 and len(fakes.anthropic.requests) == 3
+
+
+def test_an_open_breaker_switches_off_one_model_not_the_whole_provider(configure: Configure, fakes: Fakes) -> None:
+    api = configure(BREAKER, models=[
+        {"name": "chat-model", "provider": "openai", "provider_model_id": "gpt-upstream"},
+        {"name": "other-model", "provider": "openai", "provider_model_id": "gpt-other"},
+    ])
+    fakes.chat.script(Fail(500), Fail(500))
+    api.create(model="chat-model", input="1")
+    api.create(model="chat-model", input="2")
+    assert _state() == 1
+    assert api.create(model="chat-model", input="3").status_code == 503
+    # The same provider entry still serves its other models.
+    fakes.chat.script(Reply(text="fine"))
+    assert api.create(model="other-model", input="4").status_code == 200
+    assert _state(model="gpt-other") == 0
+
+
+def test_it_needs_a_minimum_volume_before_it_opens(configure: Configure, fakes: Fakes) -> None:
+    api = configure({**BREAKER, "circuit_breaker": {**BREAKER["circuit_breaker"], "min_requests": 5}})
+    fakes.chat.script(*[Fail(500)] * 4)
+    for number in range(4):
+        assert api.create(model="chat-model", input=str(number)).status_code == 502
+    assert _state() == 0  # 4 failures of 4, but fewer calls than min_requests
+    fakes.chat.script(Fail(500))
+    api.create(model="chat-model", input="5")
+    assert _state() == 1

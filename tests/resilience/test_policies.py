@@ -11,7 +11,7 @@ from tests.resilience.conftest import FakeClock
 
 
 def _breaker(**settings: object) -> CircuitBreaker:
-    return CircuitBreaker("unit-test", CircuitBreakerConfig(**settings))
+    return CircuitBreaker("unit-test", "model", CircuitBreakerConfig(**settings))
 
 
 def test_failures_older_than_the_window_are_forgotten(clock: FakeClock) -> None:

@@ -34,7 +34,7 @@ def test_the_response_changelist_and_transcript_render(api, staff_client, django
 def test_every_id_shape_opens_in_the_admin(api, staff_client, monkeypatch):
     # An id whose hex starts with digits the admin treats as escapes ("_22" reads as '"') still opens.
     tricky = "resp_22" + "0" * 46
-    monkeypatch.setattr("responses_app.service.new_id", lambda prefix: tricky)
+    monkeypatch.setattr("responses_app.pipeline.new_id", lambda prefix: tricky)
     assert api.create(model="gpt-test", input="x").json()["id"] == tricky
     url = reverse("admin:conversations_app_storedresponse_change", args=[quote(tricky)])
     assert staff_client.get(url).status_code == 200

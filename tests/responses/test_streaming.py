@@ -129,16 +129,26 @@ def test_store_flag_is_echoed_in_the_stream(api, store):
     assert StoredResponse.objects.filter(pk=events[-1]["response"]["id"]).exists() is store
 
 
-def test_a_stream_whose_turn_cannot_be_stored_ends_failed_not_completed(api, fake_openai, monkeypatch):
+def test_a_stream_whose_turn_cannot_be_stored_ends_failed_and_is_stored_so_later(api, fake_openai, monkeypatch):
     from django.db import OperationalError
 
     from conversations_app.store import store
+    from responses_app import worker_lifecycle
 
     def database_down(*args, **kwargs):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(store, "save_turn", database_down)
+    monkeypatch.setattr(store.inner, "finish_turn", database_down)
     events = sse_events(api.create(model="gpt-test", input="x", stream=True))
     assert events[-1]["type"] == "response.failed"
     assert "could not be stored" in events[-1]["response"]["error"]["message"]
     assert "response.completed" not in [e["type"] for e in events]
+    response_id = events[0]["response"]["id"]
+    # The id the client saw exists from the start, and its end is written once the database answers.
+    assert api.get(f"/v1/responses/{response_id}").json()["status"] == "in_progress"
+    monkeypatch.undo()
+    assert worker_lifecycle.retry_deferred() == 0
+    stored = api.get(f"/v1/responses/{response_id}").json()
+    assert stored["status"] == "failed"
+    assert stored["error"]["message"] == events[-1]["response"]["error"]["message"]
+    assert stored["output"][0]["content"][0]["text"] == events[-1]["response"]["output"][0]["content"][0]["text"]

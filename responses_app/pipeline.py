@@ -1,0 +1,335 @@
+"""The turn pipeline: one create-response turn, whatever transport carried it in.
+
+    the edge (view) validates the body and builds the TurnContext
+    start_turn:  route (the caller's model allow-list applies) → admit (rate limits)
+                 → load the chain → open the turn (`in_progress` row, when stored)
+    respond_*:   resilient provider → assembler → settle the turn in place → render
+
+A turn the client has heard of (its id was sent) always exists in storage and always ends
+settled: `completed`, `incomplete` (cut short: the client left, the worker shut down, a length or
+content limit) or `failed`. A turn whose upstream failed before the client heard anything is
+discarded instead, and the client gets an HTTP error status. Nothing here is ever interrupted
+from outside: a client hang-up or a shutdown sets the context's cancel token, and the pipeline
+notices it where it waits on the upstream (providers/guard.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import DatabaseError
+from django.utils import timezone
+
+from conversations_app.store import Chain, OpenTurn, Settlement, release_connection, store
+from gateway_project.api_errors import ApiError, invalid_request
+from gateway_project.observability import metrics, metrics_enabled
+from responses_app import worker_lifecycle
+from responses_app.assembler import OutputAssembler
+from responses_app.cancellation import CLIENT_GONE, SHUTDOWN, Cancelled, live_turns
+from responses_app.context import TurnContext
+from responses_app.ids import new_id
+from responses_app.items import canonical_items
+from responses_app.providers.base import Event, Heartbeat, ProviderError, ProviderRequest
+from responses_app.providers.registry import Route, get_registry
+from responses_app.response_object import echoed_settings, render_response
+from responses_app.schema import CreateResponseRequest
+from responses_app.sse import SseEncoder
+
+logger = logging.getLogger(__name__)
+
+STORAGE_FAILED = {"code": "server_error", "message": "The response could not be stored; retry the request."}
+
+
+@dataclass
+class Turn:
+    ctx: TurnContext
+    request: CreateResponseRequest
+    route: Route
+    chain: Chain | None
+    input_items: list[dict[str, Any]]
+    response_id: str
+    created_at: datetime
+    settings: dict[str, Any]
+    assembler: OutputAssembler = field(default_factory=OutputAssembler)
+    conversation_id: str = ""
+    opened: bool = False
+    settled: bool = False
+
+    def provider_request(self) -> ProviderRequest:
+        req = self.request
+        history = self.chain.items if self.chain else []
+        return ProviderRequest(
+            model=self.route.upstream_model, items=history + self.input_items, instructions=req.instructions,
+            temperature=req.temperature, top_p=req.top_p, max_output_tokens=req.max_output_tokens,
+            tools=self.settings["tools"], tool_choice=self.settings["tool_choice"],
+            parallel_tool_calls=req.parallel_tool_calls, text_format=self.settings["text"].get("format"),
+            user=req.user, cancel=self.ctx.cancel, deadline=self.ctx.deadline, heartbeat=self.ctx.heartbeat,
+        )
+
+    def render(self, status: str, *, error: dict[str, Any] | None = None,
+               completed_at: datetime | None = None) -> dict[str, Any]:
+        started = status == "in_progress"
+        assembler = self.assembler
+        return render_response(
+            response_id=self.response_id, created_at=self.created_at, status=status, model=self.request.model,
+            instructions=self.request.instructions, settings=self.settings,
+            output=[] if started else assembler.output, usage=None if started else _usage(assembler), error=error,
+            incomplete_details=assembler.incomplete_details if status == "incomplete" else None,
+            completed_at=completed_at,
+        )
+
+    # --- storage ---------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Write the turn `in_progress` (when stored) before anything can tell the client its id."""
+        live_turns.add(self.ctx.cancel)
+        if metrics_enabled():
+            metrics.turns_in_flight.inc()
+        self.opened = True
+        if not self.request.store:
+            return
+        stored_settings = {k: v for k, v in self.settings.items() if k != "previous_response_id"}
+        try:
+            self.conversation_id = store.open_turn(
+                OpenTurn(response_id=self.response_id, owner=self.ctx.owner, model=self.request.model,
+                         provider=self.route.provider.key, created_at=self.created_at,
+                         instructions=self.request.instructions, settings=stored_settings,
+                         input_items=self.input_items, worker=worker_lifecycle.lease_id()),
+                parent=self.chain,
+            )
+        except BaseException:
+            self._close()
+            raise
+        finally:
+            release_connection()
+
+    def settle(self, status: str, *, error: dict[str, Any] | None = None, completed_at: datetime | None = None,
+               interrupted: str = "") -> bool:
+        """Write how the turn ended. False when the database refused: the settlement is then kept
+        as `failed` and written later (worker_lifecycle), and the caller must say the turn failed."""
+        if self.settled:
+            return True
+        self.settled = True
+        self._close()
+        assembler = self.assembler
+        usage = _usage(assembler)
+        self.ctx.record_usage(usage)
+        if not self.request.store:
+            return True
+        settlement = Settlement(
+            response_id=self.response_id, conversation_id=self.conversation_id, status=status,
+            provider=self.route.provider.key, completed_at=completed_at, usage=usage,
+            output_items=assembler.output, error=error,
+            incomplete_details=assembler.incomplete_details if status == "incomplete" else None,
+            cost_usd=_cost(self.route, usage), interrupted=interrupted,
+            message_count=(len(self.chain.items) if self.chain else 0) + len(self.input_items) + len(assembler.output),
+        )
+        try:
+            store.finish_turn(settlement)
+            return True
+        except DatabaseError:
+            logger.warning("could not store the end of response %s; it will be stored as failed when the "
+                           "database answers again", self.response_id, exc_info=True)
+            settlement.status, settlement.error, settlement.completed_at = "failed", STORAGE_FAILED, None
+            worker_lifecycle.defer(settlement)
+            return False
+        finally:
+            release_connection()
+
+    def discard(self) -> None:
+        """The upstream failed before the client heard of this turn: remove it (the client gets an error status)."""
+        if self.settled:
+            return
+        self.settled = True
+        self._close()
+        if not (self.request.store and self.conversation_id):
+            return
+        try:
+            store.discard_turn(self.response_id, self.conversation_id, new_conversation=self.chain is None)
+        except DatabaseError:
+            logger.warning("could not discard response %s", self.response_id, exc_info=True)
+            worker_lifecycle.defer(Settlement(
+                response_id=self.response_id, conversation_id=self.conversation_id, status="failed",
+                provider=self.route.provider.key, completed_at=None, usage=None, output_items=[],
+                error=STORAGE_FAILED))
+        finally:
+            release_connection()
+
+    def _close(self) -> None:
+        if self.opened:
+            self.opened = False
+            live_turns.discard(self.ctx.cancel)
+            if metrics_enabled():
+                metrics.turns_in_flight.dec()
+
+
+def _usage(assembler: OutputAssembler) -> dict[str, int] | None:
+    return assembler.usage.as_dict() if assembler.usage else None
+
+
+def _cost(route: Route, usage: dict[str, int] | None) -> float | None:
+    """At the prices of the model that answered: a fallback's, when one took over."""
+    if usage is None:
+        return None
+    return route.provider.serving.model.cost_usd(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+
+
+# --- start ------------------------------------------------------------------------------------
+
+def start_turn(ctx: TurnContext, request: CreateResponseRequest, *, body_bytes: int) -> Turn:
+    """Everything before the upstream call. Raises ApiError (nothing stored, nothing spent) when the
+    turn cannot start."""
+    route = get_registry(ctx.config).route(request.model, ctx.may_use)
+    ctx.admit(body_bytes=body_bytes, max_output_tokens=request.max_output_tokens)
+    chain = None
+    if request.previous_response_id:
+        try:
+            chain = store.get_chain(request.previous_response_id, ctx.owner)
+        finally:
+            release_connection()
+        if chain is None:
+            raise invalid_request(f"Previous response with id '{request.previous_response_id}' not found.",
+                                  param="previous_response_id", code="previous_response_not_found")
+        if chain.in_progress:
+            raise invalid_request(f"Previous response with id '{request.previous_response_id}' is still in "
+                                  "progress; wait for it to finish.", param="previous_response_id",
+                                  code="previous_response_in_progress")
+    turn = Turn(ctx=ctx, request=request, route=route, chain=chain,
+                input_items=canonical_items(request.input_items), response_id=new_id("resp"),
+                created_at=timezone.now(), settings=echoed_settings(request))
+    ctx.cancel.raise_if_cancelled()
+    turn.open()
+    return turn
+
+
+def _api_error(error: ProviderError) -> ApiError:
+    if error.kind == "bad_request":
+        return ApiError(400, error.message, code="upstream_bad_request")
+    if error.kind == "rate_limited":
+        return ApiError(429, error.message, type="requests", code="rate_limit_exceeded",
+                        headers={"Retry-After": str(max(1, round(error.retry_after or 1)))})
+    return ApiError(error.status, error.message, type="server_error",
+                    code="upstream_timeout" if error.kind == "timeout" else "upstream_error")
+
+
+def _error_object(error: ProviderError) -> dict[str, str]:
+    code = "rate_limit_exceeded" if error.kind == "rate_limited" else "server_error"
+    return {"code": code, "message": error.message}
+
+
+def _client_gone() -> ApiError:
+    # Nobody reads this answer; 499 (nginx's "client closed request") keeps it out of 5xx error rates.
+    return ApiError(499, "The client closed the connection before the response was ready.", code="client_closed")
+
+
+def _truncated(turn: Turn) -> ProviderError:
+    return ProviderError("upstream", f"Provider {turn.route.provider.key!r} ended its answer before it was complete.")
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+def respond_json(turn: Turn) -> dict[str, Any]:
+    assembler = turn.assembler
+    try:
+        for event in turn.route.provider.generate(turn.provider_request()):
+            assembler.feed(event)
+        if assembler.finish_reason is None:
+            raise _truncated(turn)
+    except ProviderError as error:
+        turn.discard()
+        raise _api_error(error) from None
+    except Cancelled as stop:
+        assembler.abandon()
+        turn.settle("incomplete", interrupted=stop.reason)
+        raise _client_gone() from None
+    except BaseException:
+        turn.discard()
+        raise
+    assembler.finish()
+    status = assembler.status
+    completed_at = timezone.now() if status == "completed" else None
+    if not turn.settle(status, completed_at=completed_at):
+        raise ApiError(503, "The response could not be stored; retry the request.", type="server_error",
+                       code="database_unavailable", headers={"Retry-After": "2"})
+    return turn.render(status, completed_at=completed_at)
+
+
+# --- SSE --------------------------------------------------------------------------------------
+
+def respond_stream(turn: Turn) -> Iterator[str]:
+    """Wait for the upstream's first event (or its first heartbeat) so that a failure before it is
+    still an HTTP status (retries and fallbacks happen there), then return the frames."""
+    events = turn.route.provider.stream(turn.provider_request())
+    try:
+        first = next(events, None)
+    except ProviderError as error:
+        events.close()  # type: ignore[attr-defined]
+        turn.discard()
+        raise _api_error(error) from None
+    except Cancelled as stop:
+        events.close()  # type: ignore[attr-defined]
+        turn.settle("incomplete", interrupted=stop.reason)
+        raise _client_gone() from None
+    except BaseException:
+        events.close()  # type: ignore[attr-defined]
+        turn.discard()
+        raise
+    return _frames(turn, first, events)
+
+
+def _frames(turn: Turn, first: Event | None, events: Iterator[Event]) -> Iterator[str]:
+    sse = SseEncoder()
+    assembler = turn.assembler
+    try:
+        yield sse.frame({"type": "response.created", "response": turn.render("in_progress")})
+        yield sse.frame({"type": "response.in_progress", "response": turn.render("in_progress")})
+        try:
+            for event in _chain([first] if first is not None else [], events):
+                if isinstance(event, Heartbeat):
+                    yield sse.comment("keep-alive")
+                    continue
+                for frame in assembler.feed(event):
+                    yield sse.frame(frame)
+            if assembler.finish_reason is None:
+                raise _truncated(turn)
+        except ProviderError as error:
+            logger.warning("upstream failed mid-stream: %s", error.message)
+            assembler.abandon()
+            error_object = _error_object(error)
+            turn.settle("failed", error=error_object)
+            yield sse.frame({"type": "response.failed", "response": turn.render("failed", error=error_object)})
+            return
+        except Cancelled as stop:
+            assembler.abandon()
+            turn.settle("incomplete", interrupted=stop.reason)
+            if stop.reason == SHUTDOWN:  # the client is still there: tell it the stream ends here
+                yield sse.frame({"type": "response.incomplete", "response": turn.render("incomplete")})
+            return
+        for frame in assembler.finish():
+            yield sse.frame(frame)
+        status = assembler.status
+        completed_at = timezone.now() if status == "completed" else None
+        if not turn.settle(status, completed_at=completed_at):
+            # Never claim `completed` for a turn a follow-up could not build on: say it failed.
+            yield sse.frame({"type": "response.failed", "response": turn.render("failed", error=STORAGE_FAILED)})
+            return
+        terminal = "response.completed" if status == "completed" else "response.incomplete"
+        yield sse.frame({"type": terminal, "response": turn.render(status, completed_at=completed_at)})
+    finally:
+        # The server stopped reading this generator early (the client is gone, GeneratorExit), or
+        # something failed: drop the upstream now and keep what was said as an incomplete turn.
+        if not turn.settled:
+            turn.ctx.cancel.cancel(CLIENT_GONE)
+        events.close()  # type: ignore[attr-defined]
+        if not turn.settled:
+            assembler.abandon()
+            turn.settle("incomplete", interrupted=turn.ctx.cancel.reason or CLIENT_GONE)
+
+
+def _chain(first: list[Event], rest: Iterator[Event]) -> Iterator[Event]:
+    yield from first
+    yield from rest

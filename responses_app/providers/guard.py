@@ -1,0 +1,155 @@
+"""The upstream guard: each upstream call runs in a helper, and the request waits on its events.
+
+Why: a request that blocks inside an upstream socket read can only be stopped by throwing into
+it, and a throw can land anywhere, including inside a database call (which left pooled Postgres
+connections mid-query for good). Here the request only ever waits on a queue, with a timeout, so:
+
+- the four timeouts are plain clock checks: no first event within `first_byte_timeout`, a gap
+  longer than `idle_timeout`, or past `total_timeout` (or the turn's own deadline) — the attempt is
+  abandoned with a `ProviderError("timeout")`;
+- cancellation is a token: the client watcher or a shutdown sets it, the token closes the upstream
+  read (see http.post) and wakes the waiting request, which raises `Cancelled` where it waits;
+- a silent upstream (a model thinking before its first token) yields `Heartbeat`s, which the SSE
+  path sends as comments so load balancers do not cut the stream.
+
+The helper is a greenlet under gevent and a thread elsewhere (gateway_project.concurrency); it
+runs in a copy of the caller's context, so the provider span is current for its outgoing request.
+An abandoned helper ends as soon as its read is shut down, or at the latest when its socket
+timeout (http.Timeouts.socket_read) passes, when the upstream had not even sent its headers.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import queue
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from gateway_project import concurrency
+from responses_app.cancellation import Cancelled, CancelToken
+from responses_app.providers.base import Event, Heartbeat, Provider, ProviderError, ProviderRequest
+from responses_app.providers.http import Timeouts
+
+# Why an attempt was abandoned, and what the client is told.
+_TIMEOUT_MESSAGES = {
+    "first_byte": "Provider {key!r} did not answer in time.",
+    "idle": "Provider {key!r} stalled mid-stream.",
+    "total": "Provider {key!r} exceeded the total time allowed for an answer.",
+}
+ABANDONED = "abandoned"
+
+
+class _Wake:
+    """Put in the inbox when the attempt's token is set, to wake the waiting request."""
+
+
+@dataclass(frozen=True)
+class _End:
+    pass
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: BaseException
+
+
+_WAKE = _Wake()
+_END = _End()
+
+
+class GuardedProvider(Provider):
+    """Wraps a concrete provider; the registry puts it under the instrumentation layer."""
+
+    def __init__(self, inner: Provider) -> None:
+        super().__init__(inner.key, inner.entry)
+        self.inner = inner
+        self.type = inner.type
+        self.timeouts = Timeouts.of(inner.entry)
+
+    def generate(self, request: ProviderRequest) -> Iterator[Event]:
+        # A non-streamed answer arrives whole: no heartbeats, first_byte bounds all of it.
+        return _guarded(self.inner.generate, replace(request, heartbeat=None), self.timeouts, self.key)
+
+    def stream(self, request: ProviderRequest) -> Iterator[Event]:
+        return _guarded(self.inner.stream, request, self.timeouts, self.key)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _guarded(call: Callable[[ProviderRequest], Iterator[Event]], request: ProviderRequest, timeouts: Timeouts,
+             key: str) -> Iterator[Event]:
+    attempt = request.cancel.child()
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    attempt.on_cancel(lambda _reason: inbox.put(_WAKE))
+    started = time.monotonic()
+    deadline = started + timeouts.total
+    if request.deadline is not None:
+        deadline = min(deadline, request.deadline)
+    concurrency.start(contextvars.copy_context().run, _pump, call, replace(request, cancel=attempt), attempt, inbox,
+                      name=f"upstream-{key}")
+    heartbeat = request.heartbeat
+    received = False
+    last = beat_from = started
+    done = False
+    try:
+        while True:
+            limit, phase = (last + timeouts.idle, "idle") if received else (started + timeouts.first_byte, "first_byte")
+            if deadline <= limit:
+                limit, phase = deadline, "total"
+            now = time.monotonic()
+            wait = limit - now
+            if heartbeat:
+                wait = min(wait, beat_from + heartbeat - now)
+            try:
+                item = inbox.get(timeout=max(0.0, wait))
+            except queue.Empty:
+                now = time.monotonic()
+                if now >= limit:
+                    attempt.cancel(phase)
+                    raise ProviderError("timeout", _TIMEOUT_MESSAGES[phase].format(key=key)) from None
+                beat_from = now
+                yield Heartbeat()
+                continue
+            if item is _WAKE:
+                request.cancel.raise_if_cancelled()
+                continue
+            if isinstance(item, _End):
+                done = True
+                return
+            if isinstance(item, _Failure):
+                done = True
+                raise item.error
+            received = True
+            last = beat_from = time.monotonic()
+            yield item
+    finally:
+        if not done:
+            # Timed out, cancelled, or the caller stopped reading: end the helper's upstream read.
+            attempt.cancel(ABANDONED)
+        attempt.release()
+
+
+def _pump(call: Callable[[ProviderRequest], Iterator[Event]], request: ProviderRequest, attempt: CancelToken,
+          inbox: queue.SimpleQueue[Any]) -> None:
+    """The helper: read the upstream, hand every event over. Whatever it raises is handed over too,
+    unless the attempt was abandoned meanwhile (nobody is waiting for it then)."""
+    events: Iterator[Event] | None = None
+    try:
+        events = call(request)
+        for event in events:
+            if attempt.cancelled:
+                return
+            inbox.put(event)
+        inbox.put(_END)
+    except Cancelled:
+        return
+    except BaseException as error:  # noqa: BLE001 - handed to the waiting request, which decides
+        if not attempt.cancelled:
+            inbox.put(_Failure(error))
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
