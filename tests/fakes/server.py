@@ -82,9 +82,10 @@ class Writer:
         """Hold the connection open without writing; True when the client closed it."""
         sock = self.handler.connection
         deadline = time.monotonic() + timeout
-        sock.settimeout(0.05)
         try:
-            while time.monotonic() < deadline:
+            while (remaining := deadline - time.monotonic()) > 0:
+                # Short polls notice a hang-up soon; never longer than what is left of the wait.
+                sock.settimeout(min(0.05, remaining))
                 try:
                     if sock.recv(1) == b"":
                         self.recorded.client_disconnected.set()
