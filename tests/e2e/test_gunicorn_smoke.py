@@ -1,3 +1,5 @@
+import time
+
 import pytest
 import requests
 
@@ -24,7 +26,9 @@ def test_it_serves_the_demo_model_under_gunicorn():
 
 def test_ready_is_503_naming_the_database_when_it_is_unreachable():
     with GatewayProcess(DEMO_CONFIG, database_url="postgres://postgres@127.0.0.1:9/nowhere") as gw:
+        started = time.monotonic()
         response = requests.get(f"{gw.url}/ready", timeout=15)
+        assert time.monotonic() - started < 1
         assert response.status_code == 503
         body = response.json()
         assert body["status"] == "not_ready"
