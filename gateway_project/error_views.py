@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import sys
+
 from django.http import HttpRequest, HttpResponse
 
 from gateway_project.api_errors import ApiError
+from gateway_project.middleware.errors import database_unavailable, is_database_unavailable
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
@@ -10,4 +13,9 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
+    # Django calls this while handling the exception, so it is still current. A database error
+    # raised by a middleware (not a view) never reaches ApiErrorMiddleware.process_exception.
+    exception = sys.exc_info()[1]
+    if is_database_unavailable(exception):
+        return database_unavailable(request, exception)
     return ApiError(500, "The gateway hit an internal error.", type="server_error", code="server_error").response()

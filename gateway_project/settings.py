@@ -90,10 +90,27 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # upstream (conversations_app.store.release_connection), so this bounds Postgres connections
     # at workers x DB_POOL_MAX_SIZE however many streams are open.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    # Django 5.2 turns this into psycopg_pool's `check=ConnectionPool.check_connection` (it cannot
+    # go in the pool options: Django passes `check=` itself). Every checkout is then tested with an
+    # empty query, so a connection killed by a Postgres restart is replaced instead of failing
+    # the request that drew it; gateway_project/db_pool.py makes the first dead one sweep the rest.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    # libpq's own limit (2 s is its minimum) for opening a connection, so a host that drops packets
+    # fails as fast as one that refuses them. A connect_timeout in DATABASE_URL wins.
+    options.setdefault("connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=2))
+    options["pool"] = {
         "min_size": env.int("DB_POOL_MIN_SIZE", default=1),
         "max_size": env.int("DB_POOL_MAX_SIZE", default=8),
-        "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
+        # How long a request waits for a connection before it gets a 503 (database_unavailable).
+        # Below 2 s so a request fails inside a 2 s budget while Postgres is down.
+        "timeout": env.float("DB_POOL_TIMEOUT", default=1.5),
+        # While Postgres is down the pool retries in the background with doubling delays (1 s,
+        # 2 s, 4 s, ...) for this long. At psycopg_pool's 5 minutes the next try can come minutes
+        # after Postgres is back, and every request until then waits out DB_POOL_TIMEOUT for a 503.
+        # 2 s keeps the gap between tries (1 s) under DB_POOL_TIMEOUT; after giving up the pool
+        # tries again as soon as a request asks, so recovery needs no restart.
+        "reconnect_timeout": env.float("DB_POOL_RECONNECT_TIMEOUT", default=2.0),
     }
 if test_db_name := env.str("TEST_DB_NAME", default=""):
     DATABASES["default"]["TEST"] = {"NAME": test_db_name}

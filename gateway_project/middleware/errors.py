@@ -4,17 +4,47 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TypeGuard
 
 from django.core.exceptions import RequestDataTooBig
+from django.db.utils import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 
 from gateway_project.api_errors import ApiError
 
 logger = logging.getLogger(__name__)
 
+# Seconds a client should wait before retrying while the database is unavailable. A Postgres
+# restart takes a few seconds and the SDK retries 503s with backoff anyway; one second keeps
+# retries from piling up without making a brief blip look like a long outage.
+DATABASE_RETRY_AFTER = "1"
+
 
 def is_api_path(path: str) -> bool:
     return path.startswith("/v1/") or path == "/v1"
+
+
+def is_database_unavailable(exception: BaseException | None) -> TypeGuard[OperationalError | InterfaceError]:
+    """Django's wrappers for "no usable connection": pool timeout, refused/lost connection.
+
+    Both are errors of the moment, not of the request, so the client should retry, not give up.
+    """
+    return isinstance(exception, (OperationalError, InterfaceError))
+
+
+def database_unavailable(request: HttpRequest, exception: BaseException) -> HttpResponse:
+    # One line per request: during an outage every request fails the same way, and a traceback
+    # each would bury the first useful line of the log.
+    first_line = str(exception).strip().splitlines()[0] if str(exception).strip() else ""
+    logger.warning("database unavailable on %s %s: %s: %s", request.method, request.path,
+                   type(exception).__name__, first_line)
+    response = ApiError(
+        503, "The gateway's database is unavailable. Retry shortly.",
+        type="server_error", code="database_unavailable", headers={"Retry-After": DATABASE_RETRY_AFTER},
+    ).response()
+    # Django would log every 5xx again at ERROR ("Service Unavailable: ..."); the line above says more.
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
 
 
 class ApiErrorMiddleware:
@@ -33,6 +63,8 @@ class ApiErrorMiddleware:
                 code="request_too_large",
             ).response()
         if is_api_path(request.path):
+            if is_database_unavailable(exception):
+                return database_unavailable(request, exception)
             logger.exception("unhandled error on %s", request.path)
             return ApiError(500, "The gateway hit an internal error.", type="server_error", code="server_error").response()
         return None
