@@ -36,13 +36,25 @@ class ApiError(Exception):
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
-    def response(self) -> JsonResponse:
-        response = JsonResponse(self.body(), status=self.status)
+    def response(self) -> ApiErrorResponse:
+        response = ApiErrorResponse(self)
         if self.status in _NOT_RETRYABLE:
             response["x-should-retry"] = "false"
         for name, value in self.headers.items():
             response[name] = value
         return response
+
+
+class ApiErrorResponse(JsonResponse):
+    """An error answer that remembers its error, so the access log can say why (code, param, message)."""
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(error.body(), status=error.status, reason=_REASONS.get(error.status))
+        self.api_error = error
+
+
+# Statuses the standard library has no phrase for.
+_REASONS = {499: "Client Closed Request"}
 
 
 def invalid_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:

@@ -7,13 +7,13 @@ from functools import wraps
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from conversations_app.store import UnknownCursor, release_connection, store
+from conversations_app.store import UnknownCursor, store
 from gateway_project.api_errors import ApiError, invalid_request, not_found
 from gateway_project.middleware.ratelimit import admitted_by_view
+from gateway_project.readiness import check_database
 from gateway_project.request_notes import notes_of
 from responses_app import pipeline
 from responses_app.client_watch import until_done, watch_client
@@ -148,8 +148,6 @@ def providers_check() -> str:
 
 @api_view("GET")
 def ready(request: HttpRequest) -> HttpResponse:
-    from gateway_project.readiness import check_database
-
     # Bounded in time (gateway_project.readiness), so a probe gets its 503 while Postgres is down.
     checks: dict[str, str] = {"database": check_database()}
     checks["models"] = "healthy" if settings.GATEWAY.models else "unhealthy: no models configured"

@@ -38,13 +38,10 @@ def database_unavailable(request: HttpRequest, exception: BaseException) -> Http
     first_line = str(exception).strip().splitlines()[0] if str(exception).strip() else ""
     logger.warning("database unavailable on %s %s: %s: %s", request.method, request.path,
                    type(exception).__name__, first_line)
-    response = ApiError(
+    return ApiError(
         503, "The gateway's database is unavailable. Retry shortly.",
         type="server_error", code="database_unavailable", headers={"Retry-After": DATABASE_RETRY_AFTER},
     ).response()
-    # Django would log every 5xx again at ERROR ("Service Unavailable: ..."); the line above says more.
-    response._has_been_logged = True  # type: ignore[attr-defined]
-    return response
 
 
 class ApiErrorMiddleware:

@@ -65,7 +65,12 @@ class LoggingMiddleware:
         if span_context is not None and span_context.trace_flags.sampled:
             ids = {"trace_id": format(span_context.trace_id, "032x"), "span_id": format(span_context.span_id, "016x")}
         match = request.resolver_match
-        logger.info("request", extra={
-            "method": request.method, "path": request.path, "route": match.route if match else None,
-            "status": response.status_code, "duration_ms": round((time.perf_counter() - started) * 1000, 2), **ids,
-        })
+        fields = {"method": request.method, "path": request.path, "route": match.route if match else None,
+                  "status": response.status_code, "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                  **ids}
+        error = getattr(response, "api_error", None)
+        if error is not None:
+            # Why the gateway said no, on the same line: an operator sees what the client saw.
+            fields.update(error_type=error.type, error_code=error.code, error_param=error.param,
+                          error_message=error.message[:300])
+        logger.info("request", extra=fields)

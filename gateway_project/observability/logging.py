@@ -71,6 +71,18 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+class ApiRequestsLoggedElsewhere(logging.Filter):
+    """Drop django.request's "Bad Request: /v1/responses" lines for API paths: the access log line
+    (gateway_project.middleware.logging) already has the status and the error's code, param and
+    message, and unexpected exceptions are logged with their traceback by the error middleware.
+    Other paths (the admin) keep Django's lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request = getattr(record, "request", None)
+        path = getattr(request, "path", "") or ""
+        return not path.startswith("/v1/")
+
+
 def logging_config(format_: str, level: str) -> dict[str, Any]:
     """Django's LOGGING setting for the configured format and level."""
     formatter = "gateway_project.observability.logging.JsonFormatter" if format_ == "json" \
@@ -78,15 +90,20 @@ def logging_config(format_: str, level: str) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"correlation": {"()": "gateway_project.observability.logging.CorrelationFilter"}},
+        "filters": {"correlation": {"()": "gateway_project.observability.logging.CorrelationFilter"},
+                    "api_logged_elsewhere": {"()": "gateway_project.observability.logging.ApiRequestsLoggedElsewhere"}},
         "formatters": {"gateway": {"()": formatter}},
         "handlers": {"console": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout",
                                  "formatter": "gateway", "filters": ["correlation"]}},
         "root": {"handlers": ["console"], "level": level},
         # The OTLP exporters log every failed batch; gateway_project.observability.tracing logs one
         # clear line instead.
-        "loggers": {name: {"level": "CRITICAL"} for name in (
-            "opentelemetry.exporter.otlp.proto.grpc.exporter", "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-            "opentelemetry.exporter.otlp.proto.http._common", "opentelemetry.sdk.trace.export",
-        )},
+        "loggers": {
+            **{name: {"level": "CRITICAL"} for name in (
+                "opentelemetry.exporter.otlp.proto.grpc.exporter",
+                "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                "opentelemetry.exporter.otlp.proto.http._common", "opentelemetry.sdk.trace.export",
+            )},
+            "django.request": {"filters": ["api_logged_elsewhere"]},
+        },
     }

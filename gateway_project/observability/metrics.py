@@ -86,6 +86,9 @@ circuit_breaker_state_transitions_total = Counter(
 turns_in_flight = Gauge(
     "gateway_turns_in_flight", "Turns this worker is running now (opened, not yet settled).",
     multiprocess_mode="livesum")
+upstream_calls_in_flight = Gauge(
+    "gateway_upstream_calls_in_flight", "Upstream calls this worker's helpers are reading now, including "
+    "abandoned ones that have not ended yet (responses_app.providers.guard).", multiprocess_mode="livesum")
 turns_recovered_total = Counter(
     "gateway_turns_recovered", "Turns left in_progress that were settled by someone other than their own "
     "request: `worker_lost` (its worker died), `expired` (older than any turn can run), `deferred` (stored "

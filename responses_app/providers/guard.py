@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway_project import concurrency
+from gateway_project.observability import metrics, metrics_enabled
 from responses_app.cancellation import Cancelled, CancelToken
 from responses_app.providers.base import Event, Heartbeat, Provider, ProviderError, ProviderRequest
 from responses_app.providers.http import Timeouts
@@ -137,6 +138,9 @@ def _pump(call: Callable[[ProviderRequest], Iterator[Event]], request: ProviderR
     """The helper: read the upstream, hand every event over. Whatever it raises is handed over too,
     unless the attempt was abandoned meanwhile (nobody is waiting for it then)."""
     events: Iterator[Event] | None = None
+    counted = metrics_enabled()
+    if counted:
+        metrics.upstream_calls_in_flight.inc()
     try:
         events = call(request)
         for event in events:
@@ -153,3 +157,5 @@ def _pump(call: Callable[[ProviderRequest], Iterator[Event]], request: ProviderR
         close = getattr(events, "close", None)
         if close is not None:
             close()
+        if counted:
+            metrics.upstream_calls_in_flight.dec()

@@ -109,3 +109,36 @@ def test_the_model_list_shows_only_allowed_models(auth_on, make_key):
     everything = GatewayClient(make_key().key).get("/v1/models").json()
     assert [m["id"] for m in limited["data"]] == ["demo"]
     assert {m["id"] for m in everything["data"]} == {"demo", "gpt-test"}
+
+
+def _aliased(configure):
+    return configure(auth={"enabled": True}, models=[
+        {"name": "gpt-test", "provider": "openai", "provider_model_id": "gpt-4o-mini-upstream", "aliases": ["fast"],
+         "fallbacks": ["backup"]},
+        {"name": "backup", "provider": "openai", "provider_model_id": "backup-upstream"},
+        {"name": "demo", "provider": "demo"},
+    ])
+
+
+def test_the_allow_list_applies_to_what_is_served_aliases_included(configure, make_key, fake_openai):
+    _aliased(configure)
+    by_name = GatewayClient(make_key(allowed_models=["gpt-test"]).key)
+    by_alias = GatewayClient(make_key(allowed_models=["fast"]).key)
+    for client, model in ((by_name, "fast"), (by_alias, "gpt-test"), (by_alias, "fast")):
+        assert client.create(model=model, input="hi").status_code == 200, (model, client)
+    assert by_name.create(model="demo", input="hi").status_code == 400
+
+
+def test_a_fallback_the_key_may_not_use_is_skipped(configure, make_key, fake_openai):
+    from tests.fakes.openai_upstream import Fail
+
+    _aliased(configure)
+    primary_only = GatewayClient(make_key(allowed_models=["gpt-test"]).key)
+    fake_openai.script(Fail(500))
+    assert primary_only.create(model="gpt-test", input="hi").status_code == 502
+    assert [r.json["model"] for r in fake_openai.requests] == ["gpt-4o-mini-upstream"]  # backup never asked
+    both = GatewayClient(make_key(allowed_models=["gpt-test", "backup"]).key)
+    fake_openai.reset()
+    fake_openai.script(Fail(500))
+    assert both.create(model="gpt-test", input="hi").status_code == 200
+    assert [r.json["model"] for r in fake_openai.requests] == ["gpt-4o-mini-upstream", "backup-upstream"]
