@@ -22,7 +22,10 @@ from dataclasses import dataclass
 
 import redis
 
-from identity_app.limiter_metrics import BACKEND_ERRORS, DECISION_SECONDS
+from gateway_project.observability.metrics import (
+    rate_limit_backend_errors_total as BACKEND_ERRORS,
+    rate_limit_decision_seconds as DECISION_SECONDS,
+)
 
 logger = logging.getLogger(__name__)
 

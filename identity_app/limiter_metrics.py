@@ -1,18 +1,13 @@
-"""Rate-limiter metrics, on prometheus_client's default registry (exposed at the metrics path)."""
+"""Old home of the rate-limiter metric families, kept as a re-export for importers not yet moved.
+
+The families live in gateway_project/observability/metrics.py with every other family the
+gateway defines; import them from there.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from gateway_project.observability.metrics import rate_limit_backend_errors_total as BACKEND_ERRORS
+from gateway_project.observability.metrics import rate_limit_decision_seconds as DECISION_SECONDS
+from gateway_project.observability.metrics import rate_limit_rejections_total as REJECTIONS
 
-REJECTIONS = Counter(
-    "rate_limit_rejections", "Requests refused by the gateway's rate limiter.",
-    ["scope"],  # requests | tokens | backend_unavailable
-)
-DECISION_SECONDS = Histogram(
-    "rate_limit_decision_seconds", "Time to take one rate-limit decision (a Redis round trip when Redis is used).",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
-)
-BACKEND_ERRORS = Counter(
-    "rate_limit_backend_errors", "Rate-limit decisions that could not reach Redis.",
-    ["outcome"],  # fail_open | fail_closed
-)
+__all__ = ["BACKEND_ERRORS", "DECISION_SECONDS", "REJECTIONS"]

@@ -1,7 +1,9 @@
-"""The seed's Prometheus metric families, exactly as docs/observability.md lists them.
+"""The gateway's Prometheus metric families: the seed's, exactly as docs/observability.md lists
+them, and the rate limiter's.
 
-All families live in prometheus_client's default registry, like the circuit-breaker and rate-limit
-families other modules define, so one exposition (see `exposition()`) carries them all. Under
+All families live in prometheus_client's default registry, like the circuit-breaker families
+(still in responses_app.providers.resilience), so one exposition (see `exposition()`) carries
+them all. Under
 gunicorn, PROMETHEUS_MULTIPROC_DIR (set by gateway_project/gunicorn.conf.py) makes every worker
 write its samples to files that the scraped worker aggregates, so a scrape is right whichever worker
 answers it.
@@ -71,6 +73,21 @@ conversation_operations_total = Counter(
 conversation_operation_duration_seconds = Histogram(
     "conversation_operation_duration_seconds", "Conversation store operation latency in seconds",
     ["operation", "backend"], buckets=STORE_BUCKETS)
+
+# Rate limiting (identity_app.limiter and gateway_project.middleware.ratelimit).
+RATE_LIMIT_DECISION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+rate_limit_rejections_total = Counter(
+    "rate_limit_rejections", "Requests refused by the gateway's rate limiter.",
+    ["scope"],  # requests | tokens | backend_unavailable
+)
+rate_limit_decision_seconds = Histogram(
+    "rate_limit_decision_seconds", "Time to take one rate-limit decision (a Redis round trip when Redis is used).",
+    buckets=RATE_LIMIT_DECISION_BUCKETS,
+)
+rate_limit_backend_errors_total = Counter(
+    "rate_limit_backend_errors", "Rate-limit decisions that could not reach Redis.",
+    ["outcome"],  # fail_open | fail_closed
+)
 
 UNMATCHED_PATH = "unmatched"
 _CONVERTER = re.compile(r"<(?:[^>:]+:)?([^>]+)>")
