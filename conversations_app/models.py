@@ -10,9 +10,10 @@ Only conversations_app.store touches these models.
 from __future__ import annotations
 
 from django.db import models
+from django_prometheus.models import ExportModelOperationsMixin
 
 
-class Conversation(models.Model):
+class Conversation(ExportModelOperationsMixin("conversation"), models.Model):
     """One per chain root; branches from any response stay in the root's conversation."""
 
     id = models.CharField(primary_key=True, max_length=64)
@@ -31,7 +32,7 @@ class Conversation(models.Model):
         return self.id
 
 
-class StoredResponse(models.Model):
+class StoredResponse(ExportModelOperationsMixin("stored_response"), models.Model):
     class Status(models.TextChoices):
         COMPLETED = "completed"
         INCOMPLETE = "incomplete"
@@ -80,7 +81,7 @@ class StoredResponse(models.Model):
         return self.input_tokens + self.output_tokens
 
 
-class Item(models.Model):
+class Item(ExportModelOperationsMixin("item"), models.Model):
     class Kind(models.IntegerChoices):
         INPUT = 0
         OUTPUT = 1

@@ -1,12 +1,12 @@
 """The gateway's Prometheus metric families: the seed's, exactly as docs/observability.md lists
 them, and the rate limiter's.
 
-All families live in prometheus_client's default registry, like the circuit-breaker families
-(still in responses_app.providers.resilience), so one exposition (see `exposition()`) carries
-them all. Under
-gunicorn, PROMETHEUS_MULTIPROC_DIR (set by gateway_project/gunicorn.conf.py) makes every worker
-write its samples to files that the scraped worker aggregates, so a scrape is right whichever worker
-answers it.
+Every family is on prometheus_client's default registry, and so are django-prometheus's
+django_db_* (its database backends, gateway_project/settings.py) and django_model_* (its model
+mixin), so one exposition (see `exposition()`) carries them all. Under gunicorn,
+PROMETHEUS_MULTIPROC_DIR (set by gateway_project/gunicorn.conf.py before any worker imports
+prometheus_client) makes every worker write its samples to files that the scraped worker
+aggregates, so a scrape is right whichever worker answers it.
 """
 
 from __future__ import annotations
@@ -154,7 +154,8 @@ def multiprocess_dir() -> str | None:
 
 
 def exposition() -> bytes:
-    """The text exposition for one scrape: every family of every worker, plus the active gauge."""
+    """The text exposition for one scrape: every family of every worker (the gateway's and
+    django-prometheus's), plus the active gauge."""
     registry = CollectorRegistry(auto_describe=False)
     if multiprocess_dir():
         MultiProcessCollector(registry)
