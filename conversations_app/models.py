@@ -14,9 +14,10 @@ Only conversations_app.store touches these models.
 from __future__ import annotations
 
 from django.db import models
+from django_prometheus.models import ExportModelOperationsMixin
 
 
-class Conversation(models.Model):
+class Conversation(ExportModelOperationsMixin("conversation"), models.Model):
     """One per chain root; branches from any response stay in the root's conversation."""
 
     id = models.CharField(primary_key=True, max_length=64)
@@ -35,7 +36,7 @@ class Conversation(models.Model):
         return self.id
 
 
-class StoredResponse(models.Model):
+class StoredResponse(ExportModelOperationsMixin("stored_response"), models.Model):
     class Status(models.TextChoices):
         IN_PROGRESS = "in_progress"
         COMPLETED = "completed"
@@ -94,7 +95,7 @@ class StoredResponse(models.Model):
         return self.input_tokens + self.output_tokens
 
 
-class Item(models.Model):
+class Item(ExportModelOperationsMixin("item"), models.Model):
     class Kind(models.IntegerChoices):
         INPUT = 0
         OUTPUT = 1
@@ -117,7 +118,7 @@ class Item(models.Model):
         return self.item_id
 
 
-class WorkerLease(models.Model):
+class WorkerLease(ExportModelOperationsMixin("worker_lease"), models.Model):
     """A gateway worker process that may be running turns, renewed by its heartbeat.
 
     A turn left `in_progress` belongs to a dead worker when its lease is gone or stale, or when the

@@ -23,6 +23,9 @@ class RequestNotes:
     request_id: str = ""
     # The server span's context (tracing middleware), for the access log's trace_id/span_id.
     trace_span_context: Any = None
+    # A view's exception that no later middleware turned into a response (tracing middleware's
+    # process_exception), recorded on the server span when the request ends.
+    view_exception: BaseException | None = None
     # Set by the auth middleware: who is calling (None when auth is off or failed).
     identity: Identity | None = None
     auth_failed: bool = False

@@ -42,11 +42,15 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "conversations_app",
     "responses_app",
-    # Installed for its exports and helpers; the gateway's own metric families are in
-    # gateway_project.observability.metrics (the names the seed documents).
+    # Its database backends and model mixin export django_db_* and django_model_* beside the
+    # gateway's families (gateway_project.observability.metrics); its HTTP middleware is not used.
     "django_prometheus",
     "identity_app",
 ]
+# django-prometheus's buckets for django_db_query_duration_seconds: its default starts at 10 ms,
+# above most of the gateway's queries, which would all land in the first bucket.
+PROMETHEUS_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                              float("inf"))
 
 # The seed's order: request id/logging -> tracing -> metrics -> rate limit -> auth -> views.
 MIDDLEWARE = [
@@ -90,11 +94,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # upstream (conversations_app.store.release_connection), so this bounds Postgres connections
     # at workers x DB_POOL_MAX_SIZE however many streams are open.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    # Django 5.2 turns this into psycopg_pool's `check=ConnectionPool.check_connection` (it cannot
-    # go in the pool options: Django passes `check=` itself). Every checkout is then tested with an
-    # empty query, so a connection killed by a Postgres restart is replaced instead of failing
-    # the request that drew it; gateway_project/db_pool.py makes the first dead one sweep the rest.
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Pooled connections are checked when Django takes one, by the gateway's backend below, which
+    # also sweeps the pool on the first dead one (a Postgres restart kills them all). Django's own
+    # CONN_HEALTH_CHECKS would check too, but back off a second between dead connections.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
     options = DATABASES["default"].setdefault("OPTIONS", {})
     # libpq's own limit (2 s is its minimum) for opening a connection, so a host that drops packets
     # fails as fast as one that refuses them. A connect_timeout in DATABASE_URL wins.
@@ -114,6 +117,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     }
 if test_db_name := env.str("TEST_DB_NAME", default=""):
     DATABASES["default"]["TEST"] = {"NAME": test_db_name}
+# Set after the pool block, which tests for Django's engine name: django-prometheus's subclasses
+# of the same backends count and time every query (django_db_* on the metrics endpoint,
+# docs/observability.md); with Postgres they keep Django's connection pool, and the gateway's own
+# subclass checks pooled connections at checkout (gateway_project/db_backends/postgresql).
+DATABASES["default"]["ENGINE"] = {
+    "django.db.backends.postgresql": "gateway_project.db_backends.postgresql",
+    "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+}.get(DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"])
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import redis
 
-from identity_app.limiter_metrics import BACKEND_ERRORS, DECISION_SECONDS
+from gateway_project.observability import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -210,12 +210,12 @@ class Limiter:
             decision = self.buckets.acquire(subject, limits, requests=1, tokens=tokens)
         except BackendUnavailable as exc:
             self._incident(exc)
-            BACKEND_ERRORS.labels("fail_open" if self.fail_open else "fail_closed").inc()
+            metrics.rate_limit_backend_errors_total.labels("fail_open" if self.fail_open else "fail_closed").inc()
             if self.fail_open:
                 return None
             raise
         finally:
-            DECISION_SECONDS.observe(time.perf_counter() - started)
+            metrics.rate_limit_decision_seconds.observe(time.perf_counter() - started)
         if self._down:
             self._down = False
             logger.warning("rate limit: Redis is reachable again; limits are enforced")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db import models
+from django_prometheus.models import ExportModelOperationsMixin
 
 OIDC_OWNER_PREFIX = "oidc:"
 
@@ -14,7 +15,7 @@ def validate_owner(value: str) -> None:
         raise ValidationError(f"an API key owner may not start with {OIDC_OWNER_PREFIX!r}")
 
 
-class ApiKey(models.Model):
+class ApiKey(ExportModelOperationsMixin("api_key"), models.Model):
     name = models.CharField(max_length=200)
     # The first characters of the key, shown in lists so an operator can tell keys apart.
     prefix = models.CharField(max_length=32, unique=True, editable=False)

@@ -28,11 +28,11 @@ from django.http import HttpRequest, HttpResponse
 
 from gateway_project.api_errors import ApiError
 from gateway_project.middleware.errors import is_api_path
+from gateway_project.observability import metrics
 from gateway_project.request_notes import notes_of
 from identity_app.client_ip import client_ip, parse_networks
 from identity_app.identity import identity_of
 from identity_app.limiter import BackendUnavailable, Decision, Limiter, Limits, build_limiter
-from identity_app.limiter_metrics import REJECTIONS
 
 # About four bytes of JSON per token: an estimate, corrected by reconciliation with real usage.
 BYTES_PER_TOKEN = 4
@@ -212,11 +212,11 @@ class RateLimitMiddleware:
         try:
             decision = self.limiter.acquire(subject, limits, tokens=tokens)
         except BackendUnavailable:
-            REJECTIONS.labels("backend_unavailable").inc()
+            metrics.rate_limit_rejections_total.labels("backend_unavailable").inc()
             raise limiter_unavailable() from None
         if decision is None:
             return None  # fail open: admitted, no headers (there is no state to report)
         if not decision.admitted:
-            REJECTIONS.labels(decision.scope or "requests").inc()
+            metrics.rate_limit_rejections_total.labels(decision.scope or "requests").inc()
             raise rate_limited(decision)
         return Ticket(self.limiter, subject, limits.tpm, decision)

@@ -1,9 +1,15 @@
-"""The HTTP server span, from opentelemetry-instrumentation-django, placed where the seed puts it.
+"""The HTTP server span of each request, built on OpenTelemetry's public API.
 
-`DjangoInstrumentor().instrument()` would insert its middleware at the top of MIDDLEWARE, above
-the request-id middleware; subclassing it and listing this class in settings keeps the seed's
-order (logging -> tracing -> metrics). The span gets `http.request_id`; for streamed responses it
-stays open, and current, until the last byte, so spans and logs of the whole stream belong to it.
+One SERVER span per request, named `METHOD route` (`POST v1/responses`; the method alone when no
+route matches, `HTTP` for a non-standard method). Its parent is the caller's W3C `traceparent`
+when there is one, and the tracer provider's parent-based sampler decides whether it is recorded
+(gateway_project/observability/tracing.py). The middleware sits where the seed puts it, after the
+request-id middleware, so the span carries `http.request_id`.
+
+The span is the current span while the rest of the chain and the view run, so provider and store
+spans are its children. For a StreamingHttpResponse it stays open, and current, until the last
+byte is sent: the store write at the end of a stream belongs to the same trace, and the span's
+duration is the real one.
 """
 
 from __future__ import annotations
@@ -14,53 +20,107 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from opentelemetry.instrumentation.django import DjangoInstrumentor
-from opentelemetry.instrumentation.django.middleware.otel_middleware import _DjangoMiddleware
-from opentelemetry.trace import Span
+from django.urls import Resolver404, resolve
+from opentelemetry import context, propagate, trace
+from opentelemetry.instrumentation.wsgi import add_response_attributes, collect_request_attributes, wsgi_getter
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from gateway_project.observability import tracing, tracing_enabled
 from gateway_project.request_notes import notes_of
 
-
-def _on_request(span: Span, request: HttpRequest) -> None:
-    notes = notes_of(request)
-    notes.trace_span_context = span.get_span_context()
-    if span.is_recording():
-        span.set_attribute("http.request_id", notes.request_id)
+# The HTTP methods of the semantic conventions; any other becomes span name `HTTP`, so a client
+# cannot mint span names.
+_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})
 
 
-def _instrument_once() -> None:
-    """Configure the instrumentation's tracer and hooks without letting it edit MIDDLEWARE."""
-    instrumentor = DjangoInstrumentor()
-    if instrumentor.is_instrumented_by_opentelemetry:
-        return
-    listed = settings.MIDDLEWARE
-    settings.MIDDLEWARE = list(listed)  # it inserts into this copy, which is then discarded
+def route_of(request: HttpRequest) -> str | None:
+    """The route template the request's path matches (`v1/responses/<str:response_id>`), if any.
+
+    Known before the view runs, so the span is named at its start, as the conventions ask.
+    """
     try:
-        instrumentor.instrument(request_hook=_on_request)
-    finally:
-        settings.MIDDLEWARE = listed
+        return resolve(request.path_info).route or None
+    except Resolver404:
+        return None
 
 
-class TracingMiddleware(_DjangoMiddleware):
+def span_name(method: str, route: str | None) -> str:
+    if method not in _METHODS:
+        return "HTTP"
+    return f"{method} {route}" if route else method
+
+
+class TracingMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         if not tracing_enabled():
             raise MiddlewareNotUsed
         tracing.ensure_started(settings.GATEWAY.observability.tracing)
-        _instrument_once()
-        super().__init__(get_response)
+        self.get_response = get_response
+        self.tracer = tracing.tracer()
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        self.process_request(request)
-        response = self.get_response(request)
+        span, token = self._start(request)
+        try:
+            response = self.get_response(request)
+        except BaseException as exc:
+            # Django turns errors below into responses, so this is rare; the span must end anyway.
+            self._end(request, span, token, None, exc)
+            raise
         if isinstance(response, StreamingHttpResponse):
-            response.streaming_content = self._end_after_stream(request, response, response.streaming_content)
-            return response
-        return self.process_response(request, response)
+            response.streaming_content = self._end_after_stream(request, span, token, response,
+                                                                response.streaming_content)
+        else:
+            self._end(request, span, token, response)
+        return response
 
-    def _end_after_stream(self, request: HttpRequest, response: StreamingHttpResponse,
-                         content: Iterator[Any]) -> Iterator[Any]:
+    def process_exception(self, request: HttpRequest, exception: Exception) -> None:
+        # Django calls this for a view's exception that no middleware below turned into a
+        # response (ApiErrorMiddleware answers those on API paths first, with a 5xx the span
+        # reports as an error anyway). Recorded when the span ends, after the status code.
+        notes_of(request).view_exception = exception
+
+    def _start(self, request: HttpRequest) -> tuple[Span, object]:
+        # A fresh context from the headers alone: nothing left current by an earlier request on
+        # this thread or greenlet can become this request's parent.
+        parent = propagate.extract(request.META, getter=wsgi_getter)
+        route = route_of(request)
+        span = self.tracer.start_span(span_name(request.method or "", route), context=parent, kind=SpanKind.SERVER)
+        notes = notes_of(request)
+        notes.trace_span_context = span.get_span_context()
+        if span.is_recording():
+            # Collected only for sampled requests: an unsampled one pays for the span, not these.
+            attributes = {k: v for k, v in collect_request_attributes(request.META).items() if v is not None}
+            if route:
+                attributes["http.route"] = route
+            attributes["http.request_id"] = notes.request_id
+            span.set_attributes(attributes)
+        token = context.attach(trace.set_span_in_context(span, parent))
+        return span, token
+
+    def _end(self, request: HttpRequest, span: Span, token: object, response: HttpResponse | None,
+             failure: BaseException | None = None) -> None:
+        try:
+            if response is not None and span.is_recording():
+                # http.status_code, and an error status for 5xx (a 4xx is the client's error).
+                add_response_attributes(span, f"{response.status_code} {response.reason_phrase}",
+                                        list(response.items()))
+            failure = failure or notes_of(request).view_exception
+            if failure is not None:
+                span.record_exception(failure)
+                span.set_status(Status(StatusCode.ERROR, f"{type(failure).__name__}: {failure}"))
+        finally:
+            span.end()
+            context.detach(token)
+
+    def _end_after_stream(self, request: HttpRequest, span: Span, token: object, response: StreamingHttpResponse,
+                          content: Iterator[Any]) -> Iterator[Any]:
+        # `content` is the iterator as it was: response.streaming_content is this generator by now.
+        failure: Exception | None = None
         try:
             yield from content
+        except Exception as exc:
+            failure = exc
+            raise
+        # GeneratorExit (the client went away) is not an error of the gateway's: only the end.
         finally:
-            self.process_response(request, response)
+            self._end(request, span, token, response, failure)

@@ -1,10 +1,12 @@
-"""The seed's Prometheus metric families, exactly as docs/observability.md lists them.
+"""The gateway's Prometheus metric families: the seed's, exactly as docs/observability.md lists
+them, and the rate limiter's.
 
-All families live in prometheus_client's default registry, like the circuit-breaker and rate-limit
-families other modules define, so one exposition (see `exposition()`) carries them all. Under
-gunicorn, PROMETHEUS_MULTIPROC_DIR (set by gateway_project/gunicorn.conf.py) makes every worker
-write its samples to files that the scraped worker aggregates, so a scrape is right whichever worker
-answers it.
+Every family is on prometheus_client's default registry, and so are django-prometheus's
+django_db_* (its database backends, gateway_project/settings.py) and django_model_* (its model
+mixin), so one exposition (see `exposition()`) carries them all. Under gunicorn,
+PROMETHEUS_MULTIPROC_DIR (set by gateway_project/gunicorn.conf.py before any worker imports
+prometheus_client) makes every worker write its samples to files that the scraped worker
+aggregates, so a scrape is right whichever worker answers it.
 """
 
 from __future__ import annotations
@@ -94,6 +96,21 @@ turns_recovered_total = Counter(
     "request: `worker_lost` (its worker died), `expired` (older than any turn can run), `deferred` (stored "
     "later, after the database came back).", ["reason"])
 
+# Rate limiting (identity_app.limiter and gateway_project.middleware.ratelimit).
+RATE_LIMIT_DECISION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+rate_limit_rejections_total = Counter(
+    "rate_limit_rejections", "Requests refused by the gateway's rate limiter.",
+    ["scope"],  # requests | tokens | backend_unavailable
+)
+rate_limit_decision_seconds = Histogram(
+    "rate_limit_decision_seconds", "Time to take one rate-limit decision (a Redis round trip when Redis is used).",
+    buckets=RATE_LIMIT_DECISION_BUCKETS,
+)
+rate_limit_backend_errors_total = Counter(
+    "rate_limit_backend_errors", "Rate-limit decisions that could not reach Redis.",
+    ["outcome"],  # fail_open | fail_closed
+)
+
 UNMATCHED_PATH = "unmatched"
 _CONVERTER = re.compile(r"<(?:[^>:]+:)?([^>]+)>")
 
@@ -159,7 +176,8 @@ def multiprocess_dir() -> str | None:
 
 
 def exposition() -> bytes:
-    """The text exposition for one scrape: every family of every worker, plus the active gauge."""
+    """The text exposition for one scrape: every family of every worker (the gateway's and
+    django-prometheus's), plus the active gauge."""
     registry = CollectorRegistry(auto_describe=False)
     if multiprocess_dir():
         MultiProcessCollector(registry)

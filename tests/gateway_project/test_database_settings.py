@@ -8,13 +8,12 @@ from django.db import connection
 
 
 def test_the_pool_settings_reach_psycopg_pool_through_django(db: None, settings: Any) -> None:
-    # Django 5.2 builds the pool from OPTIONS["pool"], the connection kwargs from OPTIONS and
-    # `check=` from CONN_HEALTH_CHECKS: these are the values a worker really runs with.
+    # Django 5.2 builds the pool from OPTIONS["pool"] and the connection kwargs from OPTIONS: these
+    # are the values a worker really runs with. Connections are checked by the gateway's backend at
+    # checkout (tests/gateway_project/test_db_pool.py), not by the pool with its backoff.
     configured = settings.DATABASES["default"]
     pool = connection.pool
-    assert configured["CONN_HEALTH_CHECKS"] is True
+    assert configured["CONN_HEALTH_CHECKS"] is False
     assert pool.timeout == configured["OPTIONS"]["pool"]["timeout"] <= 2
     assert pool.reconnect_timeout == configured["OPTIONS"]["pool"]["reconnect_timeout"]
     assert pool.kwargs["connect_timeout"] == configured["OPTIONS"]["connect_timeout"]
-    # CONN_HEALTH_CHECKS became psycopg_pool's check (wrapped by gateway_project.db_pool).
-    assert pool._check is not None

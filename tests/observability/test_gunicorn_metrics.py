@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.gunicorn import GatewayProcess
@@ -76,6 +77,47 @@ def test_one_scrape_counts_every_request_of_every_worker_exactly(fake_openai):
             samples = totals(gw.url)
             assert value(samples, "http_requests_total", path="/v1/responses", method="POST") == N
             assert value(samples, "http_requests_total", path="/v1/models") == 4
+
+
+def worker_totals(directory: Path, pid: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """What one worker alone has recorded, read from its own files in the multiprocess directory."""
+    files = [str(path) for path in directory.glob(f"*_{pid}.db")]
+    out = {}
+    for family in MultiProcessCollector.merge(files, accumulate=True):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_one_scrape_sums_the_database_families_of_every_worker(fake_openai):
+    db = {"alias": "default", "vendor": "postgresql"}
+    with tempfile.TemporaryDirectory(prefix="obs-multiproc-") as directory:
+        gw = GatewayProcess(gateway_yaml(fake_openai.url, log_level="warn"), workers=2,
+                            env={"PROMETHEUS_MULTIPROC_DIR": directory})
+        with gw:
+            def call(index: int) -> int:
+                body = {"model": "gpt-test", "input": f"hi {index}"}
+                return requests.post(f"{gw.base_url}/responses", json=body, timeout=30).status_code
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                assert list(pool.map(call, range(N))) == [200] * N
+            # Read before the scrape: the scrape's own query (the active-conversations gauge)
+            # runs after it has collected the files.
+            workers = {pid: worker_totals(Path(directory), pid) for pid in worker_pids(Path(directory))}
+            samples = totals(gw.url)
+
+    # Each turn inserts one conversation and one response, whichever worker stored it.
+    assert value(samples, "django_model_inserts_total", model="conversation") == N
+    assert value(samples, "django_model_inserts_total", model="stored_response") == N
+    # Both workers ran queries, and the one scrape shows their sum, every query timed.
+    executed = {pid: value(w, "django_db_execute_total", **db) for pid, w in workers.items()}
+    assert sum(1 for count in executed.values() if count > 0) >= 2, f"one worker served everything: {executed}"
+    total = value(samples, "django_db_execute_total", **db)
+    assert total == sum(executed.values())
+    assert total >= 3 * N  # at least a conversation, a response and its items per turn
+    assert value(samples, "django_db_query_duration_seconds_count", **db) == total
+    assert value(samples, "django_db_new_connections_total", **db) == sum(
+        value(w, "django_db_new_connections_total", **db) for w in workers.values())
 
 
 def test_metrics_path_is_404_under_gunicorn_when_metrics_are_off(fake_openai):

@@ -61,6 +61,19 @@ def test_every_seed_family_is_exposed_with_its_type_and_labels(client):
         assert {k for k in samples[0].labels if k != "le"} == labels, name
 
 
+def test_the_rate_limit_families_live_with_the_others():
+    families = {family.name: (family.type, family.documentation)
+                for collector in (metrics.rate_limit_rejections_total, metrics.rate_limit_decision_seconds,
+                                  metrics.rate_limit_backend_errors_total)
+                for family in collector.describe()}
+    assert families == {
+        "rate_limit_rejections": ("counter", "Requests refused by the gateway's rate limiter."),
+        "rate_limit_decision_seconds": (
+            "histogram", "Time to take one rate-limit decision (a Redis round trip when Redis is used)."),
+        "rate_limit_backend_errors": ("counter", "Rate-limit decisions that could not reach Redis."),
+    }
+
+
 def test_http_path_label_is_the_route_template_never_the_raw_url(client):
     before = sample("http_requests_total", method="GET", path="/v1/responses/{response_id}", status="404")
     unmatched = sample("http_requests_total", method="GET", path="unmatched", status="404")

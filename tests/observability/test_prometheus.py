@@ -30,6 +30,11 @@ SEED_QUERIES = [
     "rate(provider_tokens_total[1m]) * 60",
     "histogram_quantile(0.95, sum by (le, provider, model) (rate(provider_request_duration_seconds_bucket[5m])))",
 ]
+# docs/observability.md's queries over django-prometheus's database families.
+DATABASE_QUERIES = [
+    "sum(rate(django_db_execute_total[5m])) / sum(rate(http_requests_total[5m]))",
+    "histogram_quantile(0.95, sum by (le) (rate(django_db_query_duration_seconds_bucket[5m])))",
+]
 SEED_INVALID = "histogram_quantile(0.95, rate(provider_request_duration_seconds_bucket[5m])) by (provider, model)"
 
 
@@ -110,8 +115,15 @@ def traffic(gw: GatewayProcess) -> None:
 
 
 def test_every_seed_example_query_returns_data(stack):
-    gw, prometheus = stack
-    pending = set(SEED_QUERIES)
+    assert_data_for(*stack, SEED_QUERIES)
+
+
+def test_the_database_example_queries_return_data(stack):
+    assert_data_for(*stack, DATABASE_QUERIES)
+
+
+def assert_data_for(gw: GatewayProcess, prometheus: Prometheus, queries: list[str]) -> None:
+    pending = set(queries)
     deadline = time.monotonic() + 90
     while pending and time.monotonic() < deadline:
         traffic(gw)

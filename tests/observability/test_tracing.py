@@ -9,7 +9,8 @@ from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpResponse
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.sampling import Decision
-from opentelemetry.trace import SpanKind
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
 
 from gateway_project.config import ExporterConfig, SamplerConfig
 from gateway_project.middleware.tracing import TracingMiddleware
@@ -106,6 +107,60 @@ def test_an_unsampled_caller_is_honoured(client, spans, fake_openai):
     client.post("/v1/responses", {"model": "gpt-test", "input": "hi"}, traceparent=f"00-{TRACE_ID}-{PARENT_ID}-00")
     assert spans.get_finished_spans() == ()
     assert fake_openai.last.headers["traceparent"].endswith("-00")
+
+
+def test_a_request_that_matches_no_route_is_named_by_its_method(client, spans):
+    assert client.get("/no/such/route").status_code == 404
+    [server] = spans.get_finished_spans()
+    assert server.name == "GET"
+    assert "http.route" not in server.attributes
+    assert server.attributes["http.status_code"] == 404
+
+
+def test_a_client_error_is_not_a_span_error(client, spans):
+    assert client.create(model="no-such-model", input="hi").status_code == 400
+    [server] = by_name(spans)["POST v1/responses"]
+    assert server.status.status_code == StatusCode.UNSET
+
+
+@pytest.mark.urls("tests.observability.failing_urls")
+def test_a_crash_on_an_api_path_is_a_span_error(client, spans):
+    client.client.raise_request_exception = False
+    assert client.get("/v1/crash").status_code == 500
+    [server] = by_name(spans)["GET v1/crash"]
+    assert server.attributes["http.status_code"] == 500
+    assert server.status.status_code == StatusCode.ERROR
+
+
+@pytest.mark.urls("tests.observability.failing_urls")
+def test_an_unhandled_view_exception_is_recorded_on_the_span(client, spans):
+    client.client.raise_request_exception = False
+    assert client.get("/internal/crash").status_code == 500
+    [server] = by_name(spans)["GET internal/crash"]
+    assert server.status.status_code == StatusCode.ERROR
+    assert server.status.description == "RuntimeError: kaboom"
+    [event] = server.events
+    assert event.name == "exception" and event.attributes["exception.type"] == "RuntimeError"
+
+
+@pytest.mark.urls("tests.observability.failing_urls")
+def test_an_exception_in_the_middle_of_a_stream_is_recorded_on_the_span(client, spans):
+    response = client.get("/internal/crash-mid-stream")
+    with pytest.raises(ValueError, match="mid-stream"):
+        response.getvalue()
+    [server] = by_name(spans)["GET internal/crash-mid-stream"]
+    assert server.status.status_code == StatusCode.ERROR
+    assert server.status.description == "ValueError: mid-stream"
+    assert [event.name for event in server.events] == ["exception"]
+
+
+def test_the_server_span_is_current_only_during_its_request(client, spans):
+    client.create(model="gpt-test", input="hi")
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    response = client.post("/v1/responses", {"model": "gpt-test", "input": "hi", "stream": True})
+    assert trace.get_current_span().get_span_context().span_id != 0, "current until the last byte"
+    response.getvalue()
+    assert trace.get_current_span() is trace.INVALID_SPAN
 
 
 def test_tracing_middleware_switches_itself_off(settings, fake_openai):
