@@ -40,7 +40,7 @@ class OpenStream:
         self.sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
                           + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         self.buffer = b""
-        while b'"response.created"' not in self.buffer or not self.buffer.endswith(b"\n\n"):
+        while b'"response.created"' not in self.buffer or b"\n\n" not in self.buffer.split(b'"response.created"')[1]:
             chunk = self.sock.recv(65536)
             assert chunk, self.buffer
             self.buffer += chunk

@@ -21,12 +21,14 @@ EXPECTED = {
     "django_model_updates": ("counter", {"model"}),
     "django_model_deletes": ("counter", {"model"}),
 }
-MODELS = {"conversation", "stored_response", "item", "api_key"}
+MODELS = {"conversation", "stored_response", "item", "api_key", "worker_lease"}
 
 
 def test_the_gateway_runs_on_django_prometheus_database_backends_with_the_pool(db):
     default = connections["default"]
-    assert type(default).__module__ == "django_prometheus.db.backends.postgresql.base"
+    from django_prometheus.db.backends.postgresql.base import DatabaseWrapper
+
+    assert isinstance(default, DatabaseWrapper)  # the gateway's backend subclasses django-prometheus's
     default.ensure_connection()
     # The connection came from Django's pool (settings.py sets OPTIONS["pool"]), and the pool's
     # connections make the exporting cursors: the wrapper passes its cursor_factory to the pool.

@@ -65,14 +65,15 @@ def _stream_until_text(gw: GatewayProcess, model: str, want: str) -> tuple[socke
 
 
 def _stored(gw: GatewayProcess, response_id: str) -> dict[str, Any]:
-    # The turn is written by the worker after it unwinds; poll its public state briefly.
+    # The turn exists in_progress from the start and is settled by the worker as it unwinds; poll
+    # its public state briefly.
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         response = requests.get(f"{gw.base_url}/responses/{response_id}", timeout=5)
-        if response.status_code == 200:
+        if response.status_code == 200 and response.json()["status"] != "in_progress":
             return response.json()
         time.sleep(0.05)
-    raise AssertionError(f"{response_id} was never stored:\n{gw.log()}")
+    raise AssertionError(f"{response_id} was never settled:\n{gw.log()}")
 
 
 @pytest.mark.parametrize(("model", "upstream", "step", "usage"), [
