@@ -7,7 +7,6 @@ where a number belongs is an error, not a silent conversion.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,6 +21,7 @@ from pydantic import (
 )
 
 from gateway_project.api_errors import ApiError, invalid_request
+from gateway_project.json_body import parse_json_object
 
 
 class _Strict(BaseModel):
@@ -278,20 +278,9 @@ def _first_error(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> ApiError
                            code="invalid_type" if error["type"].endswith("_type") else "invalid_value")
 
 
-def parse_json_body(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise invalid_request(
-            "We could not parse the JSON body of your request. The body must be valid JSON.", code="invalid_json"
-        ) from None
-    if not isinstance(data, dict):
-        raise invalid_request("The request body must be a JSON object.", code="invalid_json")
-    return data
-
-
 def parse_create_request(body: bytes) -> CreateResponseRequest:
-    data = parse_json_body(body)
+    # Refuses, before anything is spent, what Postgres or a JSON encoder further on cannot hold.
+    data = parse_json_object(body)
     if "input" not in data or data["input"] is None:
         raise invalid_request("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
     try:
