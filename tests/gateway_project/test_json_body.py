@@ -46,7 +46,8 @@ CLEAN = json.dumps({
     "model": "gpt-test", "instructions": 'Say "hi".\nThen stop.\t\\ done',
     "input": [{"role": "user", "content": [{"type": "input_text", "text": "café 東京 🙂"}]}],
     "tools": [{"type": "function", "name": "f", "parameters": {"type": "object", "properties": {
-        "n": {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}, "x": {"type": "number", "maximum": 1e308}}}}],
+        "n": {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+        "x": {"type": "number", "maximum": 1e308}}}}],
     "metadata": {"k": "v"}, "temperature": 0.5, "max_output_tokens": 1024,
 }, ensure_ascii=False).encode()
 
@@ -117,8 +118,10 @@ def test_numbers_must_fit_int64_and_be_finite(literal, ok):
         assert _refusal(body) == ("x.y[0]", "invalid_value")
 
 
-@pytest.mark.parametrize("body", [b'{"t": NaN}', b'{"t": Infinity}', b'{"t": -Infinity}', b'{"t": ' + b"1" * 5000 + b"}",
-                                  b"{", b"[1]", b'"text"', "{}".encode("utf-16"), b'{"a": "\xed\xa0\x80"}'])
+@pytest.mark.parametrize("body", [
+    b'{"t": NaN}', b'{"t": Infinity}', b'{"t": -Infinity}', b'{"t": ' + b"1" * 5000 + b"}",
+    b"{", b"[1]", b'"text"', "{}".encode("utf-16"), b'{"a": "\xed\xa0\x80"}',
+])
 def test_what_is_not_a_json_object_is_invalid_json(body):
     assert _refusal(body) == (None, "invalid_json")
 
