@@ -7,7 +7,6 @@ where a number belongs is an error, not a silent conversion.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,6 +21,20 @@ from pydantic import (
 )
 
 from gateway_project.api_errors import ApiError, invalid_request
+from gateway_project.json_body import MAX_DEPTH, parse_json_object, too_deeply_nested
+
+
+# Upper bound for token counts and similar limits. Token counts end up in Postgres `integer`
+# columns (conversations_app.models), so nothing larger can ever be reported back, and no model
+# comes within orders of magnitude of it; a larger value is a client bug, better a 400 naming
+# the parameter than forwarded upstream after the request was admitted.
+INT32_MAX = 2**31 - 1
+
+# Client-sent item ids are stored as given (clients paginate input_items by them), in
+# conversations_app.models.Item.item_id, a varchar(100): a longer id would fail the write
+# after the upstream was paid for.
+ITEM_ID_MAX_LENGTH = 100
+ItemId = Annotated[str | None, Field(max_length=ITEM_ID_MAX_LENGTH)]
 
 
 class _Strict(BaseModel):
@@ -93,7 +106,7 @@ class MessageItem(_Strict):
     type: Literal["message"] = "message"
     role: Literal["user", "assistant", "system", "developer"]
     content: str | list[ContentPart]
-    id: str | None = None
+    id: ItemId = None
     status: str | None = None
 
 
@@ -102,21 +115,30 @@ class FunctionCallItem(_Strict):
     call_id: str = Field(min_length=1)
     name: str = Field(min_length=1)
     arguments: str
-    id: str | None = None
+    id: ItemId = None
     status: str | None = None
+
+    @field_validator("arguments")
+    @classmethod
+    def _arguments_depth(cls, value: str) -> str:
+        # Anthropic and Gemini take the arguments as an object, so their adapters parse this
+        # string: nesting that Python's json cannot take must be a 400 here, not a 500 there.
+        if too_deeply_nested(value):
+            raise ValueError(f"JSON may be nested at most {MAX_DEPTH} levels deep")
+        return value
 
 
 class FunctionCallOutputItem(_Strict):
     type: Literal["function_call_output"]
     call_id: str = Field(min_length=1)
     output: str | list[ContentPart]
-    id: str | None = None
+    id: ItemId = None
     status: str | None = None
 
 
 class ReasoningItem(_Strict):
     type: Literal["reasoning"]
-    id: str | None = None
+    id: ItemId = None
     summary: list[Any] = Field(default_factory=list)
 
 
@@ -204,14 +226,15 @@ class CreateResponseRequest(_Strict):
     model: str = Field(min_length=1)
     input: Any
     instructions: str | None = None
-    previous_response_id: str | None = None
+    # An empty id would silently start a new chain (the service treats it as "no previous").
+    previous_response_id: str | None = Field(default=None, min_length=1)
     conversation: str | dict[str, Any] | None = None
     store: bool = True
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    max_output_tokens: int | None = Field(default=None, ge=16)
+    max_output_tokens: int | None = Field(default=None, ge=16, le=INT32_MAX)
     tools: list[FunctionTool] = Field(default_factory=list)
     tool_choice: Literal["none", "auto", "required"] | ToolChoiceFunction = "auto"
     parallel_tool_calls: bool | None = None
@@ -222,7 +245,7 @@ class CreateResponseRequest(_Strict):
     truncation: Literal["auto", "disabled"] | None = None
     include: list[str] | None = None
     background: bool | None = None
-    max_tool_calls: int | None = Field(default=None, ge=1)
+    max_tool_calls: int | None = Field(default=None, ge=1, le=INT32_MAX)
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     service_tier: str | None = None
     safety_identifier: str | None = None
@@ -278,20 +301,9 @@ def _first_error(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> ApiError
                            code="invalid_type" if error["type"].endswith("_type") else "invalid_value")
 
 
-def parse_json_body(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise invalid_request(
-            "We could not parse the JSON body of your request. The body must be valid JSON.", code="invalid_json"
-        ) from None
-    if not isinstance(data, dict):
-        raise invalid_request("The request body must be a JSON object.", code="invalid_json")
-    return data
-
-
 def parse_create_request(body: bytes) -> CreateResponseRequest:
-    data = parse_json_body(body)
+    # Refuses, before anything is spent, what Postgres or a JSON encoder further on cannot hold.
+    data = parse_json_object(body)
     if "input" not in data or data["input"] is None:
         raise invalid_request("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
     try:

@@ -44,6 +44,12 @@ def database_unavailable(request: HttpRequest, exception: BaseException) -> Http
     ).response()
 
 
+def request_too_large() -> ApiError:
+    # Also sent by gateway_project.chunked_body, for a chunked body over the limit.
+    return ApiError(413, "Request body is larger than the gateway accepts (server.max_request_body_size).",
+                    code="request_too_large")
+
+
 class ApiErrorMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -55,10 +61,7 @@ class ApiErrorMiddleware:
         if isinstance(exception, ApiError):
             return exception.response()
         if isinstance(exception, RequestDataTooBig):
-            return ApiError(
-                413, "Request body is larger than the gateway accepts (server.max_request_body_size).",
-                code="request_too_large",
-            ).response()
+            return request_too_large().response()
         if is_api_path(request.path):
             if is_database_unavailable(exception):
                 return database_unavailable(request, exception)
