@@ -145,17 +145,25 @@ def release_connection() -> None:
         connection.close()
 
 
+def can_exist(public_id: str) -> bool:
+    """Whether an id a client sent could name a stored row. Ids come from URLs and query strings
+    too, where a NUL (which Postgres text cannot hold) or an id longer than any stored one would
+    make the query fail instead of finding nothing."""
+    return 0 < len(public_id) <= _MAX_ID_LENGTH and "\x00" not in public_id
+
+
 class ConversationStore:
     @property
     def backend(self) -> str:
         return "postgres" if connection.vendor == "postgresql" else connection.vendor
 
-    def _visible(self, owner: str):  # type: ignore[no-untyped-def]
-        return StoredResponse.objects.filter(owner=owner, deleted_at__isnull=True)
+    def _visible(self, owner: str, response_id: str):  # type: ignore[no-untyped-def]
+        if not can_exist(response_id):
+            return StoredResponse.objects.none()
+        return StoredResponse.objects.filter(owner=owner, deleted_at__isnull=True, pk=response_id)
 
     def get_chain(self, response_id: str, owner: str) -> Chain | None:
-        anchor = (self._visible(owner).filter(pk=response_id)
-                  .values("conversation_id", "depth", "status").first())
+        anchor = self._visible(owner, response_id).values("conversation_id", "depth", "status").first()
         if anchor is None:
             return None
         rows = (
@@ -245,7 +253,7 @@ class ConversationStore:
         WorkerLease.objects.filter(pk__in=lease_ids).delete()
 
     def get_response(self, response_id: str, owner: str) -> StoredTurn | None:
-        record = self._visible(owner).filter(pk=response_id).first()
+        record = self._visible(owner, response_id).first()
         if record is None:
             return None
         outputs = Item.objects.filter(response_id=response_id, kind=Item.Kind.OUTPUT).order_by("position")
@@ -260,15 +268,17 @@ class ConversationStore:
         )
 
     def delete_response(self, response_id: str, owner: str) -> bool:
-        return self._visible(owner).filter(pk=response_id).update(deleted_at=timezone.now()) == 1
+        return self._visible(owner, response_id).update(deleted_at=timezone.now()) == 1
 
     def list_input_items(
         self, response_id: str, owner: str, *, limit: int, order: Literal["asc", "desc"], after: str | None
     ) -> ItemPage | None:
-        if not self._visible(owner).filter(pk=response_id).exists():
+        if not self._visible(owner, response_id).exists():
             return None
         items = Item.objects.filter(response_id=response_id, kind=Item.Kind.INPUT)
         if after:
+            if not can_exist(after):
+                raise UnknownCursor(after)
             position = items.filter(item_id=after).values_list("position", flat=True).first()
             if position is None:
                 raise UnknownCursor(after)
@@ -297,6 +307,9 @@ class ConversationStore:
             purged += len(ids)
         return purged
 
+
+# The longest public id column (Item.item_id); response ids are shorter still.
+_MAX_ID_LENGTH = 100
 
 _USAGE_FIELDS = ("input_tokens", "cached_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
 

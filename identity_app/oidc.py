@@ -107,4 +107,7 @@ class OidcVerifier:
             raise InvalidToken(f"no {self.owner_claim!r} claim")
         if len(value) > MAX_OWNER_LENGTH:
             raise InvalidToken(f"{self.owner_claim!r} claim is longer than {MAX_OWNER_LENGTH} characters")
+        if "\x00" in value or not value.isprintable():
+            # The owner is stored with every row it creates; Postgres text cannot hold NUL.
+            raise InvalidToken(f"{self.owner_claim!r} claim has control characters")
         return value

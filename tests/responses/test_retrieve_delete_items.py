@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.contract import validate
 
 
@@ -86,3 +88,18 @@ def test_function_call_items_keep_their_ids(api):
     validate("ResponseItemList", data)
     assert data["data"][0]["id"] == "fc_client"
     assert data["data"][1]["type"] == "function_call_output" and data["data"][1]["id"].startswith("fco_")
+
+
+@pytest.mark.parametrize("response_id", ["resp_%00abc", "resp_" + "a" * 5000, "%00"])
+def test_ids_no_row_can_have_are_not_found_not_a_database_error(api, response_id):
+    for response in (api.get(f"/v1/responses/{response_id}"), api.delete(f"/v1/responses/{response_id}"),
+                     api.get(f"/v1/responses/{response_id}/input_items")):
+        assert response.status_code == 404, response.content
+        assert response.json()["error"]["code"] == "not_found"
+
+
+def test_an_after_cursor_no_item_can_have_is_a_400(api):
+    created = api.create(model="gpt-test", input="hi").json()
+    response = api.get(f"/v1/responses/{created['id']}/input_items", after="msg_\x00x")
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "after"
