@@ -22,7 +22,7 @@ from responses_app.providers.registry import get_registry
 from responses_app.response_object import render_response
 from responses_app.schema import parse_create_request
 
-View = Callable[..., HttpResponse]
+View = Callable[..., HttpResponse | StreamingHttpResponse]
 
 
 def api_view(*methods: str) -> Callable[[View], View]:
@@ -31,7 +31,7 @@ def api_view(*methods: str) -> Callable[[View], View]:
     def decorate(view: View) -> View:
         @csrf_exempt
         @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse | StreamingHttpResponse:
             if request.method not in methods:
                 error = ApiError(405, f"Method {request.method} is not allowed on {request.path}.",
                                  code="method_not_allowed", headers={"Allow": ", ".join(methods)})
@@ -50,7 +50,7 @@ def owner_of(request: HttpRequest) -> str:
 
 @api_view("POST")
 @admitted_by_view
-def create_response(request: HttpRequest) -> HttpResponse:
+def create_response(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     create = parse_create_request(request.body)
     ctx = TurnContext.for_request(request)
     # While the turn waits on the upstream, a client that hangs up cancels it (client_watch).
@@ -106,7 +106,8 @@ def _limit(raw: str | None) -> int:
 def response_input_items(request: HttpRequest, response_id: str) -> HttpResponse:
     order = request.GET.get("order", "desc")
     if order not in ("asc", "desc"):
-        raise invalid_request("Invalid value for 'order': expected 'asc' or 'desc'.", param="order", code="invalid_value")
+        raise invalid_request("Invalid value for 'order': expected 'asc' or 'desc'.", param="order",
+                              code="invalid_value")
     try:
         page = store.list_input_items(response_id, owner_of(request), limit=_limit(request.GET.get("limit")),
                                       order=order, after=request.GET.get("after"))

@@ -14,11 +14,11 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.core.exceptions import MiddlewareNotUsed
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from gateway_project.api_errors import ApiError
-from identity_app.client_ip import client_ip, in_networks, parse_networks
 from gateway_project.request_notes import notes_of
+from identity_app.client_ip import client_ip, in_networks, parse_networks
 from identity_app.identity import Identity, set_identity
 from identity_app.keys import find_active_key, looks_like_api_key
 from identity_app.models import OIDC_OWNER_PREFIX
@@ -42,7 +42,7 @@ def bearer_token(request: HttpRequest) -> str | None:
 
 
 class AuthMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse | StreamingHttpResponse]) -> None:
         self.get_response = get_response
         config = settings.GATEWAY.auth
         self.enabled = config.enabled
@@ -54,7 +54,7 @@ class AuthMiddleware:
             raise MiddlewareNotUsed
         self.oidc = OidcVerifier(config) if config.enabled and config.issuer else None
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         path = request.path
         if path == self.metrics_path:
             return self._guard_metrics(request) or self.get_response(request)

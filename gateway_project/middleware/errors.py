@@ -8,7 +8,7 @@ from typing import TypeGuard
 
 from django.core.exceptions import RequestDataTooBig
 from django.db.utils import InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from gateway_project.api_errors import ApiError
 
@@ -51,10 +51,10 @@ def request_too_large() -> ApiError:
 
 
 class ApiErrorMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse | StreamingHttpResponse]) -> None:
         self.get_response = get_response
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
@@ -65,6 +65,7 @@ class ApiErrorMiddleware:
         if is_api_path(request.path):
             if is_database_unavailable(exception):
                 return database_unavailable(request, exception)
-            logger.exception("unhandled error on %s", request.path)
-            return ApiError(500, "The gateway hit an internal error.", type="server_error", code="server_error").response()
+            logger.error("unhandled error on %s", request.path, exc_info=exception)
+            return ApiError(500, "The gateway hit an internal error.", type="server_error",
+                            code="server_error").response()
         return None

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
+from gateway_project.middleware import sync_streaming_content
 from gateway_project.observability import context
 from gateway_project.request_notes import notes_of
 
@@ -31,10 +32,10 @@ def choose_request_id(incoming: str | None) -> str:
 
 
 class LoggingMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse | StreamingHttpResponse]) -> None:
         self.get_response = get_response
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         notes = notes_of(request)
         notes.request_id = choose_request_id(request.headers.get("X-Request-ID"))
         context.current.set(context.RequestScope(notes.request_id))
@@ -42,7 +43,8 @@ class LoggingMiddleware:
         response = self.get_response(request)
         response["X-Request-ID"] = notes.request_id
         if isinstance(response, StreamingHttpResponse):
-            response.streaming_content = self._log_at_end(request, response, response.streaming_content, started)
+            response.streaming_content = self._log_at_end(request, response, sync_streaming_content(response),
+                                                          started)
         else:
             self._log(request, response, started)
             context.current.set(None)
@@ -58,7 +60,7 @@ class LoggingMiddleware:
             context.current.set(None)
 
     @staticmethod
-    def _log(request: HttpRequest, response: HttpResponse, started: float) -> None:
+    def _log(request: HttpRequest, response: HttpResponse | StreamingHttpResponse, started: float) -> None:
         # The tracing middleware has ended its span by now; it left the ids on the request.
         span_context = notes_of(request).trace_span_context
         ids = {}

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
+from gateway_project.middleware import sync_streaming_content
 from gateway_project.observability import context, metrics, metrics_enabled
 
 # Clients choose the method string; only known ones become label values.
@@ -20,16 +21,17 @@ def _content_length(request: HttpRequest) -> int:
 
 
 class MetricsMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse | StreamingHttpResponse]) -> None:
         if not metrics_enabled():
             raise MiddlewareNotUsed
         self.get_response = get_response
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         started = time.perf_counter()
         response = self.get_response(request)
         if isinstance(response, StreamingHttpResponse):
-            response.streaming_content = self._observe_stream(request, response, response.streaming_content, started)
+            response.streaming_content = self._observe_stream(request, response, sync_streaming_content(response),
+                                                             started)
         else:
             self._observe(request, response, started, len(response.content))
         return response
@@ -45,7 +47,8 @@ class MetricsMiddleware:
             self._observe(request, response, started, size)
 
     @staticmethod
-    def _observe(request: HttpRequest, response: HttpResponse, started: float, response_size: int) -> None:
+    def _observe(request: HttpRequest, response: HttpResponse | StreamingHttpResponse, started: float,
+                 response_size: int) -> None:
         elapsed = time.perf_counter() - started
         match = request.resolver_match
         path = metrics.route_label(match.route if match else None)

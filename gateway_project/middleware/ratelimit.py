@@ -24,9 +24,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import MiddlewareNotUsed
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from gateway_project.api_errors import ApiError
+from gateway_project.middleware import sync_streaming_content
 from gateway_project.middleware.errors import is_api_path
 from gateway_project.observability import metrics
 from gateway_project.request_notes import notes_of
@@ -37,7 +38,7 @@ from identity_app.limiter import BackendUnavailable, Decision, Limiter, Limits, 
 # About four bytes of JSON per token: an estimate, corrected by reconciliation with real usage.
 BYTES_PER_TOKEN = 4
 
-View = Callable[..., HttpResponse]
+View = Callable[..., HttpResponse | StreamingHttpResponse]
 
 
 def admitted_by_view(view: View) -> View:
@@ -149,7 +150,7 @@ def _settle_after(content: Iterable[bytes], ticket: Ticket) -> Iterator[bytes]:
 
 
 class RateLimitMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse | StreamingHttpResponse]) -> None:
         self.get_response = get_response
         config = settings.GATEWAY.rate_limit
         if not config.enabled:
@@ -160,7 +161,7 @@ class RateLimitMiddleware:
         self.limiter = build_limiter(settings.REDIS_URL, prefix=config.redis_key_prefix,
                                      timeout=config.redis_timeout, fail_open=config.fail_open)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         if not is_api_path(request.path):
             return self.get_response(request)
         response = self.get_response(request)
@@ -178,13 +179,14 @@ class RateLimitMiddleware:
             return response
         for name, value in rate_limit_headers(ticket.decision).items():
             response[name] = value
-        if response.streaming:
-            response.streaming_content = _settle_after(response.streaming_content, ticket)
+        if isinstance(response, StreamingHttpResponse):
+            response.streaming_content = _settle_after(sync_streaming_content(response), ticket)
         else:
             ticket.settle()
         return response
 
-    def process_view(self, request: HttpRequest, view: Callable[..., Any], args: Any, kwargs: Any) -> HttpResponse | None:
+    def process_view(self, request: HttpRequest, view: Callable[..., Any], args: Any,
+                     kwargs: Any) -> HttpResponse | None:
         if not is_api_path(request.path):
             return None
         notes = notes_of(request)

@@ -15,6 +15,7 @@ duration is the real one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextvars import Token
 from typing import Any
 
 from django.conf import settings
@@ -22,9 +23,11 @@ from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import Resolver404, resolve
 from opentelemetry import context, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.wsgi import add_response_attributes, collect_request_attributes, wsgi_getter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from gateway_project.middleware import sync_streaming_content
 from gateway_project.observability import tracing, tracing_enabled
 from gateway_project.request_notes import notes_of
 
@@ -51,14 +54,14 @@ def span_name(method: str, route: str | None) -> str:
 
 
 class TracingMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse | StreamingHttpResponse]) -> None:
         if not tracing_enabled():
             raise MiddlewareNotUsed
         tracing.ensure_started(settings.GATEWAY.observability.tracing)
         self.get_response = get_response
         self.tracer = tracing.tracer()
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         span, token = self._start(request)
         try:
             response = self.get_response(request)
@@ -68,7 +71,7 @@ class TracingMiddleware:
             raise
         if isinstance(response, StreamingHttpResponse):
             response.streaming_content = self._end_after_stream(request, span, token, response,
-                                                                response.streaming_content)
+                                                                sync_streaming_content(response))
         else:
             self._end(request, span, token, response)
         return response
@@ -79,7 +82,7 @@ class TracingMiddleware:
         # reports as an error anyway). Recorded when the span ends, after the status code.
         notes_of(request).view_exception = exception
 
-    def _start(self, request: HttpRequest) -> tuple[Span, object]:
+    def _start(self, request: HttpRequest) -> tuple[Span, Token[Context]]:
         # A fresh context from the headers alone: nothing left current by an earlier request on
         # this thread or greenlet can become this request's parent.
         parent = propagate.extract(request.META, getter=wsgi_getter)
@@ -97,8 +100,8 @@ class TracingMiddleware:
         token = context.attach(trace.set_span_in_context(span, parent))
         return span, token
 
-    def _end(self, request: HttpRequest, span: Span, token: object, response: HttpResponse | None,
-             failure: BaseException | None = None) -> None:
+    def _end(self, request: HttpRequest, span: Span, token: Token[Context],
+             response: HttpResponse | StreamingHttpResponse | None, failure: BaseException | None = None) -> None:
         try:
             if response is not None and span.is_recording():
                 # http.status_code, and an error status for 5xx (a 4xx is the client's error).
@@ -112,8 +115,8 @@ class TracingMiddleware:
             span.end()
             context.detach(token)
 
-    def _end_after_stream(self, request: HttpRequest, span: Span, token: object, response: StreamingHttpResponse,
-                          content: Iterator[Any]) -> Iterator[Any]:
+    def _end_after_stream(self, request: HttpRequest, span: Span, token: Token[Context],
+                          response: StreamingHttpResponse, content: Iterator[Any]) -> Iterator[Any]:
         # `content` is the iterator as it was: response.streaming_content is this generator by now.
         failure: Exception | None = None
         try:
