@@ -42,7 +42,7 @@ class Background:
         if self._greenlet is not None:
             self._greenlet.join(timeout)
             return bool(self._greenlet.dead)
-        assert self._thread is not None
+        assert self._thread is not None  # noqa: S101 - start() set one of the two
         self._thread.join(timeout)
         return not self._thread.is_alive()
 

@@ -5,13 +5,16 @@ greenlet, not an OS thread, and (see conversations_app.store.release_connection)
 connection. `-b` on the command line overrides the bind address from config.yaml.
 """
 
+from __future__ import annotations
+
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway_project.config import ConfigError, load_config  # noqa: E402
+from gateway_project.config import ConfigError, load_config
 
 _config_path = os.environ.get("GATEWAY_CONFIG", str(Path(__file__).resolve().parent.parent / "config.yaml"))
 try:
@@ -49,27 +52,27 @@ loglevel = "warning"
 from gateway_project.observability import gunicorn_hooks as _obs  # noqa: E402
 
 
-def on_starting(server):  # noqa: ANN001
+def on_starting(server: Any) -> None:
     _obs.on_starting(_config)
 
 
-def child_exit(server, worker):  # noqa: ANN001
+def child_exit(server: Any, worker: Any) -> None:
     _obs.child_exit(worker)
 
 
-def post_worker_init(worker):  # noqa: ANN001
+def post_worker_init(worker: Any) -> None:
     # In the worker, after Django is loaded: lease, sweep of turns dead workers left, shutdown handling.
     from responses_app import worker_lifecycle
 
     worker_lifecycle.start(worker)
 
 
-def worker_exit(server, worker):  # noqa: ANN001
+def worker_exit(server: Any, worker: Any) -> None:
     from responses_app import worker_lifecycle
 
     worker_lifecycle.stop()
     _obs.worker_exit()
 
 
-def on_exit(server):  # noqa: ANN001
+def on_exit(server: Any) -> None:
     _obs.on_exit()

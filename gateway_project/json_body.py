@@ -213,9 +213,8 @@ def _walk(data: dict[str, Any] | list[Any], *, nul: bool, surrogates: bool, numb
                     if numbers and not INT64_MIN <= value <= INT64_MAX:
                         problem = "integers must fit in a signed 64-bit integer"
                         raise _invalid((_crumb_of(levels, node), key), problem)
-                elif kind is float:
-                    if numbers and not math.isfinite(value):
-                        raise _invalid((_crumb_of(levels, node), key), "numbers must be finite")
+                elif kind is float and numbers and not math.isfinite(value):
+                    raise _invalid((_crumb_of(levels, node), key), "numbers must be finite")
         level = children
 
 

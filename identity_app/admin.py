@@ -13,7 +13,7 @@ from identity_app.keys import assign_new_key
 from identity_app.models import ApiKey
 
 
-class ModelListField(forms.CharField):
+class ModelListField(forms.Field):
     """allowed_models as a comma-separated line rather than raw JSON."""
 
     def prepare_value(self, value: Any) -> str:
@@ -46,7 +46,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
         key = None if change else assign_new_key(obj)
         super().save_model(request, obj, form, change)
         if key is not None:
-            messages.warning(request, f"New API key for {obj.owner!r}: {key} — copy it now, it will not be shown again.")
+            messages.warning(request,
+                             f"New API key for {obj.owner!r}: {key} — copy it now, it will not be shown again.")
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request: HttpRequest, queryset: Any) -> None:

@@ -120,7 +120,8 @@ class Decision:
     reserved_tokens: int  # charged to the tokens bucket, to reconcile later
 
 
-def _decision(admitted: int, scope: int, wait_us: float, rl: float, tl: float, charged: int, limits: Limits) -> Decision:
+def _decision(admitted: int, scope: int, wait_us: float, rl: float, tl: float, charged: int,
+              limits: Limits) -> Decision:
     return Decision(
         admitted=bool(admitted), scope={0: None, 1: "requests", 2: "tokens"}[scope], retry_after=wait_us / 1e6,
         requests=BucketState(limits.rpm, rl) if limits.rpm else None,

@@ -53,8 +53,10 @@ class OidcVerifier:
         self._discovered_at = 0.0
 
     def _fetch_json(self, url: str) -> Any:
-        request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "llm-gateway"})
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - configured issuer
+        # The URL is the configured issuer's (or its discovery document's), never a client's.
+        headers = {"Accept": "application/json", "User-Agent": "llm-gateway"}
+        request = urllib.request.Request(url, headers=headers)  # noqa: S310
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
             return json.load(response)
 
     def _client(self) -> PyJWKClient:

@@ -88,7 +88,7 @@ class OutputAssembler:
     def _open_part(self, kind: str) -> list[StreamEvent]:
         self._part = _OpenPart(kind)
         message = self._message
-        assert message is not None
+        assert message is not None  # noqa: S101 - parts open only inside an open message
         part = _render_part(self._part)
         message["content"].append(part)
         return [{"type": "response.content_part.added", "item_id": message["id"],

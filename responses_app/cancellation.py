@@ -31,7 +31,7 @@ class Cancelled(Exception):
         self.reason = reason
 
 
-Callback = Callable[[str], None]
+Callback = Callable[[str], object]
 
 
 class CancelToken:
@@ -59,7 +59,7 @@ class CancelToken:
         for callback in callbacks:
             try:
                 callback(reason)
-            except Exception:  # noqa: BLE001 - one broken callback must not keep the others from running
+            except Exception:  # one broken callback must not keep the others from running
                 logger.exception("cancellation callback failed")
         if event is not None:
             event.set()

@@ -23,7 +23,8 @@ def echoed_settings(request: CreateResponseRequest) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "previous_response_id": request.previous_response_id,
         "tools": [tool.model_dump(mode="json") for tool in request.tools],
-        "tool_choice": request.tool_choice if isinstance(request.tool_choice, str) else request.tool_choice.model_dump(),
+        "tool_choice": (request.tool_choice if isinstance(request.tool_choice, str)
+                        else request.tool_choice.model_dump()),
         "text": request.text.model_dump(mode="json", by_alias=True, exclude_none=True),
         "reasoning": request.reasoning,
         "max_output_tokens": request.max_output_tokens,

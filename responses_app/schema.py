@@ -23,7 +23,6 @@ from pydantic import (
 from gateway_project.api_errors import ApiError, invalid_request
 from gateway_project.json_body import MAX_DEPTH, parse_json_object, too_deeply_nested
 
-
 # Upper bound for token counts and similar limits. Token counts end up in Postgres `integer`
 # columns (conversations_app.models), so nothing larger can ever be reported back, and no model
 # comes within orders of magnitude of it; a larger value is a client bug, better a 400 naming
@@ -293,7 +292,8 @@ def _first_error(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> ApiError
     error = max(errors, key=lambda e: len([p for p in e["loc"] if p not in _LOC_NOISE]))
     param = _param(prefix + tuple(error["loc"]))
     if error["type"] == "missing":
-        return invalid_request(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+        return invalid_request(f"Missing required parameter: '{param}'.", param=param,
+                               code="missing_required_parameter")
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         return invalid_request(f"Unknown parameter: '{param}'.", param=param, code="unknown_parameter")
@@ -327,7 +327,8 @@ def parse_create_request(body: bytes) -> CreateResponseRequest:
                               param="previous_response_id", code="mutually_exclusive_parameters")
     if request.conversation is not None:
         raise invalid_request("The 'conversation' parameter is not supported by this gateway; "
-                              "chain turns with 'previous_response_id'.", param="conversation", code="unsupported_parameter")
+                              "chain turns with 'previous_response_id'.", param="conversation",
+                              code="unsupported_parameter")
     if request.background:
         raise invalid_request("Background responses are not supported by this gateway.",
                               param="background", code="unsupported_parameter")

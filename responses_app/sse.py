@@ -13,7 +13,8 @@ class SseEncoder:
         self._sequence = 0
 
     def frame(self, event: dict[str, Any]) -> str:
-        payload = {"type": event["type"], "sequence_number": self._sequence, **{k: v for k, v in event.items() if k != "type"}}
+        payload = {"type": event["type"], "sequence_number": self._sequence,
+                   **{k: v for k, v in event.items() if k != "type"}}
         self._sequence += 1
         # json.dumps never emits a raw newline, so the data stays on one line.
         return f"event: {event['type']}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"

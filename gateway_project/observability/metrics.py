@@ -148,7 +148,7 @@ class ActiveConversationsCollector(Collector):
             if self._cached is None or now - self._cached[0] > self._cache_seconds:
                 try:
                     backend, value = self._count()
-                except Exception:  # noqa: BLE001 - a scrape must not fail because the database is down
+                except Exception:  # a scrape must not fail because the database is down
                     logger.warning("could not count active conversations for /metrics", exc_info=True)
                     return [family]
                 self._cached = (now, backend, value)

@@ -17,6 +17,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import requests
+
 from responses_app.providers import http
 from responses_app.providers.base import (
     Event,
@@ -61,7 +63,8 @@ def _user_block(part: dict[str, Any]) -> dict[str, Any] | None:
     if kind == "input_image":
         url = part.get("image_url")
         if url is None:
-            raise ProviderError("bad_request", "input_image parts with a file_id are not supported by Anthropic upstreams.")
+            raise ProviderError("bad_request",
+                                "input_image parts with a file_id are not supported by Anthropic upstreams.")
         if (data := parse_data_url(url)) is not None:
             return {"type": "image", "source": {"type": "base64", "media_type": data[0], "data": data[1]}}
         return {"type": "image", "source": {"type": "url", "url": url}}
@@ -70,7 +73,8 @@ def _user_block(part: dict[str, Any]) -> dict[str, Any] | None:
             return {"type": "document", "source": {"type": "base64", "media_type": data[0], "data": data[1]}}
         if part.get("file_url"):
             return {"type": "document", "source": {"type": "url", "url": part["file_url"]}}
-        raise ProviderError("bad_request", "input_file parts need file_data (a data: URL) or file_url for Anthropic upstreams.")
+        raise ProviderError("bad_request",
+                            "input_file parts need file_data (a data: URL) or file_url for Anthropic upstreams.")
     return None
 
 
@@ -188,7 +192,7 @@ class AnthropicProvider(Provider):
         return {"Content-Type": "application/json", "Accept": "application/json", "x-api-key": self.entry.api_key,
                 "anthropic-version": self.entry.api_version or DEFAULT_VERSION}
 
-    def _post(self, request: ProviderRequest, *, stream: bool):  # type: ignore[no-untyped-def]
+    def _post(self, request: ProviderRequest, *, stream: bool) -> requests.Response:
         return http.post(self.session, self.key, self.url, payload=build_payload(request, stream=stream),
                          headers=self.headers(), timeout=self.timeout, stream=stream,
                          cancel=request.cancel)

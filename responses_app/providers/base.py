@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from responses_app.cancellation import CancelToken
 from responses_app.providers.scrub import scrub
@@ -78,7 +78,8 @@ class ProviderError(Exception):
     upstream's message is safe to pass on), `auth` (502, never echo credentials), `upstream` (502).
     """
 
-    STATUS = {"timeout": 504, "unavailable": 503, "rate_limited": 429, "bad_request": 400, "auth": 502, "upstream": 502}
+    STATUS: ClassVar[dict[str, int]] = {"timeout": 504, "unavailable": 503, "rate_limited": 429, "bad_request": 400,
+                                        "auth": 502, "upstream": 502}
 
     def __init__(self, kind: str, message: str, *, upstream_status: int | None = None,
                  retry_after: float | None = None, retryable: bool | None = None) -> None:

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
+import requests
+
 from responses_app.ids import new_id
 from responses_app.providers import http
 from responses_app.providers.base import (
@@ -202,7 +204,7 @@ class GoogleProvider(Provider):
     def headers(self) -> dict[str, str]:
         return {"Content-Type": "application/json", "Accept": "application/json", "x-goog-api-key": self.entry.api_key}
 
-    def _post(self, request: ProviderRequest, method: str, *, stream: bool):  # type: ignore[no-untyped-def]
+    def _post(self, request: ProviderRequest, method: str, *, stream: bool) -> requests.Response:
         url = f"{self.base}/models/{quote(request.model, safe='')}:{method}"
         return http.post(self.session, self.key, url, payload=build_payload(request), headers=self.headers(),
                          timeout=self.timeout, stream=stream,

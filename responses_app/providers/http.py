@@ -15,6 +15,7 @@ given to requests are only a safety net.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import socket
@@ -82,10 +83,8 @@ class _AbortableConnection:
     def _abort(self, token: CancelToken) -> None:
         # Only while still waiting for this call: never a connection back in the pool.
         if self._waiting_for is token and self.sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class _HTTPConnection(_AbortableConnection, HTTPConnection):
@@ -101,7 +100,7 @@ class _HTTPPool(HTTPConnectionPool):
 
 
 class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection  # type: ignore[assignment]
+    ConnectionCls = _HTTPSConnection
 
 
 class _Adapter(HTTPAdapter):
@@ -144,11 +143,13 @@ def error_from_status(provider: str, response: requests.Response) -> ProviderErr
     if status in (400, 404, 413, 422):
         # The request's fault (a model the upstream does not have, a context too long): the client
         # hears why, and the provider's health is not in question.
-        return ProviderError("bad_request", detail or f"Provider {provider!r} rejected the request.", upstream_status=status)
+        return ProviderError("bad_request", detail or f"Provider {provider!r} rejected the request.",
+                             upstream_status=status)
     if status in (503, 529):
         return ProviderError("unavailable", f"Provider {provider!r} is unavailable (upstream status {status}).",
                              upstream_status=status, retry_after=_retry_after(response))
-    return ProviderError("upstream", f"Provider {provider!r} failed (upstream status {status}).", upstream_status=status)
+    return ProviderError("upstream", f"Provider {provider!r} failed (upstream status {status}).",
+                         upstream_status=status)
 
 
 def upstream_message(response: requests.Response) -> str:
@@ -195,10 +196,8 @@ def post(
         # Refused, reset before the answer, DNS: nothing was generated, so another try is safe.
         raise ProviderError("upstream", f"Could not reach provider {provider!r}.", retryable=True) from None
     if response.status_code >= 400:
-        try:
-            response.content  # read the error body before closing
-        except requests.RequestException:
-            pass
+        with contextlib.suppress(requests.RequestException):
+            _ = response.content  # read the error body before closing
         response.close()
         raise error_from_status(provider, response)
     if cancel is not None:
@@ -213,10 +212,8 @@ def post(
 def _shut(response: requests.Response) -> None:
     """Stop reads of a response from another thread or greenlet. A response already read (or
     released to the pool, where another call may be using its connection) is left alone."""
-    try:
+    with contextlib.suppress(AttributeError, RuntimeError, ValueError, OSError):
         response.raw.shutdown()
-    except (AttributeError, RuntimeError, ValueError, OSError):
-        pass
 
 
 def read_json(provider: str, response: requests.Response) -> dict[str, Any]:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from contextvars import Token
 from typing import Any
 
 from django.conf import settings
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from gateway_project.observability import context, metrics, metrics_enabled, tracing, tracing_enabled
@@ -44,7 +46,7 @@ class _Call:
                 "gen_ai.operation.name": "chat", "gen_ai.request.model": request.model,
             })
 
-    def current(self) -> object:
+    def current(self) -> Token[Context]:
         """Make this call's span current while upstream code runs (for the outgoing traceparent)."""
         return otel_context.attach(trace.set_span_in_context(self.span))
 
@@ -158,7 +160,8 @@ class InstrumentedProvider(Provider):
     def _stream(self, request: ProviderRequest) -> Iterator[Event]:
         call = _Call(self.inner, request, "generate_stream")
         events = self.inner.stream(request)
-        status, failure = "cancelled", None
+        status = "cancelled"
+        failure: BaseException | None = None
         try:
             while True:
                 # Time and span only the wait on the upstream, not the caller's work between events.

@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import requests
+
 from responses_app.providers import http
 from responses_app.providers.base import (
     Event,
     Finish,
+    FinishReason,
     Provider,
     ProviderError,
     ProviderRequest,
@@ -26,8 +29,8 @@ from responses_app.providers.base import (
 
 DEFAULT_ENDPOINT = "https://api.openai.com/v1"
 
-_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
-           "content_filter": "content_filter"}
+_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
+                                    "function_call": "tool_calls", "content_filter": "content_filter"}
 
 
 def _text_of(parts: Any) -> str:
@@ -43,7 +46,8 @@ def _user_part(part: dict[str, Any]) -> dict[str, Any] | None:
     if kind == "input_image":
         url = part.get("image_url")
         if url is None:
-            raise ProviderError("bad_request", "input_image parts with a file_id are not supported by Chat Completions upstreams.")
+            raise ProviderError("bad_request",
+                                "input_image parts with a file_id are not supported by Chat Completions upstreams.")
         return {"type": "image_url", "image_url": {"url": url, "detail": part.get("detail", "auto")}}
     if kind == "input_file":
         file = {k: part[k] for k in ("file_id", "file_data", "filename") if part.get(k)}
@@ -163,7 +167,7 @@ class OpenAICompatibleProvider(Provider):
     def payload(self, request: ProviderRequest, *, stream: bool) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _post(self, request: ProviderRequest, *, stream: bool):  # type: ignore[no-untyped-def]
+    def _post(self, request: ProviderRequest, *, stream: bool) -> requests.Response:
         return http.post(self.session, self.key, self.url_for(request), payload=self.payload(request, stream=stream),
                          headers=self.headers(), timeout=self.timeout, stream=stream,
                          cancel=request.cancel)
@@ -196,7 +200,7 @@ class OpenAIChatProvider(OpenAICompatibleProvider):
             events.append(ToolCallDelta(index, call.get("id"), function.get("name"), function.get("arguments") or ""))
         if (usage := parse_usage(body.get("usage"))) is not None:
             events.append(usage)
-        events.append(Finish(_FINISH.get(choices[0].get("finish_reason") or "stop", "stop")))  # type: ignore[arg-type]
+        events.append(Finish(_FINISH.get(choices[0].get("finish_reason") or "stop", "stop")))
         return iter(events)
 
     def stream(self, request: ProviderRequest) -> Iterator[Event]:
@@ -209,7 +213,7 @@ class OpenAIChatProvider(OpenAICompatibleProvider):
                         yield Finish("stop")
                     return
                 chunk = http.parse_data(self.key, data)
-                if "error" in chunk and chunk["error"]:
+                if chunk.get("error"):
                     raise ProviderError("upstream", f"Provider {self.key!r} reported an error mid-stream: "
                                         f"{(chunk['error'] or {}).get('message', '')}".rstrip(": "))
                 for choice in chunk.get("choices") or []:
@@ -238,4 +242,4 @@ class OpenAIChatProvider(OpenAICompatibleProvider):
             yield ToolCallDelta(int(call.get("index", 0)), call.get("id"), function.get("name"),
                                 function.get("arguments") or "")
         if choice.get("finish_reason"):
-            yield Finish(_FINISH.get(choice["finish_reason"], "stop"))  # type: ignore[arg-type]
+            yield Finish(_FINISH.get(choice["finish_reason"], "stop"))

@@ -123,7 +123,7 @@ def retry_delay(policy: RetryConfig, error: ProviderError, attempt: int) -> floa
         return None
     backoff = min(policy.max_backoff, policy.backoff * 2**attempt)
     # "Equal jitter": at least half the backoff, so retries of many requests spread out but never bunch at 0.
-    delay = backoff / 2 + random.uniform(0, backoff / 2)
+    delay = backoff / 2 + random.uniform(0, backoff / 2)  # noqa: S311 - jitter, not a secret
     if error.retry_after is not None:
         if error.retry_after > policy.max_retry_after:
             return None
@@ -143,7 +143,7 @@ class ResilientProvider:
     """The provider the pipeline talks to for one request: candidates tried in order (see module doc)."""
 
     def __init__(self, candidates: list[Candidate]) -> None:
-        assert candidates, "a route needs at least one candidate"
+        assert candidates, "a route needs at least one candidate"  # noqa: S101 - the registry builds routes
         self.candidates = candidates
         self.serving = candidates[0]
 
@@ -178,9 +178,7 @@ class ResilientProvider:
             outcome: Outcome = "neutral"
             try:
                 for event in events:
-                    if isinstance(event, Heartbeat):
-                        yield event
-                    elif started:
+                    if isinstance(event, Heartbeat) or started:
                         yield event
                     elif isinstance(event, Usage):
                         held.append(event)  # not content: a failure now may still be retried
@@ -255,5 +253,5 @@ class _Attempts:
 
     def exhausted(self) -> ProviderError:
         error = self.last_error or self.refused
-        assert error is not None
+        assert error is not None  # noqa: S101 - called only after an attempt failed or was refused
         return error
