@@ -18,6 +18,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from socketserver import StreamRequestHandler
+from typing import cast
 
 import requests
 
@@ -25,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 
+# The test harness, importable once the checkout is on sys.path (E402).
 from tests.e2e.gunicorn import GatewayProcess  # noqa: E402
 from tests.fakes.openai_upstream import FakeOpenAI, Reply  # noqa: E402
 from tests.observability.e2e_config import gateway_yaml  # noqa: E402
@@ -67,6 +70,9 @@ def run_variant(upstream: FakeOpenAI, spec: dict, requests_: int, concurrency: i
         config = config.replace('"enabled": true, "metrics"', '"enabled": false, "metrics"')
     body = {"model": "gpt-test", "input": "Say something short."}
     with GatewayProcess(config, workers=2) as gw:
+        if gw.proc is None:
+            raise RuntimeError("the gateway did not start")
+        master_pid = gw.proc.pid
         url = f"{gw.base_url}/responses"
         sessions = [requests.Session() for _ in range(concurrency)]
 
@@ -80,9 +86,9 @@ def run_variant(upstream: FakeOpenAI, spec: dict, requests_: int, concurrency: i
 
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             list(pool.map(one, range(concurrency * 3)))  # warm-up: connections, pools, code paths
-            cpu_before = worker_cpu_seconds(gw.proc.pid)
+            cpu_before = worker_cpu_seconds(master_pid)
             latencies = list(pool.map(one, range(requests_)))
-            cpu = worker_cpu_seconds(gw.proc.pid) - cpu_before
+            cpu = worker_cpu_seconds(master_pid) - cpu_before
         for session in sessions:
             session.close()
     return latencies, cpu
@@ -103,7 +109,7 @@ def main() -> None:
     upstream = FakeOpenAI()
     # http.server writes headers and body in two segments; with Nagle's algorithm and delayed ACKs
     # that adds ~40 ms to every answer, which would swamp the differences being measured.
-    upstream.httpd.RequestHandlerClass.disable_nagle_algorithm = True
+    cast("type[StreamRequestHandler]", upstream.httpd.RequestHandlerClass).disable_nagle_algorithm = True
     upstream.default_step = Reply(first_byte_delay=UPSTREAM_LATENCY)
     collector = GrpcReceiver()
     results: dict[str, list[float]] = {}

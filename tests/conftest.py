@@ -2,13 +2,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.test import Client
 
 from gateway_project.config import GatewayConfig, parse_config
 from tests.fakes.openai_upstream import FakeOpenAI
+
+if TYPE_CHECKING:
+    # The test client's response type, which exists only in django-stubs.
+    from django.test.client import _MonkeyPatchedWSGIResponse
 
 
 @pytest.fixture(scope="session")
@@ -58,17 +62,17 @@ class ApiClient:
     def __init__(self) -> None:
         self.client = Client()
 
-    def post(self, path: str, body: Any, **headers: Any):  # type: ignore[no-untyped-def]
+    def post(self, path: str, body: Any, **headers: Any) -> _MonkeyPatchedWSGIResponse:
         data = body if isinstance(body, (str, bytes)) else json.dumps(body)
         return self.client.post(path, data=data, content_type="application/json", headers=headers)
 
-    def create(self, **body: Any):  # type: ignore[no-untyped-def]
+    def create(self, **body: Any) -> _MonkeyPatchedWSGIResponse:
         return self.post("/v1/responses", body)
 
-    def get(self, path: str, **params: Any):  # type: ignore[no-untyped-def]
+    def get(self, path: str, **params: Any) -> _MonkeyPatchedWSGIResponse:
         return self.client.get(path, params)
 
-    def delete(self, path: str):  # type: ignore[no-untyped-def]
+    def delete(self, path: str) -> _MonkeyPatchedWSGIResponse:
         return self.client.delete(path, content_type="application/json")
 
 

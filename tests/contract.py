@@ -38,7 +38,7 @@ def _spec() -> dict[str, Any] | None:
     if not SPEC_PATH.exists():
         return None
     with SPEC_PATH.open() as f:
-        return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
 
 
 @functools.cache

@@ -8,6 +8,7 @@ The database is created and migrated per process (named after the test), and dro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -118,10 +119,8 @@ class GatewayProcess:
                 self.proc.kill()
                 self.proc.wait()
         if self._database_url is None:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 drop_database(self.db_name)
-            except psycopg.Error:
-                pass
         self._tmp.cleanup()
 
     def __enter__(self) -> GatewayProcess:

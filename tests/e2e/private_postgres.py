@@ -48,7 +48,7 @@ class PrivatePostgres:
         self.port = free_port()
         self._as_root = os.geteuid() == 0
         # As root, TMPDIR may be a directory the server user cannot enter (/root/...): use /tmp.
-        self.root = Path(tempfile.mkdtemp(prefix="gw-pg-", dir="/tmp" if self._as_root else None))
+        self.root = Path(tempfile.mkdtemp(prefix="gw-pg-", dir="/tmp" if self._as_root else None))  # noqa: S108
         self.data = self.root / "data"
         self.sockets = self.root / "sockets"
         self.logfile = self.root / "postgres.log"

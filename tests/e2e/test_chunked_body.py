@@ -49,7 +49,7 @@ def test_a_raw_chunked_post_is_read_whole(gw):
     text = "hello from a chunked body, " * 20
     payload = json.dumps({"model": "demo", "input": text}).encode()
     pieces = [payload[i:i + 37] for i in range(0, len(payload), 37)]  # many small chunks
-    status, headers, content = _raw_post(gw, _chunked(pieces))
+    status, _, content = _raw_post(gw, _chunked(pieces))
     assert status == 200, (content, gw.log())
     body = json.loads(content)
     assert body["status"] == "completed"

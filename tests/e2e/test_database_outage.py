@@ -122,7 +122,7 @@ def mixed(count: int) -> list[str]:
 
 
 @pytest.fixture
-def gateway(private_postgres: PrivatePostgres) -> Iterator[tuple[GatewayProcess, PrivatePostgres, Client]]:  # noqa: F811
+def gateway(private_postgres: PrivatePostgres) -> Iterator[tuple[GatewayProcess, PrivatePostgres, Client]]:  # noqa: F811 - the fixture
     url = private_postgres.create_database("gateway")
     gw = GatewayProcess(DEMO_CONFIG, workers=2, database_url=url)
     subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, env=gw.env(), check=True)

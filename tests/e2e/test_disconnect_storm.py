@@ -16,8 +16,10 @@ import random
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 import psycopg
@@ -74,7 +76,7 @@ def _metric(gw: GatewayProcess, name: str) -> float:
     return sum(values)
 
 
-def _wait_for(condition, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
+def _wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -85,6 +87,7 @@ def _wait_for(condition, timeout: float = 20.0) -> bool:  # type: ignore[no-unty
 
 def _upstream_sockets(gw: GatewayProcess, upstream_port: int) -> Counter[str]:
     states: Counter[str] = Counter()
+    assert gw.proc is not None
     for worker in psutil.Process(gw.proc.pid).children():
         for conn in worker.net_connections(kind="tcp"):
             if conn.raddr and conn.raddr.port == upstream_port:
@@ -154,7 +157,8 @@ models: [{{name: m, provider: openai}}]
             seen = [o for o in outcomes if o.response_id]
             hung_up = [o for o in seen if o.hung_up]
             with psycopg.connect(gw.database_url.replace("postgres://", "postgresql://")) as conn:
-                rows = dict(conn.execute("SELECT id, status FROM conversations_app_storedresponse").fetchall())
+                query = "SELECT id, status FROM conversations_app_storedresponse"
+                rows: dict[Any, str] = dict(conn.execute(query).fetchall())
             assert {rows[o.response_id] for o in hung_up} == {"incomplete"}
             assert {rows[o.response_id] for o in seen if o.finished} == {"completed"}
             assert "in_progress" not in rows.values()

@@ -59,9 +59,10 @@ models: [{{name: gpt-test, provider: openai}}]
             def watch() -> None:
                 with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
                     while not stop.is_set():
-                        (count,) = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
-                                                (gw.db_name,)).fetchone()
-                        peak["pg"] = max(peak["pg"], count)
+                        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                                           (gw.db_name,)).fetchone()
+                        assert row is not None and gw.proc is not None
+                        peak["pg"] = max(peak["pg"], row[0])
                         peak["threads"] = max([peak["threads"], *_worker_threads(gw.proc.pid)])
                         time.sleep(0.1)
 

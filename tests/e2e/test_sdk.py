@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import openai
 import pytest
 from openai import OpenAI
+from pydantic import BaseModel
 
 from tests.contract import validate
 from tests.e2e.gunicorn import GatewayProcess
-from tests.fakes.openai_upstream import FakeOpenAI, Fail, Reply
+from tests.fakes.openai_upstream import Fail, FakeOpenAI, Reply
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +48,7 @@ def client(gateway: GatewayProcess, upstream: FakeOpenAI) -> OpenAI:
     return OpenAI(base_url=gateway.base_url, api_key="sk-client", max_retries=0, _strict_response_validation=True)
 
 
-def _wire(model) -> dict:  # type: ignore[no-untyped-def]
+def _wire(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json", exclude_unset=True)
 
 
@@ -113,20 +115,23 @@ def test_a_three_turn_chain(client, upstream):
         third = stream.get_final_response()
     assert third.output_text == "Goodbye Bo." and third.previous_response_id == second.id
     sent = upstream.requests[-1].json["messages"]
-    assert [m["content"] for m in sent] == ["My name is Bo.", "Noted, Bo.", "What is my name?", "Your name is Bo.", "Bye"]
+    assert [m["content"] for m in sent] == ["My name is Bo.", "Noted, Bo.", "What is my name?", "Your name is Bo.",
+                                            "Bye"]
 
 
 def test_a_tool_call_round_trip(client, upstream):
     tools = [{"type": "function", "name": "get_weather", "parameters": {
         "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}, "strict": True}]
-    upstream.script(Reply(text="", tool_calls=[{"id": "call_9", "name": "get_weather", "arguments": '{"city":"Rome"}'}]),
+    upstream.script(Reply(text="", tool_calls=[{"id": "call_9", "name": "get_weather",
+                                                "arguments": '{"city":"Rome"}'}]),
                     Reply(text="Sunny in Rome."))
     with client.responses.stream(model="gpt-test", input="Weather in Rome?", tools=tools) as stream:
         first = stream.get_final_response()
     [call] = first.output
     assert call.type == "function_call" and call.name == "get_weather" and call.arguments == '{"city":"Rome"}'
     second = client.responses.create(model="gpt-test", previous_response_id=first.id, tools=tools,
-                                     input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
+                                     input=[{"type": "function_call_output", "call_id": call.call_id,
+                                             "output": "sunny"}])
     assert second.output_text == "Sunny in Rome."
     assert upstream.requests[-1].json["messages"][-1] == {"role": "tool", "tool_call_id": "call_9", "content": "sunny"}
 

@@ -88,6 +88,7 @@ def test_ids_from_a_sigkilled_worker_resolve_as_incomplete():
             ids = [stream.response_id for stream in streams]
             assert {_status(gw, response_id) for response_id in ids} == {"in_progress"}
 
+            assert gw.proc is not None
             [worker] = psutil.Process(gw.proc.pid).children()
             os.kill(worker.pid, signal.SIGKILL)
             for stream in streams:

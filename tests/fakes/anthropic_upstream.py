@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.steps import Fail, Pacing, Raw, wait_first_byte, write_frames, write_raw
 from tests.fakes.server import FakeServer, Recorded, Writer
+from tests.fakes.steps import Fail, Pacing, Raw, wait_first_byte, write_frames, write_raw
 
 
 @dataclass
@@ -57,7 +57,8 @@ class FakeAnthropic(FakeServer):
             writer.json(404, {"type": "error", "error": {"type": "not_found_error", "message": recorded.path}})
             return
         if not recorded.headers.get("x-api-key") or recorded.headers.get("anthropic-version") != "2023-06-01":
-            writer.json(401, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}})
+            writer.json(401, {"type": "error",
+                              "error": {"type": "authentication_error", "message": "invalid x-api-key"}})
             return
         if not wait_first_byte(writer, step):
             return
@@ -81,7 +82,8 @@ class FakeAnthropic(FakeServer):
 
     def _message(self, step: Reply, request: dict[str, Any]) -> dict[str, Any]:
         content: list[dict[str, Any]] = [{"type": "text", "text": step.text}] if step.text else []
-        content += [{"type": "tool_use", "id": c["id"], "name": c["name"], "input": c["input"]} for c in step.tool_calls]
+        content += [{"type": "tool_use", "id": c["id"], "name": c["name"], "input": c["input"]}
+                    for c in step.tool_calls]
         return {"id": "msg_fake123", "type": "message", "role": "assistant", "model": request.get("model"),
                 "content": content, "stop_reason": step.stop, "stop_sequence": None,
                 "usage": self._usage(step, output=step.output_tokens)}
@@ -96,7 +98,8 @@ class FakeAnthropic(FakeServer):
                 frames.append(_frame({"type": "ping"}))
             frames.append(_frame({"type": "content_block_start", "index": index,
                                   "content_block": {"type": "text", "text": ""}}))
-            frames += [_frame({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": c}})
+            frames += [_frame({"type": "content_block_delta", "index": index,
+                               "delta": {"type": "text_delta", "text": c}})
                        for c in step.stream_chunks()]
             frames.append(_frame({"type": "content_block_stop", "index": index}))
             index += 1
@@ -115,6 +118,6 @@ class FakeAnthropic(FakeServer):
                               "usage": {"output_tokens": step.output_tokens}}))
         frames.append(_frame({"type": "message_stop"}))
         if step.error_after is not None:
-            frames = frames[: step.error_after] + [_frame({"type": "error", "error": {
+            frames = [*frames[: step.error_after], _frame({"type": "error", "error": {
                 "type": step.error_type, "message": "Overloaded"}})]
         return frames

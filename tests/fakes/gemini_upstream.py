@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.steps import Fail, Pacing, wait_first_byte, write_frames
 from tests.fakes.server import FakeServer, Recorded, Writer
+from tests.fakes.steps import Fail, Pacing, wait_first_byte, write_frames
 
 _PATH = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent\?alt=sse)$")
 _STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
@@ -79,7 +79,7 @@ class FakeGemini(FakeServer):
     @staticmethod
     def _parts(step: Reply, *, whole: bool) -> list[dict[str, Any]]:
         texts = ([step.text] if step.text else []) if whole else step.stream_chunks()
-        parts = [{"text": t} for t in texts]
+        parts: list[dict[str, Any]] = [{"text": t} for t in texts]
         parts += [{"functionCall": {"name": c["name"], "args": c["args"]}} for c in step.function_calls]
         return parts or [{"text": ""}]
 

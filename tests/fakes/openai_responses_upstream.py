@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.steps import Fail, Pacing, wait_first_byte, write_frames
 from tests.fakes.server import FakeServer, Recorded, Writer
+from tests.fakes.steps import Fail, Pacing, wait_first_byte, write_frames
 
 
 @dataclass
@@ -69,7 +69,8 @@ class FakeOpenAIResponses(FakeServer):
         }
 
     def _frames(self, step: Reply, request: dict[str, Any]) -> list[str]:
-        events: list[dict[str, Any]] = [{"type": "response.created", "response": self._response(step, request, done=False)}]
+        events: list[dict[str, Any]] = [{"type": "response.created",
+                                         "response": self._response(step, request, done=False)}]
         index = 0
         if step.text:
             events.append({"type": "response.output_item.added", "output_index": 0,
@@ -87,4 +88,5 @@ class FakeOpenAIResponses(FakeServer):
                            "output_index": index + i, "delta": call["arguments"]})
         terminal = "response.incomplete" if step.incomplete_reason else "response.completed"
         events.append({"type": terminal, "response": self._response(step, request, done=True)})
-        return [f"event: {e['type']}\ndata: {json.dumps({**e, 'sequence_number': n})}\n\n" for n, e in enumerate(events)]
+        return [f"event: {e['type']}\ndata: {json.dumps({**e, 'sequence_number': n})}\n\n"
+                for n, e in enumerate(events)]

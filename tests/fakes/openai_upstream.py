@@ -92,7 +92,8 @@ class FakeOpenAI(FakeServer):
         message: dict[str, Any] = {"role": "assistant", "content": step.text or None, "refusal": step.refusal}
         if step.tool_calls:
             message["tool_calls"] = [
-                {"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}
+                {"id": call["id"], "type": "function",
+                 "function": {"name": call["name"], "arguments": call["arguments"]}}
                 for call in step.tool_calls
             ]
         body = self._base(request, "chat.completion")

@@ -49,7 +49,7 @@ def _call(environ: dict[str, Any]) -> tuple[_App, str, dict[str, str], bytes]:
     app = _App()
     seen: dict[str, Any] = {}
 
-    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         seen["status"], seen["headers"] = status, {k.lower(): v for k, v in headers}
 
     content = b"".join(with_chunked_bodies(app)(environ, start_response))
@@ -67,6 +67,7 @@ def test_a_body_with_a_content_length_passes_untouched(limit):
 def test_a_chunked_body_is_handed_over_with_its_length(limit):
     app, status, _, _ = _call(_environ(b"y" * limit, **CHUNKED))
     assert status == "200 OK"
+    assert app.environ is not None
     assert app.environ["CONTENT_LENGTH"] == str(limit)
     assert app.environ["wsgi.input"].read() == b"y" * limit
     assert "HTTP_TRANSFER_ENCODING" not in app.environ

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_example_config_is_valid_and_has_a_demo_model():
     config = load_config(ROOT / "config.example.yaml")
-    assert config.model("demo").provider == "demo"
+    demo = config.model("demo")
+    assert demo is not None and demo.provider == "demo"
     assert {p.type for p in config.providers.values()} >= {"openai", "anthropic", "google", "demo"}
 
 

@@ -12,7 +12,7 @@ def test_the_pool_settings_reach_psycopg_pool_through_django(db: None, settings:
     # are the values a worker really runs with. Connections are checked by the gateway's backend at
     # checkout (tests/gateway_project/test_db_pool.py), not by the pool with its backoff.
     configured = settings.DATABASES["default"]
-    pool = connection.pool
+    pool = connection.pool  # type: ignore[attr-defined]  # the postgresql backend's, not in the base class
     assert configured["CONN_HEALTH_CHECKS"] is False
     assert pool.timeout == configured["OPTIONS"]["pool"]["timeout"] <= 2
     assert pool.reconnect_timeout == configured["OPTIONS"]["pool"]["reconnect_timeout"]

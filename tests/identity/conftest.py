@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -19,6 +19,10 @@ from gateway_project.config import GatewayConfig
 from identity_app.keys import IssuedKey, issue_key
 from tests.conftest import gateway_config_for
 from tests.fakes.openai_upstream import FakeOpenAI
+
+if TYPE_CHECKING:
+    # The test client's response type, which exists only in django-stubs.
+    from django.test.client import _MonkeyPatchedWSGIResponse
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -30,14 +34,14 @@ class GatewayClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.client = Client(headers=headers, **environ)
 
-    def create(self, headers: dict[str, str] | None = None, **body: Any):  # type: ignore[no-untyped-def]
+    def create(self, headers: dict[str, str] | None = None, **body: Any) -> _MonkeyPatchedWSGIResponse:
         return self.client.post("/v1/responses", data=json.dumps(body), content_type="application/json",
                                 headers=headers or {})
 
-    def get(self, path: str, headers: dict[str, str] | None = None, **params: Any):  # type: ignore[no-untyped-def]
+    def get(self, path: str, headers: dict[str, str] | None = None, **params: Any) -> _MonkeyPatchedWSGIResponse:
         return self.client.get(path, params, headers=headers or {})
 
-    def delete(self, path: str):  # type: ignore[no-untyped-def]
+    def delete(self, path: str) -> _MonkeyPatchedWSGIResponse:
         return self.client.delete(path)
 
 

@@ -43,7 +43,8 @@ def test_an_owner_cannot_pose_as_an_oidc_identity():
 
 def test_lookup_finds_the_key_and_nothing_else():
     issued = issue_key(name="a", owner="acme")
-    assert find_active_key(issued.key).pk == issued.record.pk
+    found = find_active_key(issued.key)
+    assert found is not None and found.pk == issued.record.pk
     assert find_active_key(issued.key[:-1] + ("A" if issued.key[-1] != "A" else "B")) is None
     assert find_active_key(issued.record.prefix) is None
     assert find_active_key("sk-not-a-gateway-key") is None
@@ -66,7 +67,8 @@ def test_last_used_is_written_at_most_once_a_minute():
     stale = timezone.now() - timedelta(minutes=2)
     ApiKey.objects.update(last_used_at=stale)
     find_active_key(issued.key)
-    assert ApiKey.objects.get().last_used_at > stale
+    last_used = ApiKey.objects.get().last_used_at
+    assert last_used is not None and last_used > stale
 
 
 def test_the_admin_shows_a_new_key_once_and_it_works(settings):
@@ -82,7 +84,8 @@ def test_the_admin_shows_a_new_key_once_and_it_works(settings):
     key = next(word for text in shown for word in text.split() if word.startswith("gwk_"))
     record = ApiKey.objects.get()
     assert record.allowed_models == ["demo"]
-    assert find_active_key(key).pk == record.pk
+    found = find_active_key(key)
+    assert found is not None and found.pk == record.pk
     # The list and the change page never show it again.
     listing = client.get("/admin/identity_app/apikey/").content.decode()
     change = client.get(f"/admin/identity_app/apikey/{record.pk}/change/").content.decode()

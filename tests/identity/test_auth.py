@@ -69,7 +69,8 @@ def test_allowed_models_answer_like_an_unknown_model(auth_on, make_key):
     assert refused.json() == {"error": {
         "message": "The model 'gpt-test' does not exist or is not served by this gateway.",
         "type": "invalid_request_error", "param": "model", "code": "model_not_found"}}
-    assert unknown.json()["error"]["message"] == "The model 'no-such-model' does not exist or is not served by this gateway."
+    assert unknown.json()["error"]["message"] == (
+        "The model 'no-such-model' does not exist or is not served by this gateway.")
 
 
 def test_auth_disabled_is_the_anonymous_dev_mode(configure):

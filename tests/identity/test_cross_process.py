@@ -13,6 +13,7 @@ import psycopg
 import pytest
 import redis
 import requests
+from psycopg.types.json import Jsonb
 
 from tests.e2e.gunicorn import ROOT, GatewayProcess
 from tests.identity.conftest import SHARED_REDIS
@@ -53,11 +54,11 @@ def create_key(gw: GatewayProcess, *args: str) -> str:
 def copy_keys(source: GatewayProcess, target: GatewayProcess) -> None:
     columns = "id, name, prefix, key_hash, owner, allowed_models, rpm, tpm, created_at, last_used_at, revoked_at"
     with psycopg.connect(source.database_url) as src, psycopg.connect(target.database_url) as dst:
-        rows = src.execute(f"SELECT {columns} FROM identity_app_apikey").fetchall()
+        rows = src.execute(f"SELECT {columns} FROM identity_app_apikey").fetchall()  # noqa: S608 - constant
         with dst.cursor() as cursor:
-            cursor.executemany(f"INSERT INTO identity_app_apikey ({columns}) VALUES "
-                               f"(%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s)",
-                               [(*row[:5], psycopg.types.json.Jsonb(row[5]), *row[6:]) for row in rows])
+            insert = (f"INSERT INTO identity_app_apikey ({columns}) VALUES "  # noqa: S608 - constant columns
+                      "(%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s)")
+            cursor.executemany(insert, [(*row[:5], Jsonb(row[5]), *row[6:]) for row in rows])
 
 
 def burst(urls: list[str], key: str, count: int = BURST) -> list[requests.Response]:

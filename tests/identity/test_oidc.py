@@ -139,7 +139,7 @@ def test_bad_tokens_are_all_401(served, issuer, rsa_key, ec_key):
         "no exp": token(rsa_key, "RS256", "rsa-1", {k: v for k, v in claims(issuer).items() if k != "exp"}),
         "unknown kid": token(stranger, "RS256", "rsa-9", claims(issuer)),
         "known kid, other key": token(stranger, "RS256", "rsa-1", claims(issuer)),
-        "alg none": jwt.encode(claims(issuer), None, algorithm="none", headers={"kid": "rsa-1"}),
+        "alg none": jwt.encode(claims(issuer), "", algorithm="none", headers={"kid": "rsa-1"}),
         "hs256 with the public key as secret": token(b"x" * 32, "HS256", "rsa-1", claims(issuer)),
         "es256 header on the rsa kid": token(ec_key, "ES256", "rsa-1", claims(issuer)),
         "no kid": jwt.encode(claims(issuer), rsa_key, algorithm="RS256"),

@@ -30,10 +30,15 @@ class ReceivedSpan:
 
 
 def _value(value: AnyValue) -> Any:
-    return getattr(value, value.WhichOneof("value")) if value.WhichOneof("value") else None
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
 
 
 class Receiver:
+    @property
+    def endpoint(self) -> str:
+        raise NotImplementedError
+
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
@@ -66,7 +71,7 @@ class GrpcReceiver(Receiver):
         receiver = self
 
         class Servicer(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(self, request, context):  # noqa: N802, ANN001 - gRPC's generated name
+            def Export(self, request, context):  # gRPC's generated name
                 receiver.accept(request)
                 return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -92,7 +97,7 @@ class HttpReceiver(Receiver):
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)

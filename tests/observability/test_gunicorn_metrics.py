@@ -72,7 +72,7 @@ def test_one_scrape_counts_every_request_of_every_worker_exactly(fake_openai):
             # counts stay in the totals, and the replacement worker adds to them.
             victim = next(iter(pids))
             os.kill(victim, signal.SIGKILL)
-            for index in range(4):
+            for _ in range(4):
                 assert requests.get(f"{gw.base_url}/models", timeout=10).status_code == 200
             samples = totals(gw.url)
             assert value(samples, "http_requests_total", path="/v1/responses", method="POST") == N

@@ -87,7 +87,8 @@ def test_http_path_label_is_the_route_template_never_the_raw_url(client):
 
 
 def test_route_label():
-    assert metrics.route_label("v1/responses/<str:response_id>/input_items") == "/v1/responses/{response_id}/input_items"
+    assert (metrics.route_label("v1/responses/<str:response_id>/input_items")
+            == "/v1/responses/{response_id}/input_items")
     assert metrics.route_label("v1/models") == "/v1/models"
     assert metrics.route_label(None) == "unmatched"
 
@@ -105,7 +106,8 @@ def test_sizes_and_durations_are_observed(client):
     response = client.create(model="gpt-test", input="hello there")
     assert response.status_code == 200
     assert sample("http_request_size_bytes_count", **labels) == count + 1
-    assert sample("http_request_size_bytes_sum", **labels) - size == len(b'{"model": "gpt-test", "input": "hello there"}')
+    sent = len(b'{"model": "gpt-test", "input": "hello there"}')
+    assert sample("http_request_size_bytes_sum", **labels) - size == sent
     assert sample("http_response_size_bytes_sum", **labels) >= len(response.content)
     assert sample("http_request_duration_seconds_count", **labels) >= 1
 
@@ -137,7 +139,8 @@ def test_provider_calls_tokens_and_cost(client, fake_openai):
     assert sample("provider_tokens_total", provider="openai", model=model, type="input") == input_before + 1000
     assert sample("provider_tokens_total", provider="openai", model=model, type="output") == output_before + 500
     expected_cost = (1000 * 0.15 + 500 * 0.60) / 1_000_000
-    assert sample("provider_cost_usd_total", provider="openai", model=model) == pytest.approx(cost_before + expected_cost)
+    assert (sample("provider_cost_usd_total", provider="openai", model=model)
+            == pytest.approx(cost_before + expected_cost))
     assert StoredResponse.objects.get(pk=body["id"]).cost_usd == Decimal("0.00045000")
 
 
@@ -181,7 +184,7 @@ def test_store_operations_are_counted_and_timed(client):
     client.create(model="demo", input="again", previous_response_id=first["id"])
     client.create(model="demo", input="again", previous_response_id="resp_missing")
     after = [sample("conversation_operations_total", **labels) for labels in (get_ok, get_missing, create_ok)]
-    assert [a - b for a, b in zip(after, before)] == [1, 1, 2]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 2]
     assert sample("conversation_operation_duration_seconds_count", operation="create", backend="postgres") >= 2
 
 
@@ -202,8 +205,9 @@ def test_active_conversations_leave_out_conversations_past_the_ttl(client, setti
 
     client.create(model="demo", input="old")
     client.create(model="demo", input="new")
-    Conversation.objects.filter(pk=Conversation.objects.order_by("updated_at").first().pk).update(
-        updated_at=timezone.now() - timedelta(hours=2))
+    oldest = Conversation.objects.order_by("updated_at").first()
+    assert oldest is not None
+    Conversation.objects.filter(pk=oldest.pk).update(updated_at=timezone.now() - timedelta(hours=2))
     families = scrape(client)
     [value] = [s.value for s in families["conversation_active_count"].samples]
     assert value == Conversation.objects.count() - 1

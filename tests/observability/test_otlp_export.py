@@ -67,7 +67,8 @@ def test_spans_arrive_with_the_seed_hierarchy(fake_openai: FakeOpenAI, grpc_rece
     assert one.attributes["http.status_code"] == 200
 
     def children(server):
-        return {s.name: s for s in receiver.spans if s.trace_id == server.trace_id and s.parent_span_id == server.span_id}
+        return {s.name: s for s in receiver.spans
+                if s.trace_id == server.trace_id and s.parent_span_id == server.span_id}
 
     first_children = children(one)
     assert set(first_children) == {"provider.generate", "conversation.create", "conversation.update"}
@@ -96,10 +97,9 @@ def test_spans_arrive_with_the_seed_hierarchy(fake_openai: FakeOpenAI, grpc_rece
 ])
 def test_the_sampler_decides_how_many_traces_arrive(fake_openai, grpc_receiver, sampler, requests_sent, low, high):
     config = gateway_yaml(fake_openai.url, tracing=tracing(grpc_receiver, sampler, "grpc"), log_level="warn")
-    with GatewayProcess(config, workers=2) as gw:
-        with requests.Session() as session:
-            for _ in range(requests_sent):
-                assert session.get(f"{gw.base_url}/models", timeout=10).status_code == 200
+    with GatewayProcess(config, workers=2) as gw, requests.Session() as session:
+        for _ in range(requests_sent):
+            assert session.get(f"{gw.base_url}/models", timeout=10).status_code == 200
     traces = server_spans(grpc_receiver, "v1/models")
     assert low <= len(traces) <= high, len(traces)
 
@@ -115,6 +115,7 @@ def test_an_unreachable_collector_logs_one_error_and_never_slows_requests(fake_o
                                     timeout=10).status_code == 200
         assert time.perf_counter() - started < 5
         # A graceful stop tries to flush to the dead collector: still only the one error line.
+        assert gw.proc is not None
         gw.proc.terminate()
         gw.proc.wait(timeout=30)
         log = gw.log()

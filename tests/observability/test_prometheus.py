@@ -107,18 +107,18 @@ def traffic(gw: GatewayProcess) -> None:
     bodies = [{"model": "gpt-test", "input": "hi", "stream": index % 2 == 0} for index in range(5)]
     for body in [*bodies, {"model": "broken", "input": "hi"}]:
         try:
-            requests.post(f"{gw.base_url}/responses", json=body, timeout=30).content
+            _ = requests.post(f"{gw.base_url}/responses", json=body, timeout=30).content
         except requests.ConnectionError:
             # This test is about what Prometheus sees; a reset on a loaded 2-core CI box only
             # means this round sends one request fewer.
             continue
 
 
-def test_every_seed_example_query_returns_data(stack):
+def test_every_seed_example_query_returns_data(stack: tuple[GatewayProcess, Prometheus]) -> None:
     assert_data_for(*stack, SEED_QUERIES)
 
 
-def test_the_database_example_queries_return_data(stack):
+def test_the_database_example_queries_return_data(stack: tuple[GatewayProcess, Prometheus]) -> None:
     assert_data_for(*stack, DATABASE_QUERIES)
 
 
@@ -169,6 +169,8 @@ def test_every_dashboard_query_is_valid_promql(stack):
 
 
 def test_promtool_accepts_the_deploy_files():
-    for args in (["check", "rules", "deploy/prometheus/alerts.yml"], ["check", "config", "deploy/prometheus/prometheus.yml"]):
-        result = subprocess.run([shutil.which("promtool") or "promtool", *args], cwd=ROOT, capture_output=True, text=True)
+    for args in (["check", "rules", "deploy/prometheus/alerts.yml"],
+                 ["check", "config", "deploy/prometheus/prometheus.yml"]):
+        result = subprocess.run([shutil.which("promtool") or "promtool", *args], cwd=ROOT, capture_output=True,
+                                text=True)
         assert result.returncode == 0, result.stdout + result.stderr

@@ -7,9 +7,9 @@ import logging
 import pytest
 from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpResponse
-from opentelemetry.sdk.trace.export import SpanExportResult
-from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import SpanKind, StatusCode
 
 from gateway_project.config import ExporterConfig, SamplerConfig
@@ -23,7 +23,7 @@ PARENT_ID = "00f067aa0ba902b7"
 
 
 def by_name(spans):
-    out = {}
+    out: dict[str, list] = {}
     for span in spans.get_finished_spans():
         out.setdefault(span.name, []).append(span)
     return out
@@ -32,7 +32,8 @@ def by_name(spans):
 def test_a_follow_up_turn_has_the_seed_hierarchy(client, spans):
     first = client.create(model="gpt-test", input="hi", metadata={}).json()
     spans.clear()
-    response = client.post("/v1/responses", {"model": "gpt-test", "input": "again", "previous_response_id": first["id"]},
+    response = client.post("/v1/responses",
+                           {"model": "gpt-test", "input": "again", "previous_response_id": first["id"]},
                            **{"X-Request-ID": "req-42"})
     assert response.status_code == 200
     named = by_name(spans)
@@ -197,7 +198,7 @@ def test_http_exporter_url(endpoint, insecure, url):
 
 
 def test_an_unreachable_collector_is_reported_once_and_recovery_once(caplog):
-    class Flaky:
+    class Flaky(SpanExporter):
         results = [SpanExportResult.FAILURE] * 3 + [SpanExportResult.SUCCESS] * 2
 
         def export(self, spans):

@@ -4,7 +4,8 @@ mid-stream errors, refusals and cache usage."""
 from __future__ import annotations
 
 from tests.conftest import ApiClient, sse_events
-from tests.fakes.anthropic_upstream import Fail, Reply
+from tests.fakes.anthropic_upstream import Reply
+from tests.fakes.steps import Fail
 from tests.providers.harness import Fakes, final_response, output_text
 
 PNG = "data:image/png;base64,iVBORw0KGgo="
@@ -71,7 +72,8 @@ def test_a_refusal_stop_reason_becomes_a_refusal_part(api: ApiClient, fakes: Fak
 
 
 def test_an_invalid_request_passes_the_upstream_message_on(api: ApiClient, fakes: Fakes) -> None:
-    fakes.anthropic.script(Fail(400, "prompt is too long: 300000 tokens > 200000 maximum", type="invalid_request_error"))
+    fakes.anthropic.script(Fail(400, "prompt is too long: 300000 tokens > 200000 maximum",
+                                type="invalid_request_error"))
     response = api.create(model="claude", input="x")
     assert response.status_code == 400
     assert response.json()["error"]["message"] == "prompt is too long: 300000 tokens > 200000 maximum"

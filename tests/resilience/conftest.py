@@ -8,11 +8,11 @@ import pytest
 from gateway_project.config import GatewayConfig
 from responses_app.providers import resilience
 from tests.conftest import ApiClient
-from tests.providers.harness import Fakes, _fake_servers, fakes, providers_config  # noqa: F401
+from tests.providers.harness import Fakes, _fake_servers, fakes, providers_config  # noqa: F401 - fixtures
 
 
 @pytest.fixture
-def configure(db: None, settings: Any, fakes: Fakes) -> Callable[..., ApiClient]:  # noqa: F811
+def configure(db: None, settings: Any, fakes: Fakes) -> Callable[..., ApiClient]:  # noqa: F811 - the fixture
     """Point the gateway at the fakes with resilience settings for the `openai` entry (and others)."""
 
     def apply(openai: dict[str, Any] | None = None, *, models: list[dict[str, Any]] | None = None,

@@ -4,6 +4,7 @@ through half-open probes, and exports its state and transitions to Prometheus.""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import REGISTRY
 
@@ -13,7 +14,7 @@ from tests.providers.harness import Fakes
 from tests.resilience.conftest import FakeClock
 
 Configure = Callable[..., ApiClient]
-BREAKER = {"retry": {"max_retries": 0},
+BREAKER: dict[str, Any] = {"retry": {"max_retries": 0},
            "circuit_breaker": {"min_requests": 2, "failure_ratio": 0.5, "window": "30s", "open_duration": "10s",
                                "half_open_probes": 1}}
 

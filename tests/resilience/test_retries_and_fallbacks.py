@@ -115,7 +115,7 @@ def test_the_fallback_model_answers_when_the_primary_fails(configure: Configure,
     # Priced as the model that answered, not the one asked for.
     reply = anth.Reply()
     expected = (reply.input_tokens * 3 + reply.output_tokens * 15) / 1_000_000
-    assert float(stored.cost_usd) == pytest.approx(expected)
+    assert stored.cost_usd is not None and float(stored.cost_usd) == pytest.approx(expected)
 
 
 def test_connection_errors_are_retried_then_fall_back(configure: Configure, fakes: Fakes) -> None:

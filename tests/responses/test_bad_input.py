@@ -22,7 +22,8 @@ CASES = [
     ("input of wrong type", {"model": "gpt-test", "input": 5}, "input", "invalid_type"),
     ("empty input list", {"model": "gpt-test", "input": []}, "input", "empty_array"),
     ("unknown item type", {"model": "gpt-test", "input": [{"type": "bogus"}]}, "input[0]", "invalid_value"),
-    ("bad content part", {"model": "gpt-test", "input": [{"role": "user", "content": [{"type": "input_text", "text": 5}]}]},
+    ("bad content part",
+     {"model": "gpt-test", "input": [{"role": "user", "content": [{"type": "input_text", "text": 5}]}]},
      "input[0].content[0].text", "invalid_type"),
     ("bad role", {"model": "gpt-test", "input": [{"role": "robot", "content": "x"}]}, "input[0].role", "invalid_value"),
     ("temperature as string", {"model": "gpt-test", "input": "x", "temperature": "0.5"}, "temperature", "invalid_type"),
@@ -37,7 +38,8 @@ CASES = [
     ("bad text format", {"model": "gpt-test", "input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}},
      "text.format.schema", "missing_required_parameter"),
     ("previous id with conversation", {"model": "gpt-test", "input": "x", "previous_response_id": "resp_1",
-                                        "conversation": "conv_1"}, "previous_response_id", "mutually_exclusive_parameters"),
+                                        "conversation": "conv_1"},
+     "previous_response_id", "mutually_exclusive_parameters"),
     ("unknown model", {"model": "nope", "input": "x"}, "model", "model_not_found"),
     ("unknown parameter", {"model": "gpt-test", "input": "x", "max_tokens": 50}, "max_tokens", "unknown_parameter"),
     ("unknown previous response", {"model": "gpt-test", "input": "x", "previous_response_id": "resp_nope"},
@@ -49,7 +51,8 @@ CASES = [
 def test_it_rejects_bad_input_with_an_openai_error(api, fake_openai, name, body, param, code):
     before = _counts()
     for stream in (False, True):
-        payload = body if isinstance(body, str) else {**body, **({"stream": True} if stream and "stream" not in body else {})}
+        payload = body if isinstance(body, str) else {
+            **body, **({"stream": True} if stream and "stream" not in body else {})}
         response = api.post("/v1/responses", payload)
         assert response.status_code == 400, response.content
         assert response["content-type"] == "application/json"

@@ -54,7 +54,8 @@ def test_two_requests_may_branch_from_one_response(api, fake_openai):
 def test_a_tool_call_round_trip(api, fake_openai):
     tools = [{"type": "function", "name": "get_weather", "description": "Weather by city",
               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}, "strict": False}]
-    fake_openai.script(Reply(text="", tool_calls=[{"id": "call_1", "name": "get_weather", "arguments": '{"city":"Oslo"}'}]),
+    fake_openai.script(Reply(text="", tool_calls=[{"id": "call_1", "name": "get_weather",
+                                                   "arguments": '{"city":"Oslo"}'}]),
                        Reply(text="It is 3 degrees in Oslo."))
     first = api.create(model="gpt-test", input="Weather in Oslo?", tools=tools, tool_choice="auto").json()
     validate("Response", first)

@@ -112,7 +112,8 @@ def test_it_translates_json_schema_text_format(api, fake_openai):
     schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"],
               "additionalProperties": False}
     body = api.create(model="gpt-test", input="json please",
-                      text={"format": {"type": "json_schema", "name": "thing", "schema": schema, "strict": True}}).json()
+                      text={"format": {"type": "json_schema", "name": "thing", "schema": schema,
+                                       "strict": True}}).json()
     assert fake_openai.last.json["response_format"] == {
         "type": "json_schema", "json_schema": {"name": "thing", "schema": schema, "strict": True}}
     assert body["text"]["format"] == {"type": "json_schema", "name": "thing", "schema": schema, "strict": True}

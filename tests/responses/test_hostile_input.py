@@ -63,11 +63,11 @@ def _raw(fields: dict[str, Any], **raw: str) -> str:
     return text[:-1] + members + "}"
 
 
-BASE = {"model": "gpt-test", "input": "hi"}
+BASE: dict[str, Any] = {"model": "gpt-test", "input": "hi"}
 DEEP = "[" * 100_000 + "]" * 100_000
 NESTED_70 = "[" * 70 + "]" * 70
 
-OTHER_CASES = [
+OTHER_CASES: list[tuple[str, Any, str | None, str]] = [
     ("lone low surrogate", {**BASE, "input": "\udc00 first"}, "input", "invalid_value"),
     ("surrogate as raw UTF-8 bytes", '{"model": "gpt-test", "input": "\xed\xa0\x80"}'.encode("latin-1"),
      None, "invalid_json"),

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from responses_app.providers.base import ProviderRequest
 from responses_app.providers.openai_chat import build_payload, to_messages
 
 
 def test_text_before_tool_calls_is_one_assistant_turn():
-    items = [
+    items: list[dict[str, Any]] = [
         {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Do two things"}]},
-        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "On it.", "annotations": []}]},
+        {"type": "message", "role": "assistant",
+         "content": [{"type": "output_text", "text": "On it.", "annotations": []}]},
         {"type": "function_call", "call_id": "c1", "name": "a", "arguments": "{}"},
         {"type": "function_call", "call_id": "c2", "name": "b", "arguments": '{"x":1}'},
         {"type": "function_call_output", "call_id": "c1", "output": "A"},

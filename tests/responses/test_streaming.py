@@ -116,7 +116,7 @@ def test_a_failure_mid_stream_ends_with_response_failed_and_is_stored(api, fake_
     assert failed["error"]["code"] == "server_error"
     assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "one two three"
     record = StoredResponse.objects.get(pk=failed["id"])
-    assert record.status == "failed" and record.error["code"] == "server_error"
+    assert record.status == "failed" and record.error is not None and record.error["code"] == "server_error"
     stored = api.get(f"/v1/responses/{failed['id']}").json()
     assert stored["status"] == "failed"
     assert stored["output"][0]["content"][0]["text"] == "one two three"
