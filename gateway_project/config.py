@@ -202,7 +202,9 @@ class CircuitBreakerConfig(_Section):
     enabled: bool = True
     failure_ratio: float = Field(default=0.5, gt=0, le=1)
     window: Duration = 30.0
-    min_requests: int = Field(default=5, ge=1)
+    # Requests (not attempts: a request's retries are one outcome) in the window before it may open,
+    # so a handful of failing requests from one client cannot switch a model off for everyone.
+    min_requests: int = Field(default=10, ge=1)
     open_duration: Duration = 60.0
     half_open_probes: int = Field(default=3, ge=1)
 

@@ -68,9 +68,12 @@ def post_worker_init(worker: Any) -> None:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    from responses_app import worker_lifecycle
+    try:
+        from responses_app import worker_lifecycle
 
-    worker_lifecycle.stop()
+        worker_lifecycle.stop()
+    except Exception as exc:  # noqa: BLE001 - a worker that failed to boot has no Django to stop
+        server.log.warning("worker %s exit: %s", worker.pid, exc)
     _obs.worker_exit()
 
 

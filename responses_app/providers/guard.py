@@ -14,8 +14,8 @@ connections mid-query for good). Here the request only ever waits on a queue, wi
 
 The helper is a greenlet under gevent and a thread elsewhere (gateway_project.concurrency); it
 runs in a copy of the caller's context, so the provider span is current for its outgoing request.
-An abandoned helper ends as soon as its read is shut down, or at the latest when its socket
-timeout (http.Timeouts.socket_read) passes, when the upstream had not even sent its headers.
+An abandoned helper ends as soon as its read is shut down (http.post arranges that, before the
+response headers as after them); the socket timeouts are only a safety net.
 """
 
 from __future__ import annotations
@@ -46,9 +46,8 @@ class _Wake:
     """Put in the inbox when the attempt's token is set, to wake the waiting request."""
 
 
-@dataclass(frozen=True)
 class _End:
-    pass
+    """The upstream's answer is over."""
 
 
 @dataclass(frozen=True)

@@ -154,28 +154,27 @@ class ResilientProvider:
 
     def generate(self, request: ProviderRequest) -> Iterator[Event]:
         attempts = _Attempts(self.candidates, request)
-        for candidate, upstream_request, token in attempts:
+        for candidate, upstream_request in attempts:
             try:
                 events = list(candidate.provider.generate(upstream_request))
             except ProviderError as error:
-                candidate.breaker.record(token, outcome_of(error))
                 attempts.failed(error)
                 continue
             except BaseException:
-                candidate.breaker.record(token, "neutral")
+                attempts.ended("neutral")
                 raise
-            candidate.breaker.record(token, "success")
+            attempts.ended("success")
             self.serving = candidate
             return iter(events)
         raise attempts.exhausted()
 
     def stream(self, request: ProviderRequest) -> Iterator[Event]:
         attempts = _Attempts(self.candidates, request)
-        for candidate, upstream_request, token in attempts:
+        for candidate, upstream_request in attempts:
             events = candidate.provider.stream(upstream_request)
             held: list[Event] = []
             started = False
-            outcome: Outcome = "neutral"
+            outcome: Outcome | None = "neutral"  # None: failed() has judged the attempt
             try:
                 for event in events:
                     if isinstance(event, Heartbeat) or started:
@@ -193,14 +192,16 @@ class ResilientProvider:
                 outcome = "success"
                 return
             except ProviderError as error:
-                outcome = outcome_of(error)
                 if started:
+                    outcome = outcome_of(error)
                     raise
+                outcome = None
                 attempts.failed(error)
             finally:
                 # A client that left or a shutdown (GeneratorExit, Cancelled) says nothing about the upstream.
                 events.close()  # type: ignore[attr-defined]
-                candidate.breaker.record(token, outcome)
+                if outcome is not None:
+                    attempts.ended(outcome)
         raise attempts.exhausted()
 
     def close(self) -> None:
@@ -209,7 +210,10 @@ class ResilientProvider:
 
 class _Attempts:
     """The attempts the policy allows for one request, in order: each candidate, retried with backoff
-    while `failed()` judges the last error worth another try, then the next candidate."""
+    while `failed()` judges the last error worth another try, then the next candidate.
+
+    The breaker hears one outcome per candidate and request, when that candidate is done with: a
+    request whose retries all failed is one failure, not three, so `min_requests` counts requests."""
 
     def __init__(self, candidates: list[Candidate], request: ProviderRequest) -> None:
         self.candidates = candidates
@@ -218,28 +222,30 @@ class _Attempts:
         self.refused: ProviderError | None = None
         self._number = 0
         self._retry_in: float | None = None
+        self._token: int | None = None
 
-    def __iter__(self) -> Iterator[tuple[Candidate, ProviderRequest, int]]:
+    def __iter__(self) -> Iterator[tuple[Candidate, ProviderRequest]]:
         cancel = self.request.cancel
         for candidate in self.candidates:
             upstream_request = replace(self.request, model=candidate.model.upstream_model)
             self._candidate = candidate
+            cancel.raise_if_cancelled()
+            self._token = candidate.breaker.allow()
+            if self._token is None:
+                self.refused = ProviderError(
+                    "unavailable", f"Provider {candidate.provider.key!r} is failing for model "
+                    f"{candidate.model.upstream_model!r} and temporarily switched off (circuit breaker open); "
+                    "retry later.", retryable=False)
+                continue
             for number in range(candidate.retry.max_retries + 1):
-                cancel.raise_if_cancelled()
-                token = candidate.breaker.allow()
-                if token is None:
-                    self.refused = ProviderError(
-                        "unavailable", f"Provider {candidate.provider.key!r} is failing for model "
-                        f"{candidate.model.upstream_model!r} and temporarily switched off (circuit breaker open); "
-                        "retry later.", retryable=False)
-                    break
                 self._number, self._retry_in = number, None
-                yield candidate, upstream_request, token
+                yield candidate, upstream_request
                 if self._retry_in is None:
                     break
                 logger.warning("provider %r failed (%s), retry %d in %.2fs", candidate.provider.key,
                                self.last_error.message if self.last_error else "", number + 1, self._retry_in)
                 if cancel.sleep(self._retry_in):
+                    self.ended("neutral")
                     raise Cancelled(cancel.reason or "")
             if candidate is not self.candidates[-1]:
                 logger.warning("model %r unavailable, falling back", candidate.model.name)
@@ -247,9 +253,18 @@ class _Attempts:
     def failed(self, error: ProviderError) -> None:
         """The attempt just yielded failed before any content."""
         if error.kind == "bad_request":
+            self.ended("neutral")
             raise error  # the client's request is at fault: no other model will like it better
         self.last_error = error
         self._retry_in = retry_delay(self._candidate.retry, error, self._number)
+        if self._retry_in is None:
+            self.ended(outcome_of(error))
+
+    def ended(self, outcome: Outcome) -> None:
+        """This candidate is done with for this request: its one outcome goes to its breaker."""
+        if self._token is not None:
+            self._candidate.breaker.record(self._token, outcome)
+            self._token = None
 
     def exhausted(self) -> ProviderError:
         error = self.last_error or self.refused

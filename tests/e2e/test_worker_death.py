@@ -147,3 +147,25 @@ def test_a_sigterm_lets_streams_within_their_timeouts_finish():
             assert gw.proc.wait(timeout=15) == 0
     finally:
         upstream.close()
+
+
+def test_max_requests_recycling_stores_the_streams_it_must_cut():
+    upstream = FakeOpenAI()
+    upstream.default_step = Reply(text=" ".join(f"w{i}" for i in range(60)), chunk_delay=0.5)  # ~30 s each
+    try:
+        gw = GatewayProcess(_config(upstream), workers=1, env={"GATEWAY_GRACEFUL_TIMEOUT": "4"},
+                            args=["--max-requests", "4", "--max-requests-jitter", "0"])
+        with gw:
+            # The start-up health check and these three streams make four requests: the worker retires
+            # (stops accepting and drains) as the third stream starts.
+            with ThreadPoolExecutor(max_workers=3) as pool:
+                streams = list(pool.map(lambda _: OpenStream(gw.port), range(3)))
+            with ThreadPoolExecutor(max_workers=3) as pool:
+                endings = list(pool.map(lambda stream: stream.rest(timeout=15), streams))
+            assert {events[-1]["type"] for events in endings} == {"response.incomplete"}, gw.log()[-3000:]
+            # The replacement worker serves, and the cut turns are stored as what the clients were told.
+            assert requests.post(f"{gw.base_url}/responses", json={"model": "m", "input": "hi"},
+                                 timeout=30).status_code == 200
+            assert {_status(gw, stream.response_id) for stream in streams} == {"incomplete"}
+    finally:
+        upstream.close()

@@ -175,6 +175,27 @@ def test_provider_errors_are_counted_by_kind(client, fake_openai):
     assert sample("provider_requests_total", **labels) == before + 1
 
 
+def test_a_shutdown_or_hang_up_is_cancelled_not_a_provider_error(client, fake_openai, spans):
+    from responses_app.cancellation import SHUTDOWN, live_turns
+
+    model = "gpt-4o-mini-upstream"
+    labels = dict(provider="openai", model=model, operation="generate_stream")
+    cancelled = sample("provider_requests_total", **labels, status="cancelled")
+    errors = sum(sample("provider_requests_total", **labels, status=kind)
+                 for kind in ("timeout", "upstream", "error", "unavailable"))
+    fake_openai.script(Reply(text="one two three four five", chunk_delay=0.3))
+    frames = iter(client.post("/v1/responses", {"model": "gpt-test", "input": "hi", "stream": True}).streaming_content)
+    next(frames)
+    live_turns.cancel_all(SHUTDOWN)
+    assert b"response.incomplete" in b"".join(frames)
+    assert sample("provider_requests_total", **labels, status="cancelled") == cancelled + 1
+    assert sum(sample("provider_requests_total", **labels, status=kind)
+               for kind in ("timeout", "upstream", "error", "unavailable")) == errors
+    [stream_span] = [span for span in spans.get_finished_spans() if span.name == "provider.generate_stream"]
+    assert stream_span.attributes["provider.status"] == "cancelled"
+    assert stream_span.status.is_ok  # unset: not an error
+
+
 def test_store_operations_are_counted_and_timed(client):
     get_ok = dict(operation="get", backend="postgres", status="success")
     get_missing = dict(operation="get", backend="postgres", status="not_found")

@@ -114,3 +114,14 @@ def test_it_needs_a_minimum_volume_before_it_opens(configure: Configure, fakes: 
     fakes.chat.script(Fail(500))
     api.create(model="chat-model", input="5")
     assert _state() == 1
+
+
+def test_a_requests_retries_count_once(configure: Configure, fakes: Fakes) -> None:
+    api = configure({**BREAKER, "retry": {"max_retries": 2, "backoff": 0.01}})
+    fakes.chat.script(*[Fail(500)] * 3)
+    assert api.create(model="chat-model", input="1").status_code == 502
+    assert len(fakes.chat.requests) == 3
+    assert _state() == 0  # three failed attempts, but one request: below min_requests (2)
+    fakes.chat.script(*[Fail(500)] * 3)
+    api.create(model="chat-model", input="2")
+    assert _state() == 1
