@@ -278,9 +278,9 @@ def _param_path(loc: tuple[Any, ...], data: Any, *, missing: bool) -> list[str |
     path: list[str | int] = []
     node = data
     for i, part in enumerate(loc):
-        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-        elif isinstance(node, dict) and isinstance(part, str) and part in node:
+        in_body = (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)) or (
+            isinstance(node, dict) and isinstance(part, str) and part in node)
+        if in_body:
             node = node[part]
         elif not (missing and i == len(loc) - 1):
             continue
