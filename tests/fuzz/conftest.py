@@ -20,6 +20,7 @@ the session and written to var/fuzz/cases.json.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections import Counter
@@ -47,6 +48,14 @@ REPORT = Path(__file__).resolve().parents[2] / "var" / "fuzz" / "cases.json"
 FUZZ = settings(derandomize=True, database=None, deadline=None, print_blob=False,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.large_base_example])
+
+# FUZZ_SCALE=10 (in the environment) sends ten times as many cases: for hunting, not for CI.
+FUZZ_SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
+
+
+def scaled(examples: int) -> int:
+    return max(1, round(examples * FUZZ_SCALE))
+
 
 TERMINAL_EVENTS = {"response.completed", "response.failed", "response.incomplete"}
 

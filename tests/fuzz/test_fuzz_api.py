@@ -4,8 +4,8 @@ tests/fuzz/conftest.py (`Fuzzer.send`): no 5xx, every error in OpenAI's shape, n
 upstream call unless a create was accepted, and accepted streams end with a terminal event.
 
 The cases are derandomized (the same on every run); `max_examples` is sized so that the module
-runs in well under a minute on the 2-core CI machine. Run with `-s` or look at the terminal
-summary for the number of cases per endpoint (also in var/fuzz/cases.json).
+runs in well under a minute on the 2-core CI machine (FUZZ_SCALE=10 sends ten times as many).
+The number of cases per endpoint is in the terminal summary and in var/fuzz/cases.json.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz.conftest import CASES, FUZZ, Fuzzer
+from tests.fuzz.conftest import CASES, FUZZ, Fuzzer, scaled
 from tests.fuzz.strategies import (
     EXISTING,
     EXISTING_ITEM,
@@ -62,7 +62,7 @@ ARBITRARY_CREATE = st.one_of(
 
 
 def test_create_with_arbitrary_json(fuzzer: Fuzzer) -> None:
-    examples = 400
+    examples = scaled(350)
 
     @settings(FUZZ, max_examples=examples)
     @given(body=ARBITRARY_CREATE, ascii_only=st.booleans(), content_type=content_types)
@@ -74,7 +74,7 @@ def test_create_with_arbitrary_json(fuzzer: Fuzzer) -> None:
 
 
 def test_create_with_raw_bytes(fuzzer: Fuzzer) -> None:
-    examples = 300
+    examples = scaled(250)
 
     @settings(FUZZ, max_examples=examples)
     @given(raw=raw_bodies(), content_type=content_types)
@@ -86,7 +86,7 @@ def test_create_with_raw_bytes(fuzzer: Fuzzer) -> None:
 
 
 def test_create_with_one_field_of_a_valid_body_mutated(fuzzer: Fuzzer) -> None:
-    examples = 600
+    examples = scaled(550)
 
     @settings(FUZZ, max_examples=examples)
     @given(mutated=mutated_create_bodies(), ascii_only=st.booleans())
@@ -107,7 +107,7 @@ RESPONSE_IDS = st.one_of(st.just(EXISTING.encode()), path_ids)
 
 
 def test_response_by_id(fuzzer: Fuzzer) -> None:
-    examples = 300
+    examples = scaled(250)
 
     @settings(FUZZ, max_examples=examples)
     @given(method=st.sampled_from(["GET", "DELETE"]), response_id=RESPONSE_IDS,
@@ -125,7 +125,7 @@ PAGING = {"limit": st.integers(min_value=1, max_value=100).map(str), "order": st
 
 
 def test_input_items(fuzzer: Fuzzer) -> None:
-    examples = 400
+    examples = scaled(350)
 
     @settings(FUZZ, max_examples=examples)
     @given(response_id=st.one_of(st.just(EXISTING.encode()), RESPONSE_IDS),
@@ -141,7 +141,7 @@ def test_input_items(fuzzer: Fuzzer) -> None:
 # --- GET /v1/models, /health, /ready, /metrics; other methods; other paths -------------------------
 
 def test_models_health_ready_metrics(fuzzer: Fuzzer) -> None:
-    examples = 300
+    examples = scaled(250)
 
     @settings(FUZZ, max_examples=examples)
     @given(route=st.sampled_from(["/v1/models", "/health", "/ready", "/metrics"]),
@@ -159,7 +159,7 @@ ROUTES = {
 
 
 def test_unsupported_methods(fuzzer: Fuzzer) -> None:
-    examples = 300
+    examples = scaled(300)
 
     @settings(FUZZ, max_examples=examples)
     @given(route=st.sampled_from(sorted(ROUTES)), method=methods, response_id=RESPONSE_IDS,
@@ -188,7 +188,7 @@ OTHER_PATHS = st.one_of(
 
 
 def test_other_paths(fuzzer: Fuzzer) -> None:
-    examples = 200
+    examples = scaled(200)
 
     @settings(FUZZ, max_examples=examples)
     @given(path=OTHER_PATHS, method=methods, query=query_strings(["limit"]), body=SMALL_BODIES)
