@@ -45,7 +45,9 @@ REPORT = Path(__file__).resolve().parents[2] / "var" / "fuzz" / "cases.json"
 
 # The same cases on every run (derandomized, no example database) and no deadline (a case that
 # waits on the loopback upstream is not a bug). Large and slow-to-draw cases are the point here.
-FUZZ = settings(derandomize=True, database=None, deadline=None, print_blob=False,
+# FUZZ_RANDOM=1 draws new cases on every run instead (a failure prints a blob to reproduce it).
+RANDOM = os.environ.get("FUZZ_RANDOM") == "1"
+FUZZ = settings(derandomize=not RANDOM, database=None, deadline=None, print_blob=RANDOM,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.large_base_example])
 
