@@ -172,8 +172,8 @@ def paths_of(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     out: list[tuple[Any, ...]] = []
     children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, child in children:
-        out.append(prefix + (key,))
-        out.extend(paths_of(child, prefix + (key,)))
+        out.append((*prefix, key))
+        out.extend(paths_of(child, (*prefix, key)))
     return out
 
 
