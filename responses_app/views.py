@@ -27,7 +27,10 @@ View = Callable[..., HttpResponse | StreamingHttpResponse]
 
 
 def api_view(*methods: str) -> Callable[[View], View]:
-    """CSRF-exempt (the SDK sends a bearer token, no cookie) and a JSON 405 for other methods."""
+    """CSRF-exempt (the SDK sends a bearer token, no cookie) and a JSON 405 for other methods. A GET
+    route answers HEAD too, as HTTP expects (load balancers probe with it); the server sends no body."""
+    if "GET" in methods:
+        methods = (*methods, "HEAD")
 
     def decorate(view: View) -> View:
         @csrf_exempt

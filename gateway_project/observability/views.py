@@ -13,8 +13,8 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     if not metrics_enabled():
         # The seed's troubleshooting promise: metrics off means the path does not exist.
         raise Http404
-    if request.method != "GET":
+    if request.method not in ("GET", "HEAD"):
         # As on every other route: a JSON 405 naming what is allowed (a POST was a scrape).
         return ApiError(405, f"Method {request.method} is not allowed on {request.path}.", code="method_not_allowed",
-                        headers={"Allow": "GET"}).response()
+                        headers={"Allow": "GET, HEAD"}).response()
     return HttpResponse(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)

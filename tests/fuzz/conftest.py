@@ -82,12 +82,12 @@ def _rows() -> tuple[int, ...]:
 # The API's routes (by URL name) and the methods each one serves.
 ROUTES: dict[str, tuple[str, tuple[str, ...]]] = {
     "create_response": ("/v1/responses", ("POST",)),
-    "response_detail": ("/v1/responses/{id}", ("GET", "DELETE")),
-    "response_input_items": ("/v1/responses/{id}/input_items", ("GET",)),
-    "list_models": ("/v1/models", ("GET",)),
-    "health": ("/health", ("GET",)),
-    "ready": ("/ready", ("GET",)),
-    "metrics": ("/metrics", ("GET",)),
+    "response_detail": ("/v1/responses/{id}", ("GET", "HEAD", "DELETE")),
+    "response_input_items": ("/v1/responses/{id}/input_items", ("GET", "HEAD")),
+    "list_models": ("/v1/models", ("GET", "HEAD")),
+    "health": ("/health", ("GET", "HEAD")),
+    "ready": ("/ready", ("GET", "HEAD")),
+    "metrics": ("/metrics", ("GET", "HEAD")),
 }
 
 

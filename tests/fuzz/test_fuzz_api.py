@@ -153,8 +153,9 @@ def test_models_health_ready_metrics(fuzzer: Fuzzer) -> None:
 
 
 ROUTES = {
-    "/v1/responses": ("POST",), "/v1/responses/{id}": ("GET", "DELETE"), "/v1/responses/{id}/input_items": ("GET",),
-    "/v1/models": ("GET",), "/health": ("GET",), "/ready": ("GET",), "/metrics": ("GET",),
+    "/v1/responses": ("POST",), "/v1/responses/{id}": ("GET", "HEAD", "DELETE"),
+    "/v1/responses/{id}/input_items": ("GET", "HEAD"), "/v1/models": ("GET", "HEAD"), "/health": ("GET", "HEAD"),
+    "/ready": ("GET", "HEAD"), "/metrics": ("GET", "HEAD"),
 }
 
 

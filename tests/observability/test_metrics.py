@@ -126,7 +126,8 @@ def test_other_methods_on_the_metrics_path_are_a_json_405(client):
         response = getattr(client.client, method)("/metrics")
         assert response.status_code == 405, method
         assert response.json()["error"]["code"] == "method_not_allowed"
-        assert response["allow"] == "GET"
+        assert response["allow"] == "GET, HEAD"
+    assert client.client.head("/metrics").status_code == 200  # probes and load balancers use HEAD
 
 
 def test_metrics_middleware_switches_itself_off(settings, fake_openai):

@@ -112,3 +112,14 @@ def test_an_after_cursor_no_item_can_have_is_a_400(api):
     response = api.get(f"/v1/responses/{created['id']}/input_items", after="msg_\x00x")
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "after"
+
+
+def test_get_routes_answer_head_as_http_expects(api):
+    created = api.create(model="gpt-test", input="hi").json()
+    for path in ("/health", "/ready", "/v1/models", f"/v1/responses/{created['id']}",
+                 f"/v1/responses/{created['id']}/input_items"):
+        response = api.client.head(path)
+        assert response.status_code == 200, path
+        assert response.content == b"", path
+    refused = api.client.head("/v1/responses")
+    assert refused.status_code == 405 and refused["Allow"] == "POST"
