@@ -669,13 +669,15 @@ def check_all(result_outcomes: list[Outcome], rows: list[Row], upstream: SoakUps
     ordinary = [o for o in result_outcomes if not o.spec.hang_up]
     successes = [o for o in ordinary if o.ok]
     hang_ups = [o for o in sent if o.spec.hang_up]
-    failed = [o for o in ordinary if not o.ok]
+    # A hang-up fails when it got an error (an error status, or the stream ended) before its hang-up point.
+    failed = [o for o in ordinary if not o.ok] + [o for o in hang_ups if o.error]
     by_kind = Counter(o.spec.kind for o in successes)
     checks.append(Check(
         "every non-hang-up request succeeded", not failed,
         f"{len(successes)}/{len(ordinary)} (json {by_kind['json']}, stream {by_kind['stream']}, chain turns "
-        f"{by_kind['chain']})" + (f"; failures: {_examples(f'soak-{o.spec.tag}: {o.error}' for o in failed)}"
-                                  if failed else "")))
+        f"{by_kind['chain']}), and {len(hang_ups) - sum(1 for o in hang_ups if o.error)}/{len(hang_ups)} hang-ups "
+        "met no error before hanging up"
+        + (f"; failures: {_examples(f'soak-{o.spec.tag}: {o.error}' for o in failed)}" if failed else "")))
 
     wrong = [o for o in successes if o.text != answer_text(o.spec.tag)]
     wrong += [o for o in hang_ups if not answer_text(o.spec.tag, True).startswith(o.text)]
