@@ -23,7 +23,7 @@ RSS is sampled. When the load has drained, it checks, and exits non-zero if any 
 
 - every non-hang-up request succeeded (200; streams end with `response.completed`), with its own
   answer (the text the upstream wrote for its tag), and chains carried their history upstream;
-- stored rows = successful creates + hang-ups whose turn the gateway opened (see `row_check`);
+- stored rows = successful creates + hang-ups whose turn the gateway opened (see `check_all`);
 - every upstream call belongs to a turn that was opened first; none is left open;
 - no row is left `in_progress`;
 - `http_requests_total{method="POST",path="/v1/responses"}` summed over statuses = requests sent;
@@ -333,7 +333,7 @@ def send(port: int, spec: CallSpec, previous: str | None) -> Outcome:
                 _read_stream(reader, outcome)
             else:
                 _read_json(reader, outcome)
-    except (OSError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001 - any failure is this request's outcome, reported with the rest
         outcome.error = outcome.error or f"{type(error).__name__}: {error}"
     outcome.latency = time.perf_counter() - started
     return outcome
@@ -774,7 +774,8 @@ def check_all(result_outcomes: list[Outcome], rows: list[Row], upstream: SoakUps
 
     abandoned = [c for c in upstream.calls if c.hang_up]
     left_open = [c.tag for c in abandoned if not c.recorded.finished.is_set()]
-    not_dropped = [c.tag for c in abandoned if c.recorded.finished.is_set() and not c.recorded.client_disconnected.is_set()]
+    not_dropped = [c.tag for c in abandoned
+                   if c.recorded.finished.is_set() and not c.recorded.client_disconnected.is_set()]
     checks.append(Check(
         "the gateway dropped every abandoned upstream stream", not left_open and not not_dropped,
         f"{len(abandoned)} hung-up upstream streams, all closed by the gateway"
@@ -786,8 +787,8 @@ def check_all(result_outcomes: list[Outcome], rows: list[Row], upstream: SoakUps
         "no row left in_progress", in_progress == 0 and turns_live == 0,
         f"{in_progress} rows in_progress, gateway_turns_in_flight {turns_live:.0f}, after the load drained"))
 
-    http = {labels.get("status", ""): int(value) for name, labels, value in metrics
-            if name == "http_requests_total" and labels.get("method") == "POST" and labels.get("path") == "/v1/responses"}
+    http = {labels.get("status", ""): int(value) for name, labels, value in metrics if name == "http_requests_total"
+            and labels.get("method") == "POST" and labels.get("path") == "/v1/responses"}
     checks.append(Check(
         "http_requests_total = requests sent", sum(http.values()) == len(sent),
         f'{sum(http.values())} counted (POST /v1/responses, by status: '
@@ -939,8 +940,8 @@ def run_soak(requests_: int = 2000, concurrency: int = 50, *, seed: int = 7, wor
             "failed statements": metric_sum(metrics, "django_db_errors_total"),
         }
         return SoakResult(requests_, concurrency, seed, workers, warmup_requests, rss_bound_mb, outcomes,
-                          load_seconds, settle_seconds, cpu, own_cpu, rss, checks, hang_up_counts, http, levels, excerpt,
-                          series, database)
+                          load_seconds, settle_seconds, cpu, own_cpu, rss, checks, hang_up_counts, http, levels,
+                          excerpt, series, database)
     finally:
         gw.stop()
         upstream.close()
