@@ -39,6 +39,7 @@ run are in docs/reliability.md. Needs Postgres at 127.0.0.1:5432.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import re
@@ -65,6 +66,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# The test harness, importable once the checkout is on sys.path (E402).
 from tests.e2e.gunicorn import GatewayProcess  # noqa: E402
 from tests.fakes.openai_upstream import FakeOpenAI, Reply  # noqa: E402
 from tests.fakes.server import Recorded, Writer  # noqa: E402
@@ -127,7 +129,7 @@ class Job:
 
 
 def build_plan(total: int, seed: int) -> list[Job]:
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - a reproducible plan, not a secret
     kinds = list(MIX)
     # Per job, so that the share of *requests* matches MIX (a chain job is three requests).
     weights = [MIX[k] / (CHAIN_TURNS if k == "chain" else 1) for k in kinds]
@@ -435,10 +437,8 @@ class RssSampler:
     def sample(self) -> RssSample:
         rss = {}
         for worker in self.workers():
-            try:
+            with contextlib.suppress(psutil.Error):  # a worker that just exited has no RSS to report
                 rss[worker.pid] = worker.memory_info().rss
-            except psutil.Error:
-                pass
         sample = RssSample(time.monotonic(), self.progress(), rss)
         self.samples.append(sample)
         return sample
@@ -875,7 +875,8 @@ def run_soak(requests_: int = 2000, concurrency: int = 50, *, seed: int = 7, wor
                         database=f"gw_soak_{secrets.token_hex(4)}")
     try:
         gw.start()
-        assert gw.proc is not None
+        if gw.proc is None:
+            raise RuntimeError("the gateway did not start")
         done_lock = threading.Lock()
         done_count = 0
         sampler = RssSampler(gw.proc.pid, lambda: done_count)
