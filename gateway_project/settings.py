@@ -115,6 +115,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # tries again as soon as a request asks, so recovery needs no restart.
         "reconnect_timeout": env.float("DB_POOL_RECONNECT_TIMEOUT", default=2.0),
     }
+# How long a request may wait for a pooled connection while Postgres is up but every connection
+# is busy (a burst): each single wait is DB_POOL_TIMEOUT, renewed while the pool makes no failed
+# connection attempt (gateway_project/db_backends/postgresql). A down database still fails fast.
+DB_POOL_BUSY_TIMEOUT = env.float("DB_POOL_BUSY_TIMEOUT", default=10.0)
 if test_db_name := env.str("TEST_DB_NAME", default=""):
     DATABASES["default"]["TEST"] = {"NAME": test_db_name}
 # Set after the pool block, which tests for Django's engine name: django-prometheus's subclasses

@@ -109,8 +109,10 @@ class Turn:
 
     def settle(self, status: str, *, error: dict[str, Any] | None = None, completed_at: datetime | None = None,
                interrupted: str = "") -> bool:
-        """Write how the turn ended. False when the database refused: the settlement is then kept
-        as `failed` and written later (worker_lifecycle), and the caller must say the turn failed."""
+        """Write how the turn ended. False when the database refused: the settlement is then kept and
+        written later (worker_lifecycle). A turn whose client is still listening is kept as `failed`,
+        since the caller must tell the client it failed; one cut short (the client left, a shutdown)
+        keeps its status, which is what its client was told, if anything."""
         if self.settled:
             return True
         self.settled = True
@@ -132,9 +134,10 @@ class Turn:
             store.finish_turn(settlement)
             return True
         except DatabaseError:
-            logger.warning("could not store the end of response %s; it will be stored as failed when the "
-                           "database answers again", self.response_id, exc_info=True)
-            settlement.status, settlement.error, settlement.completed_at = "failed", STORAGE_FAILED, None
+            logger.warning("could not store the end of response %s; it will be stored when the database "
+                           "answers again", self.response_id, exc_info=True)
+            if not interrupted and status != "failed":
+                settlement.status, settlement.error, settlement.completed_at = "failed", STORAGE_FAILED, None
             worker_lifecycle.defer(settlement)
             return False
         finally:

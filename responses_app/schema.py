@@ -158,14 +158,6 @@ InputItem = Annotated[
 ]
 _INPUT_ITEMS = TypeAdapter(list[InputItem])
 
-# Discriminator tags and union branch names appear in pydantic's error locations; they are not
-# parameter names, so they are left out of `param`.
-_LOC_NOISE = {
-    "input_text", "output_text", "refusal", "input_image", "input_file", "message", "function_call",
-    "function_call_output", "reasoning", "str", "list[tagged-union[InputText,OutputText,Refusal,InputImage,InputFile]]",
-}
-
-
 # --- tools and text format -----------------------------------------------------------------
 
 class FunctionTool(_Strict):
@@ -274,23 +266,41 @@ class CreateResponseRequest(_Strict):
     input_items: list[Any] = Field(default_factory=list, exclude=True)
 
 
-def _param(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in _LOC_NOISE or (isinstance(part, str) and part.startswith(("function-", "literal[", "format:"))):
+def _param_path(loc: tuple[Any, ...], data: Any, *, missing: bool) -> list[str | int]:
+    """The steps of a pydantic error location that are steps in the request body itself.
+
+    Locations also name union branches (`str`, `dict[str,any]`, `ToolChoiceFunction`) and
+    discriminator tags (`message`, `input_text`); following the location through the body keeps
+    only what the caller sent, whatever those are called. (A list of names to skip cannot tell
+    the `reasoning` parameter from the `reasoning` item tag inside `input`.) A missing field's
+    name, the location's last step, is kept although the body lacks it.
+    """
+    path: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        in_body = (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)) or (
+            isinstance(node, dict) and isinstance(part, str) and part in node)
+        if in_body:
+            node = node[part]
+        elif not (missing and i == len(loc) - 1):
             continue
-        else:
-            out += f".{part}" if out else str(part)
+        path.append(part)
+    return path
+
+
+def _param(path: list[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
-def _first_error(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> ApiError:
+def _first_error(exc: ValidationError, data: dict[str, Any], prefix: tuple[Any, ...] = ()) -> ApiError:
     # With unions, pydantic reports every branch; the deepest location is the most specific.
-    errors = exc.errors(include_url=False)
-    error = max(errors, key=lambda e: len([p for p in e["loc"] if p not in _LOC_NOISE]))
-    param = _param(prefix + tuple(error["loc"]))
+    errors = [(error, _param_path(prefix + tuple(error["loc"]), data, missing=error["type"] == "missing"))
+              for error in exc.errors(include_url=False)]
+    error, path = max(errors, key=lambda pair: len(pair[1]))
+    param = _param(path)
     if error["type"] == "missing":
         return invalid_request(f"Missing required parameter: '{param}'.", param=param,
                                code="missing_required_parameter")
@@ -309,7 +319,7 @@ def parse_create_request(body: bytes) -> CreateResponseRequest:
     try:
         request = CreateResponseRequest.model_validate(data)
     except ValidationError as exc:
-        raise _first_error(exc) from None
+        raise _first_error(exc, data) from None
     if isinstance(request.input, str):
         request.input_items = [MessageItem(role="user", content=request.input)]
     elif isinstance(request.input, list):
@@ -318,7 +328,7 @@ def parse_create_request(body: bytes) -> CreateResponseRequest:
         try:
             request.input_items = _INPUT_ITEMS.validate_python(request.input)
         except ValidationError as exc:
-            raise _first_error(exc, prefix=("input",)) from None
+            raise _first_error(exc, data, prefix=("input",)) from None
     else:
         raise invalid_request("Invalid type for 'input': expected a string or an array of input items.",
                               param="input", code="invalid_type")

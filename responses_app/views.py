@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -93,10 +94,15 @@ def response_detail(request: HttpRequest, response_id: str) -> HttpResponse:
     ))
 
 
+# ASCII digits only: str.isdigit() also says yes to '²' and other digits int() refuses, and int()
+# refuses more than 4,300 digits; either was a 500.
+_LIMIT = re.compile(r"[0-9]{1,9}")
+
+
 def _limit(raw: str | None) -> int:
     if raw is None:
         return 20
-    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+    if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= 100:
         raise invalid_request("Invalid value for 'limit': expected an integer from 1 to 100.", param="limit",
                               code="invalid_value")
     return int(raw)

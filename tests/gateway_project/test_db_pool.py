@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.db import connections
+from django.db import OperationalError, connections
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from gateway_project.db_backends.postgresql.base import DatabaseWrapper
@@ -79,3 +79,44 @@ def test_after_a_restart_the_first_checkout_sweeps_and_gets_a_live_connection_at
 
 def test_the_suites_connections_use_the_gateways_backend(db: None) -> None:
     assert isinstance(connections["default"], DatabaseWrapper)
+
+
+def _wrapper(settings: Any, alias: str, **overrides: Any) -> DatabaseWrapper:
+    base = settings.DATABASES["default"]
+    pool = {**base["OPTIONS"]["pool"], "min_size": 1, "max_size": 1, "timeout": 0.5}
+    params = {**base, "NAME": "postgres", "TEST": {}, **overrides,
+              "OPTIONS": {**base["OPTIONS"], "application_name": alias, "pool": pool}}
+    return DatabaseWrapper(params, alias=alias)
+
+
+def test_a_busy_pool_makes_a_request_wait_instead_of_failing(db: None, settings: Any) -> None:
+    import threading
+
+    settings.DB_POOL_BUSY_TIMEOUT = 10
+    waiter = _wrapper(settings, "gw-busy")
+    pool = waiter.pool
+    pool.open()
+    held = pool.getconn()  # the pool's only connection, busy elsewhere ...
+    threading.Timer(1.5, pool.putconn, args=(held,)).start()  # ... for 1.5 s
+    try:
+        started = time.monotonic()
+        waiter.ensure_connection()  # three rounds of the 0.5 s timeout: busy, not down
+        assert 1.2 < time.monotonic() - started < 5
+    finally:
+        waiter.close()
+        waiter.close_pool()
+
+
+def test_a_database_that_is_down_fails_the_request_fast(db: None, settings: Any) -> None:
+    import socket
+
+    settings.DB_POOL_BUSY_TIMEOUT = 10
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # nothing listens there: every connection is refused
+    down = _wrapper(settings, "gw-down", PORT=str(port))
+    started = time.monotonic()
+    with pytest.raises(OperationalError):
+        down.ensure_connection()
+    assert time.monotonic() - started < 2  # one wait of the pool timeout, not the busy budget
+    down.close_pool()

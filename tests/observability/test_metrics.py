@@ -120,6 +120,15 @@ def test_metrics_path_is_404_when_metrics_or_observability_are_off(client, setti
     assert client.client.get(path).status_code == 404
 
 
+def test_other_methods_on_the_metrics_path_are_a_json_405(client):
+    # Found by tests/fuzz: every method scraped the metrics, where every other route answers a 405.
+    for method in ("post", "put", "patch", "delete", "options"):
+        response = getattr(client.client, method)("/metrics")
+        assert response.status_code == 405, method
+        assert response.json()["error"]["code"] == "method_not_allowed"
+        assert response["allow"] == "GET"
+
+
 def test_metrics_middleware_switches_itself_off(settings, fake_openai):
     settings.GATEWAY = observed_config(fake_openai.url, metrics_on=False)
     with pytest.raises(MiddlewareNotUsed):

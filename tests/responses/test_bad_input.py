@@ -44,6 +44,19 @@ CASES = [
     ("unknown parameter", {"model": "gpt-test", "input": "x", "max_tokens": 50}, "max_tokens", "unknown_parameter"),
     ("unknown previous response", {"model": "gpt-test", "input": "x", "previous_response_id": "resp_nope"},
      "previous_response_id", "previous_response_not_found"),
+    # Found by tests/fuzz: `param` named pydantic's union branches and tags instead of the parameter.
+    ("reasoning not an object", {"model": "gpt-test", "input": "x", "reasoning": 5}, "reasoning", "invalid_type"),
+    ("reasoning item summary of wrong type", {"model": "gpt-test", "input": [{"type": "reasoning", "summary": 5}]},
+     "input[0].summary", "invalid_type"),
+    ("conversation of wrong type", {"model": "gpt-test", "input": "x", "conversation": []}, "conversation",
+     "invalid_type"),
+    ("context_management of wrong type", {"model": "gpt-test", "input": "x", "context_management": 5},
+     "context_management", "invalid_type"),
+    ("tool_choice object without a name", {"model": "gpt-test", "input": "x", "tool_choice": {"type": "function"}},
+     "tool_choice.name", "missing_required_parameter"),
+    ("tool_choice object with an unknown field", {"model": "gpt-test", "input": "x",
+                                                   "tool_choice": {"type": "function", "name": "f", "extra": 1}},
+     "tool_choice.extra", "unknown_parameter"),
 ]
 
 

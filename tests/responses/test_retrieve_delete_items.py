@@ -78,6 +78,15 @@ def test_input_items_reject_bad_paging_parameters(api):
         assert response.json()["error"]["param"] == param
 
 
+@pytest.mark.parametrize("limit", ["\u00b2", "1\u00b2", "\u2460", "\u0661", "9" * 5000, "0" * 4999 + "5"])
+def test_a_limit_that_is_not_plain_ascii_digits_is_a_400_not_a_500(api, limit):
+    # Found by tests/fuzz: str.isdigit() accepts '²' (int() does not), and int() refuses 4,300+ digits.
+    body = _with_items(api, 1)
+    response = api.get(f"/v1/responses/{body['id']}/input_items", limit=limit)
+    assert response.status_code == 400, response.content
+    assert (response.json()["error"]["param"], response.json()["error"]["code"]) == ("limit", "invalid_value")
+
+
 def test_function_call_items_keep_their_ids(api):
     body = api.create(model="gpt-test", input=[
         {"type": "function_call", "id": "fc_client", "call_id": "c1", "name": "f", "arguments": "{}"},

@@ -162,3 +162,25 @@ def test_the_sweep_settles_turns_older_than_any_turn_can_run(api, fake_openai, s
     assert worker_lifecycle.sweep() == 1
     assert StoredResponse.objects.get(pk=old).interrupted == "expired"
     assert StoredResponse.objects.get(pk=recent).status == "in_progress"
+
+
+def test_a_hung_up_turn_whose_end_cannot_be_written_yet_stays_incomplete(transactional_db, api, fake_openai,
+                                                                         monkeypatch):
+    from django.db import OperationalError
+
+    from conversations_app.store import store
+
+    def database_down(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    fake_openai.script(Reply(text="one two three four five six", chunk_delay=0.3))
+    response = api.create(model="gpt-test", input="x", stream=True)
+    frames = _frames(response)
+    response_id = _data(next(frames))["response"]["id"]
+    monkeypatch.setattr(store.inner, "finish_turn", database_down)
+    response.close()  # the client leaves while the database is away
+    monkeypatch.undo()
+    assert worker_lifecycle.retry_deferred() == 0
+    record = StoredResponse.objects.get(pk=response_id)
+    # Nobody was told it failed: it is stored as what it was, cut short by its client.
+    assert (record.status, record.interrupted, record.error) == ("incomplete", "client_gone", None)

@@ -1,24 +1,33 @@
 """The gateway's Postgres backend: django-prometheus's (every query counted and timed), whose pooled
-connections are checked at checkout, and a Postgres restart costs no request an error.
+connections are checked at checkout, which waits for a busy pool but fails fast when Postgres is
+down, and whose restart costs no request an error.
 
-A restart kills every pooled connection at once, and each looks fine until used. psycopg_pool's
-own check (Django's CONN_HEALTH_CHECKS) finds them one at a time and backs off 1 s, then 2 s,
-between them, so a request that draws two dead connections runs out of its wait and fails
-(measured: 3 of 40 requests after an idle restart). Here the check is the same
-`ConnectionPool.check_connection`, made where Django takes a connection (`get_new_connection`, the
-backend method Django meant for subclasses), and the first dead one makes the pool check all its
-idle connections at once (`ConnectionPool.check()`): the request then gets a live connection, or a
-new one within DB_POOL_TIMEOUT. Only public Django and psycopg_pool APIs are used.
+- **Checked at checkout.** A restart kills every pooled connection at once, and each looks fine
+  until used. psycopg_pool's own check (Django's CONN_HEALTH_CHECKS) finds them one at a time and
+  backs off 1 s, then 2 s, between them, so a request that draws two dead connections runs out of
+  its wait and fails (measured: 3 of 40 requests after an idle restart). Here the check is the same
+  `ConnectionPool.check_connection`, made where Django takes a connection (`get_new_connection`,
+  the backend method Django meant for subclasses), and the first dead one makes the pool check all
+  its idle connections at once (`ConnectionPool.check()`).
+- **Busy is not down.** Each wait for a pooled connection lasts at most DB_POOL_TIMEOUT (1.5 s), so
+  a request fails fast while Postgres is down. When that wait runs out but the pool made no failed
+  connection attempt meanwhile, Postgres is up and every connection is just busy (a burst of
+  traffic): the request keeps waiting, up to DB_POOL_BUSY_TIMEOUT, instead of failing a burst that
+  the database would have served a moment later.
+
+Only public Django and psycopg_pool APIs are used.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import psycopg
+from django.conf import settings
 from django_prometheus.db.backends.postgresql import base
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +39,10 @@ _CHECKOUTS = 3
 class DatabaseWrapper(base.DatabaseWrapper):
     def get_new_connection(self, conn_params: Any) -> Any:
         pool = self.pool
+        if pool is None:
+            return super().get_new_connection(conn_params)
         for attempt in range(_CHECKOUTS):
-            connection = super().get_new_connection(conn_params)
-            if pool is None:
-                return connection
+            connection = self._checkout(conn_params, pool)
             try:
                 ConnectionPool.check_connection(connection)
                 return connection
@@ -45,3 +54,16 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 logger.warning("a pooled database connection was dead; checking the other idle ones")
                 pool.check()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _checkout(self, conn_params: Any, pool: ConnectionPool[Any]) -> Any:
+        """Django's checkout (one wait of DB_POOL_TIMEOUT), repeated while the pool is merely busy."""
+        busy_until = time.monotonic() + settings.DB_POOL_BUSY_TIMEOUT
+        while True:
+            failed_connects = pool.get_stats().get("connections_errors", 0)
+            try:
+                return super().get_new_connection(conn_params)
+            except PoolTimeout:
+                if pool.get_stats().get("connections_errors", 0) > failed_connects:
+                    raise  # the pool could not reach Postgres meanwhile: it is down, say so now
+                if time.monotonic() >= busy_until:
+                    raise

@@ -1,0 +1,287 @@
+"""The fuzz harness: send one case through Django's test client and check the properties that
+must hold for every request, whatever it carries.
+
+- The status is never 5xx (nothing here scripts the fake upstream to fail).
+- Every non-2xx answer is exactly `{"error": {"message": str, "type": str, "param": str|null,
+  "code": str|null}}` with a JSON content type, and a `param` names a parameter (never '' nor a
+  pydantic union branch such as `dict[str,any]`).
+- A method a route does not serve is a 405 with `Allow`.
+- Only an accepted (2xx) create may add rows to the conversations tables or reach the upstream;
+  an accepted create with `store: false` adds no rows either.
+- An accepted stream parses as SSE and ends with exactly one terminal event; an accepted JSON
+  create is a Response object, and a stored one can be retrieved with its input items.
+
+Each case runs in a savepoint that is rolled back, so every case starts from the same database
+(the seeded response is always there, never deleted by an earlier case), and the cases, being
+derandomized, are the same on every run. How many ran, per endpoint, is printed at the end of
+the session and written to var/fuzz/cases.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from django.test import Client
+from django.urls import Resolver404, resolve
+from hypothesis import HealthCheck, settings
+from pydantic import BaseModel
+
+from conversations_app.models import Conversation, Item, StoredResponse
+from responses_app import schema
+from tests.conftest import gateway_config_for
+from tests.fakes.openai_upstream import FakeOpenAI, Reply
+from tests.fuzz.strategies import EXISTING, EXISTING_ITEM, fill_in
+
+REPORT = Path(__file__).resolve().parents[2] / "var" / "fuzz" / "cases.json"
+
+# The same cases on every run (derandomized, no example database) and no deadline (a case that
+# waits on the loopback upstream is not a bug). Large and slow-to-draw cases are the point here.
+# FUZZ_RANDOM=1 draws new cases on every run instead (a failure prints a blob to reproduce it).
+RANDOM = os.environ.get("FUZZ_RANDOM") == "1"
+FUZZ = settings(derandomize=not RANDOM, database=None, deadline=None, print_blob=RANDOM,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                       HealthCheck.large_base_example])
+
+# FUZZ_SCALE=10 (in the environment) sends ten times as many cases: for hunting, not for CI.
+FUZZ_SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
+
+
+def scaled(examples: int) -> int:
+    return max(1, round(examples * FUZZ_SCALE))
+
+
+TERMINAL_EVENTS = {"response.completed", "response.failed", "response.incomplete"}
+
+# Cases sent, by endpoint ("POST /v1/responses", "other methods /health", ...), and seconds per test.
+CASES: Counter[str] = Counter()
+# ... and how many of them were answered 2xx (accepted) and 4xx (refused).
+ANSWERS: Counter[tuple[str, str]] = Counter()
+SECONDS: dict[str, float] = {}
+
+
+# One round trip for the three counts: they are taken twice per case, and were half its queries.
+_TABLES = [model._meta.db_table for model in (Conversation, StoredResponse, Item)]
+_ROWS_SQL = "SELECT " + ", ".join(f"(SELECT count(*) FROM {table})" for table in _TABLES)  # noqa: S608 - the models' tables
+
+
+def _rows() -> tuple[int, ...]:
+    with connection.cursor() as cursor:
+        cursor.execute(_ROWS_SQL)
+        return tuple(cursor.fetchone())
+
+
+# The API's routes (by URL name) and the methods each one serves.
+ROUTES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "create_response": ("/v1/responses", ("POST",)),
+    "response_detail": ("/v1/responses/{id}", ("GET", "DELETE")),
+    "response_input_items": ("/v1/responses/{id}/input_items", ("GET",)),
+    "list_models": ("/v1/models", ("GET",)),
+    "health": ("/health", ("GET",)),
+    "ready": ("/ready", ("GET",)),
+    "metrics": ("/metrics", ("GET",)),
+}
+
+
+def route_of(path_info: str) -> tuple[str, tuple[str, ...]]:
+    """The route a path resolves to and its methods; `(no route)` for a 404 path."""
+    try:
+        match = resolve(path_info)
+    except Resolver404:
+        return "(no route)", ()
+    assert match.url_name in ROUTES, f"the fuzz reached {path_info!r} ({match.url_name}), outside the API"
+    return ROUTES[match.url_name]
+
+
+class Fuzzer:
+    def __init__(self, fake_openai: FakeOpenAI, known: dict[str, str]) -> None:
+        self.client = Client()
+        self.fake = fake_openai
+        self.known = known
+
+    def send(self, method: str, path: bytes | str, *, query: str = "", body: bytes = b"",
+             content_type: str | None = None) -> Any:
+        """Send one case and check every property; returns the response (already checked)."""
+        raw_path = path if isinstance(path, bytes) else path.encode("utf-8", "surrogatepass")
+        # PATH_INFO as a WSGI server builds it: the percent-decoded bytes, read as Latin-1.
+        path_info = fill_in(raw_path.decode("latin-1"), self.known)
+        query = fill_in(query, self.known)
+        body = fill_in(body.decode("latin-1"), self.known).encode("latin-1")
+        route, allowed = route_of(path_info)
+        label = f"{'any method' if not allowed else method if method in allowed else 'other methods'} {route}"
+        CASES[label] += 1
+        is_create = route == "/v1/responses" and method == "POST"
+        with transaction.atomic():
+            rows_before, upstream_before = _rows(), len(self.fake.requests)
+            response = self.client.generic(method, "/", data=body, PATH_INFO=path_info, QUERY_STRING=query,
+                                           CONTENT_TYPE="" if content_type is None else content_type)
+            status = response.status_code
+            ANSWERS[label, f"{status // 100}xx"] += 1
+            where = f"{method} {path_info[:200]!r}?{query[:200]!r} -> {status}"
+            events = _sse_events(response, where) if response.streaming else None
+            assert status < 500, f"{where}: {_excerpt(response)}"
+            if not 200 <= status < 300:
+                _check_error_shape(response, method, where)
+            if allowed and method not in allowed:
+                assert status == 405 and response.has_header("Allow"), f"{where}: an unsupported method"
+            if is_create and 200 <= status < 300:
+                self._check_accepted_create(response, events, rows_before, upstream_before, where)
+            else:
+                assert _rows() == rows_before, f"{where}: rows written for a request that created nothing"
+                assert len(self.fake.requests) == upstream_before, f"{where}: the upstream was called"
+                if 200 <= status < 300 and method != "HEAD":
+                    _check_json_or_metrics(response, where)
+            transaction.set_rollback(True)
+        return response
+
+    def _check_accepted_create(self, response: Any, events: list[dict[str, Any]] | None,
+                               rows_before: tuple[int, ...], upstream_before: int, where: str) -> None:
+        if events is not None:
+            assert response["Content-Type"] == "text/event-stream", where
+            assert events, f"{where}: an empty stream"
+            assert events[0]["type"] == "response.created", f"{where}: first event {events[0]['type']}"
+            assert [e["sequence_number"] for e in events] == list(range(len(events))), where
+            terminal = [e["type"] for e in events if e["type"] in TERMINAL_EVENTS]
+            assert len(terminal) == 1 and events[-1]["type"] in TERMINAL_EVENTS, f"{where}: terminal events {terminal}"
+            final = events[-1]["response"]
+        else:
+            assert response["Content-Type"] == "application/json", where
+            final = _strict_json(response.content, where)
+        assert final["object"] == "response" and final["id"].startswith("resp_"), where
+        if not final["store"]:
+            assert _rows() == rows_before, f"{where}: store=false wrote rows"
+            return
+        retrieved = self.client.get(f"/v1/responses/{final['id']}")
+        assert retrieved.status_code == 200, f"{where}: retrieve -> {retrieved.status_code} {_excerpt(retrieved)}"
+        assert _strict_json(retrieved.content, where)["id"] == final["id"]
+        items = self.client.get(f"/v1/responses/{final['id']}/input_items", {"order": "asc", "limit": "100"})
+        assert items.status_code == 200, f"{where}: input_items -> {items.status_code} {_excerpt(items)}"
+        assert _strict_json(items.content, where)["object"] == "list"
+
+
+def _strict_json(content: bytes, where: str) -> Any:
+    """Parsed as RFC 8259 JSON: UTF-8, no NaN or Infinity literals."""
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{where}: {name} in a JSON answer")
+
+    return json.loads(content.decode("utf-8"), parse_constant=refuse)
+
+
+def _excerpt(response: Any) -> str:
+    if response.streaming:
+        return "<stream>"
+    return response.content[:500].decode("utf-8", "replace")
+
+
+def _check_error_shape(response: Any, method: str, where: str) -> None:
+    assert response["Content-Type"] == "application/json", f"{where}: content type {response['Content-Type']!r}"
+    if method == "HEAD":
+        return  # the test client drops a HEAD answer's body, as servers do
+    body = _strict_json(response.content, where)
+    assert isinstance(body, dict) and set(body) == {"error"}, f"{where}: {_excerpt(response)}"
+    error = body["error"]
+    assert isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}, f"{where}: {error}"
+    assert isinstance(error["message"], str) and error["message"], f"{where}: {error}"
+    assert isinstance(error["type"], str) and error["type"], f"{where}: {error}"
+    assert error["param"] is None or isinstance(error["param"], str), f"{where}: {error}"
+    assert error["param"] is None or _names_a_parameter(error["param"]), f"{where}: param {error['param']!r}"
+    assert error["code"] is None or isinstance(error["code"], str), f"{where}: {error}"
+
+
+# What pydantic puts in an error location besides parameter names: union branches (`str`,
+# `dict[str,any]`, `literal['auto',...]`, a model's class name) and discriminator tags. A `param`
+# made of those points the caller at nothing. (A client could send a key spelled like one; the
+# fuzz does not.)
+_MODEL_NAMES = {name for name, value in vars(schema).items()
+                if isinstance(value, type) and issubclass(value, BaseModel)}
+_TYPE_LABEL = re.compile(r"^(str|int|float|bool|none)$|^(dict|list|literal|tagged-union|function-\w+|json-or-python)\[")
+
+
+def _names_a_parameter(param: str) -> bool:
+    if not param:
+        return False
+    segments = [segment for segment in re.split(r"\.|\[\d+\]", param) if segment]
+    return not any(segment in _MODEL_NAMES or _TYPE_LABEL.match(segment) for segment in segments)
+
+
+def _check_json_or_metrics(response: Any, where: str) -> None:
+    if response["Content-Type"].startswith("text/plain"):  # the Prometheus exposition
+        assert response.content.decode("utf-8"), where
+        return
+    assert response["Content-Type"] == "application/json", f"{where}: content type {response['Content-Type']!r}"
+    _strict_json(response.content, where)
+
+
+def _sse_events(response: Any, where: str) -> list[dict[str, Any]]:
+    """The events of a streamed answer, checking the framing (comments allowed: keep-alives)."""
+    raw = b"".join(response.streaming_content).decode("utf-8")
+    assert "\r" not in raw, f"{where}: CR in a stream"
+    events = []
+    for frame in raw.split("\n\n"):
+        if not frame or frame.startswith(":"):
+            continue
+        lines = frame.split("\n")
+        framed = len(lines) == 2 and lines[0].startswith("event: ") and lines[1].startswith("data: ")
+        assert framed, f"{where}: {frame!r}"
+        data = _strict_json(lines[1].removeprefix("data: ").encode(), where)
+        assert lines[0].removeprefix("event: ") == data["type"], f"{where}: {frame!r}"
+        events.append(data)
+    assert raw.endswith("\n\n"), f"{where}: the stream ends mid-frame"
+    return events
+
+
+FUZZ_GATEWAY_OBSERVABILITY = {"enabled": True, "metrics": {"enabled": True, "path": "/metrics"},
+                              "tracing": {"enabled": False}}
+
+
+@pytest.fixture
+def fuzzer(db: None, settings: Any, fake_openai: FakeOpenAI, request: pytest.FixtureRequest) -> Iterator[Fuzzer]:
+    """The suite's standard gateway (metrics on, so /metrics exists), with one stored response
+    that ended in a function call: chains and its input items can be reached by the cases."""
+    settings.GATEWAY = gateway_config_for(fake_openai.url, observability=FUZZ_GATEWAY_OBSERVABILITY)
+    fake_openai.script(Reply(text="", tool_calls=[{"id": "call_seed", "name": "get_weather",
+                                                   "arguments": "{\"city\": \"Paris\"}"}]))
+    questions = [{"role": "user", "content": text} for text in ("Weather in Paris?", "And in Rome?", "Thanks.")]
+    seed = Client().post("/v1/responses", data=json.dumps({"model": "gpt-test", "input": questions}),
+                         content_type="application/json")
+    assert seed.status_code == 200, seed.content
+    response_id = seed.json()["id"]
+    # The middle one: a page after it has items in either order.
+    item_id = Client().get(f"/v1/responses/{response_id}/input_items").json()["data"][1]["id"]
+    fake_openai.reset()
+    started = time.monotonic()
+    yield Fuzzer(fake_openai, {EXISTING: response_id, EXISTING_ITEM: item_id})
+    SECONDS[request.node.name] = time.monotonic() - started
+
+
+def cases_for(test_prefix: str) -> int:
+    return sum(n for label, n in CASES.items() if label.startswith(test_prefix))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not CASES:
+        return
+    width = max(len(label) for label in CASES) + 2
+    terminalreporter.section("fuzz cases (Hypothesis, derandomized)")
+    terminalreporter.write_line(f"{'endpoint':<{width}}{'cases':>7}{'2xx':>7}{'4xx':>7}")
+    labels = sorted(CASES, key=lambda label: (label.split(" ", 1)[1], label))
+    for label in labels:
+        terminalreporter.write_line(f"{label:<{width}}{CASES[label]:>7}{ANSWERS[label, '2xx']:>7}"
+                                    f"{ANSWERS[label, '4xx']:>7}")
+    total = sum(CASES.values())
+    seconds = sum(SECONDS.values())
+    accepted, refused = (sum(n for (_, kind), n in ANSWERS.items() if kind == k) for k in ("2xx", "4xx"))
+    terminalreporter.write_line(f"{'total':<{width}}{total:>7}{accepted:>7}{refused:>7}  in {seconds:.1f} s")
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    report = {label: {"cases": CASES[label], "2xx": ANSWERS[label, "2xx"], "4xx": ANSWERS[label, "4xx"]}
+              for label in labels}
+    REPORT.write_text(json.dumps({"endpoints": report, "total": total, "seconds": round(seconds, 1),
+                                  "seconds_per_test": {k: round(v, 2) for k, v in SECONDS.items()}}, indent=2) + "\n")

@@ -1,0 +1,198 @@
+"""Fuzz every endpoint and method with Hypothesis: hostile JSON, raw bytes, content types, mutations
+of valid create bodies, path ids and query strings. The properties checked on every case are in
+tests/fuzz/conftest.py (`Fuzzer.send`): no 5xx, every error in OpenAI's shape, nothing stored and no
+upstream call unless a create was accepted, and accepted streams end with a terminal event.
+
+The cases are derandomized (the same on every run); `max_examples` is sized so that the module
+runs in well under a minute on the 2-core CI machine (FUZZ_SCALE=10 sends ten times as many).
+The number of cases per endpoint is in the terminal summary and in var/fuzz/cases.json.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.fuzz.conftest import CASES, FUZZ, Fuzzer, scaled
+from tests.fuzz.strategies import (
+    EXISTING,
+    EXISTING_ITEM,
+    VALID_BODIES,
+    content_types,
+    encode_json,
+    hostile_text,
+    hostile_values,
+    json_values,
+    methods,
+    mutated_create_bodies,
+    path_ids,
+    query_strings,
+    raw_bodies,
+    short_text,
+)
+
+CREATE = "/v1/responses"
+CREATE_FIELDS = sorted({key for body in VALID_BODIES for key in body} | {
+    "stream", "store", "conversation", "background", "prompt", "prompt_cache_options", "prompt_cache_retention",
+    "context_management", "moderation"})
+
+
+def _run(fuzz: Any, examples: int) -> None:
+    """Run a Hypothesis test and check that (nearly) all its examples were sent: a change that made
+    the strategies reject most of what they draw must not pass as a fuzz run."""
+    before = sum(CASES.values())
+    fuzz()
+    assert sum(CASES.values()) - before >= 0.9 * examples
+
+
+# --- POST /v1/responses -------------------------------------------------------------------------
+
+ARBITRARY_CREATE = st.one_of(
+    json_values,  # any JSON value at all
+    # Parameter names (and others) with values of any type.
+    st.dictionaries(st.one_of(st.sampled_from(CREATE_FIELDS), short_text), hostile_values, max_size=8),
+    # A model and an input, and a few parameters of any type.
+    st.builds(lambda extra, required: {**extra, **required},
+              st.dictionaries(st.sampled_from(CREATE_FIELDS), hostile_values, max_size=3),
+              st.fixed_dictionaries({"model": st.one_of(st.sampled_from(["gpt-test", "demo"]), hostile_text),
+                                     "input": st.one_of(st.just("hi"), hostile_values)})),
+)
+
+
+def test_create_with_arbitrary_json(fuzzer: Fuzzer) -> None:
+    examples = scaled(350)
+
+    @settings(FUZZ, max_examples=examples)
+    @given(body=ARBITRARY_CREATE, ascii_only=st.booleans(), content_type=content_types)
+    def fuzz(body: Any, ascii_only: bool, content_type: str | None) -> None:
+        fuzzer.send("POST", CREATE, body=encode_json(body, ascii_only=ascii_only),
+                    content_type=content_type)
+
+    _run(fuzz, examples)
+
+
+def test_create_with_raw_bytes(fuzzer: Fuzzer) -> None:
+    examples = scaled(250)
+
+    @settings(FUZZ, max_examples=examples)
+    @given(raw=raw_bodies(), content_type=content_types)
+    def fuzz(raw: tuple[bytes, str], content_type: str | None) -> None:
+        body, _how = raw
+        fuzzer.send("POST", CREATE, body=body, content_type=content_type)
+
+    _run(fuzz, examples)
+
+
+def test_create_with_one_field_of_a_valid_body_mutated(fuzzer: Fuzzer) -> None:
+    examples = scaled(550)
+
+    @settings(FUZZ, max_examples=examples)
+    @given(mutated=mutated_create_bodies(), ascii_only=st.booleans())
+    def fuzz(mutated: tuple[Any, str], ascii_only: bool) -> None:
+        body, _how = mutated
+        fuzzer.send("POST", CREATE, body=encode_json(body, ascii_only=ascii_only),
+                    content_type="application/json")
+
+    _run(fuzz, examples)
+
+
+# --- GET/DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items ----------------------------
+
+SMALL_BODIES = st.one_of(st.just(b""), st.just(b""), st.binary(max_size=60),
+                         json_values.map(lambda v: encode_json(v, ascii_only=True)))
+# Mostly the seeded response (so the found paths are exercised too), often anything.
+RESPONSE_IDS = st.one_of(st.just(EXISTING.encode()), path_ids)
+
+
+def test_response_by_id(fuzzer: Fuzzer) -> None:
+    examples = scaled(250)
+
+    @settings(FUZZ, max_examples=examples)
+    @given(method=st.sampled_from(["GET", "DELETE"]), response_id=RESPONSE_IDS,
+           query=query_strings(["stream", "include[]", "starting_after"]), body=SMALL_BODIES,
+           content_type=content_types)
+    def fuzz(method: str, response_id: bytes, query: str, body: bytes, content_type: str | None) -> None:
+        fuzzer.send(method, b"/v1/responses/" + response_id, query=query,
+                    body=body, content_type=content_type)
+
+    _run(fuzz, examples)
+
+
+PAGING = {"limit": st.integers(min_value=1, max_value=100).map(str), "order": st.sampled_from(["asc", "desc"]),
+          "after": st.just(EXISTING_ITEM)}
+
+
+def test_input_items(fuzzer: Fuzzer) -> None:
+    examples = scaled(350)
+
+    @settings(FUZZ, max_examples=examples)
+    @given(response_id=st.one_of(st.just(EXISTING.encode()), RESPONSE_IDS),
+           query=query_strings(["limit", "order", "after"], PAGING), body=SMALL_BODIES,
+           content_type=content_types)
+    def fuzz(response_id: bytes, query: str, body: bytes, content_type: str | None) -> None:
+        fuzzer.send("GET", b"/v1/responses/" + response_id + b"/input_items", query=query, body=body,
+                    content_type=content_type)
+
+    _run(fuzz, examples)
+
+
+# --- GET /v1/models, /health, /ready, /metrics; other methods; other paths -------------------------
+
+def test_models_health_ready_metrics(fuzzer: Fuzzer) -> None:
+    examples = scaled(250)
+
+    @settings(FUZZ, max_examples=examples)
+    @given(route=st.sampled_from(["/v1/models", "/health", "/ready", "/metrics"]),
+           query=query_strings(["limit", "after", "format"]), body=SMALL_BODIES, content_type=content_types)
+    def fuzz(route: str, query: str, body: bytes, content_type: str | None) -> None:
+        fuzzer.send("GET", route, query=query, body=body, content_type=content_type)
+
+    _run(fuzz, examples)
+
+
+ROUTES = {
+    "/v1/responses": ("POST",), "/v1/responses/{id}": ("GET", "DELETE"), "/v1/responses/{id}/input_items": ("GET",),
+    "/v1/models": ("GET",), "/health": ("GET",), "/ready": ("GET",), "/metrics": ("GET",),
+}
+
+
+def test_unsupported_methods(fuzzer: Fuzzer) -> None:
+    examples = scaled(300)
+
+    @settings(FUZZ, max_examples=examples)
+    @given(route=st.sampled_from(sorted(ROUTES)), method=methods, response_id=RESPONSE_IDS,
+           query=query_strings(["limit"]), body=st.one_of(SMALL_BODIES, st.just(encode_json(VALID_BODIES[0],
+                                                                                           ascii_only=True))),
+           content_type=content_types)
+    def fuzz(route: str, method: str, response_id: bytes, query: str, body: bytes, content_type: str | None) -> None:
+        if method in ROUTES[route]:
+            method = "PUT"  # the supported methods have their own tests
+        path = route.encode().replace(b"{id}", response_id)
+        fuzzer.send(method, path, query=query, body=body, content_type=content_type)
+
+    _run(fuzz, examples)
+
+
+KNOWN_PATHS = [b"/v1/responses", b"/v1/responses/" + EXISTING.encode(), b"/v1/models", b"/health", b"/ready",
+               b"/metrics", b"/v1", b"/v1/", b""]
+OTHER_PATHS = st.one_of(
+    st.builds(lambda base, tail: base + tail, st.sampled_from(KNOWN_PATHS),
+              st.sampled_from([b"/", b"//", b"/x", b"/cancel", b"/input_items/", b"/input_items/x", b"%00", b"\x00",
+                               b"/..", b"/./", b";x", b"\xff"])),
+    st.builds(lambda tail: b"/v1/" + tail, path_ids),
+    st.builds(lambda tail: b"/" + tail, path_ids).filter(lambda p: not p.startswith(b"/admin")),
+    st.sampled_from([b"/V1/models", b"/v1//responses", b"/v2/responses", b"/v1/chat/completions", b"/"]),
+)
+
+
+def test_other_paths(fuzzer: Fuzzer) -> None:
+    examples = scaled(200)
+
+    @settings(FUZZ, max_examples=examples)
+    @given(path=OTHER_PATHS, method=methods, query=query_strings(["limit"]), body=SMALL_BODIES)
+    def fuzz(path: bytes, method: str, query: str, body: bytes) -> None:
+        fuzzer.send(method, path, query=query, body=body, content_type="application/json")
+
+    _run(fuzz, examples)
