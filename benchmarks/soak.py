@@ -935,10 +935,13 @@ def run_soak(requests_: int = 2000, concurrency: int = 50, *, seed: int = 7, wor
         series = [(int(name), sample.rss) for name, sample in sampler.marks.items() if name.isdigit()]
         series.append((end.requests_done, end.rss))
         database = {
-            "statements": metric_sum(metrics, "django_db_execute_total"),
-            "connections taken from the pools": metric_sum(metrics, "django_db_new_connections_total"),
-            "connections not had in time (pool timeouts)": metric_sum(metrics, "django_db_new_connection_errors_total"),
-            "failed statements": metric_sum(metrics, "django_db_errors_total"),
+            "statements (django_db_execute_total)": metric_sum(metrics, "django_db_execute_total"),
+            "pool checkouts (django_db_new_connections_total)": metric_sum(metrics, "django_db_new_connections_total"),
+            # Each wait for a pooled connection that ran out DB_POOL_TIMEOUT, including those the
+            # gateway then renewed because the pool was only busy (DB_POOL_BUSY_TIMEOUT).
+            "checkout waits that ran out (django_db_new_connection_errors_total)":
+                metric_sum(metrics, "django_db_new_connection_errors_total"),
+            "failed statements (django_db_errors_total)": metric_sum(metrics, "django_db_errors_total"),
         }
         return SoakResult(requests_, concurrency, seed, workers, warmup_requests, rss_bound_mb, outcomes,
                           load_seconds, settle_seconds, cpu, own_cpu, rss, checks, hang_up_counts, http, levels,
