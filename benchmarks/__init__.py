@@ -1,0 +1,1 @@
+"""Benchmarks and soaks (see benchmarks/README.md). A package so the test suite can import the soak."""
