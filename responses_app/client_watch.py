@@ -42,7 +42,11 @@ def watch_client(request: HttpRequest, token: CancelToken) -> ClientWatch:
         return ClientWatch()
     import gevent
 
-    return ClientWatch(gevent.spawn(_watch, client, token))
+    watch = ClientWatch(gevent.spawn(_watch, client, token))
+    # Let the watcher look once now: a client that left while its request waited in the queue is
+    # noticed before the turn writes anything or calls the upstream.
+    gevent.sleep(0)
+    return watch
 
 
 def _watch(client: Any, token: CancelToken) -> None:

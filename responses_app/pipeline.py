@@ -204,7 +204,8 @@ def start_turn(ctx: TurnContext, request: CreateResponseRequest, *, body_bytes: 
     turn = Turn(ctx=ctx, request=request, route=route, chain=chain,
                 input_items=canonical_items(request.input_items), response_id=new_id("resp"),
                 created_at=timezone.now(), settings=echoed_settings(request))
-    ctx.cancel.raise_if_cancelled()
+    if ctx.cancel.cancelled:
+        raise _client_gone()  # gone before anything was written or spent: nothing to keep
     turn.open()
     return turn
 

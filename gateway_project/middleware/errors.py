@@ -11,6 +11,7 @@ from django.db.utils import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from gateway_project.api_errors import ApiError
+from gateway_project.db_backends.postgresql.base import PoolBusy
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,10 @@ def database_unavailable(request: HttpRequest, exception: BaseException) -> Http
     first_line = str(exception).strip().splitlines()[0] if str(exception).strip() else ""
     logger.warning("database unavailable on %s %s: %s: %s", request.method, request.path,
                    type(exception).__name__, first_line)
+    if isinstance(exception.__cause__, PoolBusy):
+        # Postgres answers, but every pooled connection stayed busy: say so, it is a sizing problem.
+        return ApiError(503, "The gateway's database is busy. Retry shortly.", type="server_error",
+                        code="database_busy", headers={"Retry-After": DATABASE_RETRY_AFTER}).response()
     return ApiError(
         503, "The gateway's database is unavailable. Retry shortly.",
         type="server_error", code="database_unavailable", headers={"Retry-After": DATABASE_RETRY_AFTER},

@@ -51,3 +51,18 @@ def test_the_500_handler_also_turns_a_database_error_from_a_middleware_into_a_50
         response = error_views.server_error(request)
     assert response.status_code == 503
     assert response["Retry-After"] == "1"
+
+
+def test_a_pool_that_stays_busy_is_said_to_be_busy_not_down(api, monkeypatch):
+    from gateway_project.db_backends.postgresql.base import PoolBusy
+
+    def busy(*args, **kwargs):
+        try:
+            raise PoolBusy("every pooled connection stayed busy for 10 s")
+        except PoolBusy as cause:
+            raise OperationalError(*cause.args) from cause  # as Django wraps driver errors
+
+    monkeypatch.setattr(store, "get_response", busy)
+    response = api.get("/v1/responses/resp_1")
+    assert response.status_code == 503 and response["Retry-After"] == "1"
+    assert response.json()["error"]["code"] == "database_busy"

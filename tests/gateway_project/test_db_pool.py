@@ -120,3 +120,20 @@ def test_a_database_that_is_down_fails_the_request_fast(db: None, settings: Any)
         down.ensure_connection()
     assert time.monotonic() - started < 2  # one wait of the pool timeout, not the busy budget
     down.close_pool()
+
+
+def test_a_pool_busy_past_its_budget_raises_pool_busy(db: None, settings: Any) -> None:
+    from gateway_project.db_backends.postgresql.base import PoolBusy
+
+    settings.DB_POOL_BUSY_TIMEOUT = 1
+    waiter = _wrapper(settings, "gw-busy-budget")
+    pool = waiter.pool
+    pool.open()
+    held = pool.getconn()
+    try:
+        with pytest.raises(OperationalError) as raised:
+            waiter.ensure_connection()
+        assert isinstance(raised.value.__cause__, PoolBusy)
+    finally:
+        pool.putconn(held)
+        waiter.close_pool()

@@ -184,3 +184,19 @@ def test_a_hung_up_turn_whose_end_cannot_be_written_yet_stays_incomplete(transac
     record = StoredResponse.objects.get(pk=response_id)
     # Nobody was told it failed: it is stored as what it was, cut short by its client.
     assert (record.status, record.interrupted, record.error) == ("incomplete", "client_gone", None)
+
+
+def test_a_client_gone_before_its_turn_opened_costs_nothing(api, fake_openai, monkeypatch):
+    from responses_app import context
+
+    real = context.TurnContext.for_request
+
+    def already_gone(request):  # the client watcher found the socket closed on its first look
+        ctx = real(request)
+        ctx.cancel.cancel("client_gone")
+        return ctx
+
+    monkeypatch.setattr(context.TurnContext, "for_request", staticmethod(already_gone))
+    assert api.create(model="gpt-test", input="x", stream=True).status_code == 499
+    assert not StoredResponse.objects.exists()
+    assert fake_openai.requests == []

@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 _CHECKOUTS = 3
 
 
+class PoolBusy(PoolTimeout):
+    """Postgres is up, but no pooled connection came free within DB_POOL_BUSY_TIMEOUT."""
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     def get_new_connection(self, conn_params: Any) -> Any:
         pool = self.pool
@@ -66,4 +70,5 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 if pool.get_stats().get("connections_errors", 0) > failed_connects:
                     raise  # the pool could not reach Postgres meanwhile: it is down, say so now
                 if time.monotonic() >= busy_until:
-                    raise
+                    raise PoolBusy(f"every pooled connection stayed busy for {settings.DB_POOL_BUSY_TIMEOUT:g} s "
+                                   "(raise DB_POOL_MAX_SIZE)") from None
