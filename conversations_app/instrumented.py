@@ -78,6 +78,18 @@ class InstrumentedStore:
         return self._observe("create", lambda: self.inner.open_turn(turn, parent), span_name="conversation.create",
                              attributes={k: v for k, v in attributes.items() if v is not None}, describe=describe)
 
+    def save_turn(self, turn: Any, settlement: Any, parent: Any) -> str:
+        attributes = {"conversation.model": turn.model, "conversation.id": parent.conversation_id if parent else None,
+                      "conversation.message_count": settlement.message_count, "response.id": turn.response_id,
+                      "response.status": settlement.status}
+
+        def describe(conversation_id: str, span: Span) -> None:
+            span.set_attribute("conversation.id", conversation_id)
+
+        return self._observe("create", lambda: self.inner.save_turn(turn, settlement, parent),
+                             span_name="conversation.create",
+                             attributes={k: v for k, v in attributes.items() if v is not None}, describe=describe)
+
     def finish_turn(self, settlement: Any) -> None:
         self._observe("update", lambda: self.inner.finish_turn(settlement) or True, span_name="conversation.update",
                       attributes={"conversation.id": settlement.conversation_id, "response.id": settlement.response_id,

@@ -4,9 +4,11 @@ Every read and write of conversations, responses and items goes through `Convers
 one wrapper (the instrumented store) can time and trace all of them. It returns plain data,
 never querysets, and owns the transactions.
 
-A turn is written twice, each time in one short transaction: `open_turn` before its id reaches the
-client (the response row `in_progress`, its input items, the conversation's turn count), and
-`finish_turn` when it ends (status, usage, cost, output items, token counters). A turn that never
+A turn whose id reaches the client before its end (a stream) is written twice, each time in one
+short transaction: `open_turn` before its id is sent (the response row `in_progress`, its input
+items, the conversation's turn count), and `finish_turn` when it ends (status, usage, cost, output
+items, token counters). A turn heard of only with its result (JSON) is written once, whole, by
+`save_turn`. A turn that never
 got to its end is settled by `settle_abandoned` (its worker died) or `settle_expired` (it is older
 than any turn can run); `discard_turn` removes one whose upstream failed before the client heard
 of it, so a failed request leaves nothing behind.
@@ -198,6 +200,43 @@ class ConversationStore:
             Item.objects.bulk_create(
                 [_item(turn.response_id, Item.Kind.INPUT, i, data) for i, data in enumerate(turn.input_items)])
         return conversation_id
+
+    def save_turn(self, turn: OpenTurn, settlement: Settlement, parent: Chain | None) -> str:
+        """Write a whole turn at once (one the client only hears of with its result), atomically.
+        Returns its conversation id."""
+        usage = settlement.usage or {}
+        tokens = {"input_tokens": usage.get("input_tokens", 0), "output_tokens": usage.get("output_tokens", 0)}
+        with transaction.atomic():
+            if parent is None:
+                conversation = Conversation.objects.create(
+                    id=new_conversation_id(), owner=turn.owner, model=turn.model,
+                    created_at=turn.created_at, updated_at=turn.created_at, turn_count=1, **tokens)
+                conversation_id, depth = conversation.id, 0
+            else:
+                conversation_id, depth = parent.conversation_id, parent.depth + 1
+                # F() updates: concurrent turns on one conversation must not lose counts.
+                Conversation.objects.filter(pk=conversation_id).update(
+                    updated_at=timezone.now(), model=turn.model, turn_count=F("turn_count") + 1,
+                    **{name: F(name) + value for name, value in tokens.items()})
+            StoredResponse.objects.create(
+                id=turn.response_id, conversation_id=conversation_id,
+                previous_response_id=parent.response_id if parent else None, depth=depth,
+                owner=turn.owner, model=turn.model, provider=settlement.provider, status=settlement.status,
+                created_at=turn.created_at, completed_at=settlement.completed_at, instructions=turn.instructions,
+                settings=turn.settings, error=settlement.error, incomplete_details=settlement.incomplete_details,
+                usage_reported=settlement.usage is not None, cost_usd=settlement.cost_usd,
+                interrupted=settlement.interrupted, **{k: usage.get(k, 0) for k in _USAGE_FIELDS},
+            )
+            Item.objects.bulk_create(
+                [_item(turn.response_id, Item.Kind.INPUT, i, data) for i, data in enumerate(turn.input_items)]
+                + [_item(turn.response_id, Item.Kind.OUTPUT, i, data)
+                   for i, data in enumerate(settlement.output_items)])
+        return conversation_id
+
+    def check_available(self) -> None:
+        """Take a database connection (raising when none can be had): before a turn pays an upstream
+        for an answer it could not store."""
+        connection.ensure_connection()
 
     def finish_turn(self, settlement: Settlement) -> None:
         """Settle an opened turn in place, atomically."""

@@ -2,17 +2,18 @@
 
 A WSGI app only learns that the client left when a write fails, and while a turn waits on a slow
 upstream it writes nothing: the upstream would keep generating (and billing) for nobody. Under
-gunicorn's gevent workers the client socket is in `environ["gunicorn.socket"]`, so a watcher
-greenlet can wait for it to become readable: an HTTP/1.1 client sends nothing more while it waits
-for its answer, so readable-with-no-data is EOF, the client is gone. The watcher then *cancels the
-turn's token* (responses_app.cancellation): the upstream read is shut down and the waiting request
-wakes up and settles the turn `incomplete`. Nothing is thrown into the request, which may be in
+gunicorn's gevent workers the client socket is in `environ["gunicorn.socket"]`, so a watcher on
+the event loop can wait for it to become readable: an HTTP/1.1 client sends nothing more while it
+waits for its answer, so readable-with-no-data is EOF, the client is gone. The watcher then
+*cancels the turn's token* (responses_app.cancellation): the upstream read is shut down and the
+waiting request wakes up and settles the turn `incomplete`. Nothing is thrown into the request, which may be in
 the middle of a database call. Elsewhere (runserver, the Django test client) a hang-up is noticed
 at the next write, and a stream's generator is closed, which settles the turn the same way.
 """
 
 from __future__ import annotations
 
+import select
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -28,11 +29,10 @@ class ClientWatch:
         self._watcher = watcher
 
     def stop(self) -> None:
-        """Stop watching. Blocking: the watcher must have stopped reading the socket before gunicorn
-        reads the next keep-alive request from it (gevent allows one reader per socket). Killing it
-        is safe: it is our own greenlet, parked in a socket wait and doing nothing else."""
+        """Stop watching (before gunicorn reads the next keep-alive request from the socket)."""
         if self._watcher is not None:
-            self._watcher.kill()
+            self._watcher.stop()
+            self._watcher.close()
             self._watcher = None
 
 
@@ -40,23 +40,35 @@ def watch_client(request: HttpRequest, token: CancelToken) -> ClientWatch:
     client = request.META.get("gunicorn.socket")
     if client is None or not gevent_active():
         return ClientWatch()
+    if _hung_up(client):
+        # Gone while the request waited in the queue: noticed before anything is written or spent.
+        token.cancel(CLIENT_GONE)
+        return ClientWatch()
     import gevent
 
-    watch = ClientWatch(gevent.spawn(_watch, client, token))
-    # Let the watcher look once now: a client that left while its request waited in the queue is
-    # noticed before the turn writes anything or calls the upstream.
-    gevent.sleep(0)
-    return watch
+    # A readiness watcher on the event loop, not a greenlet parked in recv(): nothing to switch to
+    # or kill per request, and the socket is never read, only looked at.
+    watcher = gevent.get_hub().loop.io(client.fileno(), 1)  # 1: readable
+
+    def readable() -> None:
+        watcher.stop()
+        if _hung_up(client):
+            # The callback runs on the event loop, where nothing may block: cancel in a greenlet.
+            gevent.spawn(token.cancel, CLIENT_GONE)
+        # else: a pipelined request, not a hang-up: stop watching.
+
+    watcher.start(readable)
+    return ClientWatch(watcher)
 
 
-def _watch(client: Any, token: CancelToken) -> None:
+def _hung_up(client: Any) -> bool:
+    """Readable with nothing to read is EOF: an HTTP/1.1 client sends nothing while it waits for
+    its answer. Never blocks: the peek only happens when select says the socket is readable."""
     try:
-        data = client.recv(1, socket.MSG_PEEK)
+        readable, _, _ = select.select([client], [], [], 0)
+        return bool(readable) and client.recv(1, socket.MSG_PEEK) == b""
     except OSError:
-        data = b""
-    if not data:
-        token.cancel(CLIENT_GONE)
-    # else: a pipelined request, not a hang-up: stop watching.
+        return True
 
 
 def until_done(frames: Iterator[str], watch: ClientWatch) -> Iterator[str]:

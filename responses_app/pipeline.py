@@ -19,6 +19,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from django.db import DatabaseError
@@ -57,7 +58,10 @@ class Turn:
     assembler: OutputAssembler = field(default_factory=OutputAssembler)
     conversation_id: str = ""
     opened: bool = False
+    # Written `in_progress` (a stream): settled in place. Otherwise written whole when it settles.
+    announced: bool = False
     settled: bool = False
+    _opening: OpenTurn | None = None
 
     def provider_request(self) -> ProviderRequest:
         req = self.request
@@ -84,8 +88,12 @@ class Turn:
 
     # --- storage ---------------------------------------------------------------------------
 
-    def open(self) -> None:
-        """Write the turn `in_progress` (when stored) before anything can tell the client its id."""
+    def open(self, *, announced: bool) -> None:
+        """The turn starts. `announced`: its id reaches the client before its end (a stream's
+        `response.created`), so with `store` on it is written `in_progress` now, and an id the
+        client has seen always resolves. A JSON turn's id is only heard with its result, so it is
+        written once, when it settles; here the database is only made sure of, so that an outage
+        fails the request before the upstream is paid."""
         live_turns.add(self.ctx.cancel)
         if metrics_enabled():
             metrics.turns_in_flight.inc()
@@ -93,14 +101,16 @@ class Turn:
         if not self.request.store:
             return
         stored_settings = {k: v for k, v in self.settings.items() if k != "previous_response_id"}
+        self._opening = OpenTurn(
+            response_id=self.response_id, owner=self.ctx.owner, model=self.request.model,
+            provider=self.route.provider.key, created_at=self.created_at, instructions=self.request.instructions,
+            settings=stored_settings, input_items=self.input_items, worker=worker_lifecycle.lease_id())
         try:
-            self.conversation_id = store.open_turn(
-                OpenTurn(response_id=self.response_id, owner=self.ctx.owner, model=self.request.model,
-                         provider=self.route.provider.key, created_at=self.created_at,
-                         instructions=self.request.instructions, settings=stored_settings,
-                         input_items=self.input_items, worker=worker_lifecycle.lease_id()),
-                parent=self.chain,
-            )
+            if announced:
+                self.conversation_id = store.open_turn(self._opening, parent=self.chain)
+                self.announced = True
+            else:
+                store.check_available()
         except BaseException:
             self._close()
             raise
@@ -109,8 +119,8 @@ class Turn:
 
     def settle(self, status: str, *, error: dict[str, Any] | None = None, completed_at: datetime | None = None,
                interrupted: str = "") -> bool:
-        """Write how the turn ended. False when the database refused: the settlement is then kept and
-        written later (worker_lifecycle). A turn whose client is still listening is kept as `failed`,
+        """Write how the turn ended. False when the database refused: the write is then kept and
+        retried later (worker_lifecycle). A turn whose client is still listening is kept as `failed`,
         since the caller must tell the client it failed; one cut short (the client left, a shutdown)
         keeps its status, which is what its client was told, if anything."""
         if self.settled:
@@ -130,35 +140,38 @@ class Turn:
             cost_usd=_cost(self.route, usage), interrupted=interrupted,
             message_count=(len(self.chain.items) if self.chain else 0) + len(self.input_items) + len(assembler.output),
         )
+        write = (partial(store.finish_turn, settlement) if self.announced
+                 else partial(store.save_turn, self._opening, settlement, parent=self.chain))
         try:
-            store.finish_turn(settlement)
+            write()
             return True
         except DatabaseError:
             logger.warning("could not store the end of response %s; it will be stored when the database "
                            "answers again", self.response_id, exc_info=True)
             if not interrupted and status != "failed":
                 settlement.status, settlement.error, settlement.completed_at = "failed", STORAGE_FAILED, None
-            worker_lifecycle.defer(settlement)
+            worker_lifecycle.defer(write)
             return False
         finally:
             release_connection()
 
     def discard(self) -> None:
-        """The upstream failed before the client heard of this turn: remove it (the client gets an error status)."""
+        """The upstream failed before the client heard of this turn: remove it if it was written
+        (the client gets an error status)."""
         if self.settled:
             return
         self.settled = True
         self._close()
-        if not (self.request.store and self.conversation_id):
+        if not self.announced:
             return
         try:
             store.discard_turn(self.response_id, self.conversation_id, new_conversation=self.chain is None)
         except DatabaseError:
             logger.warning("could not discard response %s", self.response_id, exc_info=True)
-            worker_lifecycle.defer(Settlement(
+            worker_lifecycle.defer(partial(store.finish_turn, Settlement(
                 response_id=self.response_id, conversation_id=self.conversation_id, status="failed",
                 provider=self.route.provider.key, completed_at=None, usage=None, output_items=[],
-                error=STORAGE_FAILED))
+                error=STORAGE_FAILED)))
         finally:
             release_connection()
 
@@ -206,7 +219,7 @@ def start_turn(ctx: TurnContext, request: CreateResponseRequest, *, body_bytes: 
                 created_at=timezone.now(), settings=echoed_settings(request))
     if ctx.cancel.cancelled:
         raise _client_gone()  # gone before anything was written or spent: nothing to keep
-    turn.open()
+    turn.open(announced=request.stream)
     return turn
 
 

@@ -28,6 +28,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError
 from django.utils import timezone
 
-from conversations_app.store import Lease, Settlement, release_connection, store
+from conversations_app.store import Lease, release_connection, store
 from gateway_project.observability import metrics, metrics_enabled
 from responses_app.cancellation import SHUTDOWN, live_turns
 
@@ -51,7 +52,9 @@ STALE_AFTER = 60.0
 EXPIRY_MARGIN = 60.0
 
 _lease_id = ""
-_deferred: list[Settlement] = []
+# Writes of turns' ends the database refused, retried on each heartbeat (store.finish_turn or
+# store.save_turn with their arguments bound).
+_deferred: list[Callable[[], object]] = []
 _lock = threading.Lock()
 
 
@@ -90,25 +93,25 @@ def _alive_here(lease: Lease) -> bool:
 
 # --- deferred settlements ----------------------------------------------------------------------
 
-def defer(settlement: Settlement) -> None:
+def defer(write: Callable[[], object]) -> None:
     with _lock:
-        _deferred.append(settlement)
+        _deferred.append(write)
 
 
 def retry_deferred() -> int:
-    """Write the settlements the database refused earlier; returns how many are still waiting."""
+    """Do the writes the database refused earlier; returns how many are still waiting."""
     with _lock:
         waiting = list(_deferred)
         _deferred.clear()
-    failed: list[Settlement] = []
-    for settlement in waiting:
+    failed: list[Callable[[], object]] = []
+    for write in waiting:
         try:
-            store.finish_turn(settlement)
+            write()
             _recovered("deferred")
         except IntegrityError:
             pass  # written already (the first attempt committed after all)
         except DatabaseError:
-            failed.append(settlement)
+            failed.append(write)
         finally:
             release_connection()
     if failed:
