@@ -49,3 +49,22 @@ class Background:
 
 def start(target: Callable[..., Any], *args: Any, name: str = "gateway-helper") -> Background:
     return Background(target, *args, name=name)
+
+
+def readable_now(fileobj: Any) -> bool:
+    """Whether a socket has something to read (data, EOF or an error) right now, without blocking
+    or yielding. gevent's select() yields to the event loop even with a zero timeout, which is a
+    wasted switch here and forbidden inside an event-loop callback, so the original is used."""
+    poll = _original_select()
+    readable, _, _ = poll([fileobj], [], [], 0)
+    return bool(readable)
+
+
+def _original_select() -> Callable[..., Any]:
+    if gevent_active():
+        from gevent import monkey
+
+        return monkey.get_original("select", "select")
+    import select
+
+    return select.select

@@ -13,14 +13,13 @@ at the next write, and a stream's generator is closed, which settles the turn th
 
 from __future__ import annotations
 
-import select
 import socket
 from collections.abc import Iterator
 from typing import Any
 
 from django.http import HttpRequest
 
-from gateway_project.concurrency import gevent_active
+from gateway_project.concurrency import gevent_active, readable_now
 from responses_app.cancellation import CLIENT_GONE, CancelToken
 
 
@@ -65,8 +64,7 @@ def _hung_up(client: Any) -> bool:
     """Readable with nothing to read is EOF: an HTTP/1.1 client sends nothing while it waits for
     its answer. Never blocks: the peek only happens when select says the socket is readable."""
     try:
-        readable, _, _ = select.select([client], [], [], 0)
-        return bool(readable) and client.recv(1, socket.MSG_PEEK) == b""
+        return readable_now(client) and client.recv(1, socket.MSG_PEEK) == b""
     except OSError:
         return True
 

@@ -23,7 +23,6 @@ Only public Django and psycopg_pool APIs are used.
 from __future__ import annotations
 
 import logging
-import select
 import time
 from typing import Any
 
@@ -31,6 +30,8 @@ import psycopg
 from django.conf import settings
 from django_prometheus.db.backends.postgresql import base
 from psycopg_pool import ConnectionPool, PoolTimeout
+
+from gateway_project.concurrency import readable_now
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +45,9 @@ def _quiet(connection: Any) -> bool:
     backend) has its goodbye or EOF waiting: only then is it worth psycopg_pool's check, a round
     trip, which would otherwise cost every checkout the time of a query."""
     try:
-        readable, _, _ = select.select([connection.fileno()], [], [], 0)
+        return not readable_now(connection.fileno())
     except (OSError, ValueError):
         return False
-    return not readable
 
 
 class PoolBusy(PoolTimeout):
