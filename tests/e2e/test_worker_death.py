@@ -91,11 +91,14 @@ def test_ids_from_a_sigkilled_worker_resolve_as_incomplete():
             assert gw.proc is not None
             [worker] = psutil.Process(gw.proc.pid).children()
             os.kill(worker.pid, signal.SIGKILL)
+            killed = time.monotonic()
             for stream in streams:
                 stream.sock.close()
             # gunicorn starts a new worker; at boot it settles what the dead one left in progress.
             statuses = _wait_settled(gw, ids, timeout=20)
             assert set(statuses.values()) == {"incomplete"}, (statuses, gw.log()[-3000:])
+            print(f"\nSIGKILL with {len(ids)} open streams: all {len(ids)} ids resolve as incomplete "
+                  f"{time.monotonic() - killed:.1f} s after the kill")
             assert requests.post(f"{gw.base_url}/responses", json={"model": "m", "input": "hi"},
                                  timeout=30).status_code == 200
     finally:
@@ -121,6 +124,8 @@ def test_a_sigterm_cuts_only_streams_longer_than_the_graceful_timeout_and_stores
             # Each stream was told it ends here, shortly before the graceful timeout ran out.
             assert {events[-1]["type"] for events in endings} == {"response.incomplete"}, gw.log()[-3000:]
             assert 2 < elapsed < 5
+            print(f"\nSIGTERM, graceful timeout 4 s, {len(ids)} streams of ~30 s: each ended with "
+                  f"response.incomplete {elapsed:.1f} s after the signal")
             texts = [events[-1]["response"]["output"][0]["content"][0]["text"] for events in endings]
             assert all(text.startswith("w0 w1") for text in texts)
             # And stored so: restart on the same database and read them back.
