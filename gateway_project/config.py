@@ -232,6 +232,9 @@ class ProviderEntry(_Section):
     total_timeout: Duration = 600.0
     retry: RetryConfig = Field(default_factory=RetryConfig)
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+    # Hosted tools (web_search, file_search, mcp, ...) this provider type has no equivalent for:
+    # left out of the request (`drop`, named in the X-Gateway-Dropped-Tools header) or a 400 (`error`).
+    unsupported_tools: Literal["drop", "error"] = "drop"
     # The `${VAR}` api_key was read from, for messages that tell an operator what to set.
     _api_key_env: str = PrivateAttr(default="")
 

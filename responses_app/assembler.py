@@ -13,11 +13,12 @@ quadratic, and ran on the gevent hub that every stream of the worker shares).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from responses_app.ids import new_id
-from responses_app.providers.base import Event, Finish, RefusalDelta, TextDelta, ToolCallDelta, Usage
+from responses_app.providers.base import Event, Finish, OutputItem, RefusalDelta, TextDelta, ToolCallDelta, Usage
 
 StreamEvent = dict[str, Any]
 
@@ -53,6 +54,8 @@ class OutputAssembler:
             return self._delta("refusal", event.text)
         if isinstance(event, ToolCallDelta):
             return self._tool_call(event)
+        if isinstance(event, OutputItem):
+            return self._whole_item(event.item)
         if isinstance(event, Usage):
             self.usage = event
         elif isinstance(event, Finish):
@@ -124,8 +127,16 @@ class OutputAssembler:
         events: list[StreamEvent] = []
         if delta.index not in self._calls:
             events += self._close_message("completed")
-            item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress",
-                    "call_id": delta.call_id or new_id("call"), "name": delta.name or "", "arguments": ""}
+            call_id = delta.call_id or new_id("call")
+            item: dict[str, Any]
+            if delta.kind == "custom":
+                item = {"id": new_id("ctc"), "type": "custom_tool_call", "status": "in_progress", "call_id": call_id,
+                        "name": delta.name or "", "input": ""}
+            else:
+                item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress", "call_id": call_id,
+                        "name": delta.name or "", "arguments": ""}
+            if delta.namespace:
+                item["namespace"] = delta.namespace
             self._calls[delta.index] = len(self.output)
             self._open_calls.append(len(self.output))
             self._arguments[len(self.output)] = []
@@ -138,9 +149,18 @@ class OutputAssembler:
             item["name"] = delta.name
         if delta.arguments:
             self._arguments.setdefault(output_index, []).append(delta.arguments)
-            events.append({"type": "response.function_call_arguments.delta", "item_id": item["id"],
-                           "output_index": output_index, "delta": delta.arguments})
+            if item["type"] == "function_call":
+                # A custom call's input is the `input` member of these arguments: told whole at the end.
+                events.append({"type": "response.function_call_arguments.delta", "item_id": item["id"],
+                               "output_index": output_index, "delta": delta.arguments})
         return events
+
+    def _whole_item(self, item: dict[str, Any]) -> list[StreamEvent]:
+        events = self._close_message("completed")
+        output_index = len(self.output)
+        self.output.append(item)
+        return [*events, {"type": "response.output_item.added", "output_index": output_index, "item": item},
+                {"type": "response.output_item.done", "output_index": output_index, "item": item}]
 
     # --- ending ----------------------------------------------------------------------------
 
@@ -164,8 +184,12 @@ class OutputAssembler:
             item = self.output[output_index]
             item["status"] = "completed"
             self._join_arguments(output_index)
-            events.append({"type": "response.function_call_arguments.done", "item_id": item["id"],
-                           "name": item["name"], "output_index": output_index, "arguments": item["arguments"]})
+            if item["type"] == "custom_tool_call":
+                events.append({"type": "response.custom_tool_call_input.done", "item_id": item["id"],
+                               "output_index": output_index, "input": item["input"]})
+            else:
+                events.append({"type": "response.function_call_arguments.done", "item_id": item["id"],
+                               "name": item["name"], "output_index": output_index, "arguments": item["arguments"]})
             events.append({"type": "response.output_item.done", "output_index": output_index, "item": dict(item)})
         self._open_calls = []
         return events
@@ -185,8 +209,11 @@ class OutputAssembler:
 
     def _join_arguments(self, output_index: int) -> None:
         fragments = self._arguments.pop(output_index, None)
-        if fragments:
-            self.output[output_index]["arguments"] += "".join(fragments)
+        item = self.output[output_index]
+        if item["type"] == "custom_tool_call":
+            item["input"] = custom_input("".join(fragments or []))
+        elif fragments:
+            item["arguments"] += "".join(fragments)
 
 
 def _render_part(part: _OpenPart) -> dict[str, Any]:
@@ -197,3 +224,15 @@ def _render_part(part: _OpenPart) -> dict[str, Any]:
 
 def _copy(item: dict[str, Any]) -> dict[str, Any]:
     return {**item, "content": [dict(p) for p in item.get("content", [])]}
+
+
+def custom_input(arguments: str) -> str:
+    """A custom tool's input from the arguments of the function it was shown as (providers.tooling):
+    the `input` string; whatever else the model wrote, as it wrote it."""
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return arguments
+    if isinstance(value, dict) and isinstance(value.get("input"), str):
+        return value["input"]
+    return arguments

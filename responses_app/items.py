@@ -1,9 +1,11 @@
 """Canonical items: the one shape in which input and output items are stored, replayed and sent
 to providers.
 
-Every item has an `id` (clients paginate `input_items` by it) and a `status`; message content is
-always a list of parts, with `input_*` parts for user/system/developer and `output_text` or
-`refusal` parts for the assistant, whatever shorthand the client used.
+Every item has an `id`, unique within its response (clients paginate `input_items` by it: a repeated
+id would send their paging back to where it was, for ever, so a repeat gets an id of its own).
+Message content is always a list of parts, with `input_*` parts for user/system/developer and
+`output_text` or `refusal` parts for the assistant, whatever shorthand the client used. Items of
+the types the gateway does not translate are kept exactly as sent (with an id when they had none).
 """
 
 from __future__ import annotations
@@ -11,7 +13,15 @@ from __future__ import annotations
 from typing import Any
 
 from responses_app.ids import new_id
-from responses_app.schema import FunctionCallItem, FunctionCallOutputItem, MessageItem, ReasoningItem
+from responses_app.schema import (
+    CustomToolCallItem,
+    CustomToolCallOutputItem,
+    FunctionCallItem,
+    FunctionCallOutputItem,
+    MessageItem,
+    OpaqueItem,
+    ReasoningItem,
+)
 
 
 def _part(part: Any, role: str) -> dict[str, Any]:
@@ -40,17 +50,35 @@ def canonical_item(item: Any) -> dict[str, Any]:
         return {"id": item.id or new_id("fc"), "type": "function_call", "call_id": item.call_id,
                 "name": item.name, "arguments": item.arguments, "status": "completed"}
     if isinstance(item, FunctionCallOutputItem):
-        output = item.output if isinstance(item.output, str) else [
-            p.model_dump(exclude_none=True) for p in item.output
-        ]
         return {"id": item.id or new_id("fco"), "type": "function_call_output", "call_id": item.call_id,
-                "output": output, "status": "completed"}
+                "output": _tool_output(item.output), "status": "completed"}
     if isinstance(item, ReasoningItem):
         data = item.model_dump(exclude_none=True)
         data["id"] = item.id or new_id("rs")
+        return data
+    if isinstance(item, CustomToolCallItem):
+        return {"id": item.id or new_id("ctc"), "type": "custom_tool_call", "call_id": item.call_id,
+                "name": item.name, "input": item.input, "status": "completed"}
+    if isinstance(item, CustomToolCallOutputItem):
+        return {"id": item.id or new_id("ctco"), "type": "custom_tool_call_output", "call_id": item.call_id,
+                "output": _tool_output(item.output)}
+    if isinstance(item, OpaqueItem):
+        data = item.model_dump(exclude_none=True)
+        data.setdefault("id", new_id("item"))
         return data
     raise TypeError(f"not an input item: {item!r}")
 
 
 def canonical_items(items: list[Any]) -> list[dict[str, Any]]:
-    return [canonical_item(item) for item in items]
+    out = [canonical_item(item) for item in items]
+    seen: set[str] = set()
+    for item in out:
+        if item["id"] in seen and item["type"] != "item_reference":  # a reference's id is its target
+            item["id"] = new_id(item["id"].partition("_")[0] or "item")
+        seen.add(item["id"])
+    return out
+
+
+def _tool_output(output: Any) -> Any:
+    """A tool's output as stored: its text, or its content parts."""
+    return output if isinstance(output, str) else [part.model_dump(exclude_none=True) for part in output]

@@ -62,16 +62,28 @@ class Turn:
     announced: bool = False
     settled: bool = False
     _opening: OpenTurn | None = None
+    _upstream_request: ProviderRequest | None = None
 
     def provider_request(self) -> ProviderRequest:
+        if self._upstream_request is None:
+            self._upstream_request = self._build_provider_request()
+        return self._upstream_request
+
+    @property
+    def dropped_tools(self) -> list[str]:
+        """Hosted tool types the serving provider had no equivalent for and left out."""
+        return self._upstream_request.dropped_tools if self._upstream_request is not None else []
+
+    def _build_provider_request(self) -> ProviderRequest:
         req = self.request
         history = self.chain.items if self.chain else []
         return ProviderRequest(
             model=self.route.upstream_model, items=history + self.input_items, instructions=req.instructions,
             temperature=req.temperature, top_p=req.top_p, max_output_tokens=req.max_output_tokens,
-            tools=self.settings["tools"], tool_choice=self.settings["tool_choice"],
+            tools=req.raw_tools, tool_choice=req.raw_tool_choice,
             parallel_tool_calls=req.parallel_tool_calls, text_format=self.settings["text"].get("format"),
-            user=req.user, cancel=self.ctx.cancel, deadline=self.ctx.deadline, heartbeat=self.ctx.heartbeat,
+            verbosity=self.settings["text"].get("verbosity"), user=req.user, passthrough=req.passthrough,
+            cancel=self.ctx.cancel, deadline=self.ctx.deadline, heartbeat=self.ctx.heartbeat,
         )
 
     def render(self, status: str, *, error: dict[str, Any] | None = None,
@@ -214,6 +226,9 @@ def start_turn(ctx: TurnContext, request: CreateResponseRequest, *, body_bytes: 
             raise invalid_request(f"Previous response with id '{request.previous_response_id}' is still in "
                                   "progress; wait for it to finish.", param="previous_response_id",
                                   code="previous_response_in_progress")
+    if request.unknown_parameters:
+        logger.debug("parameters the gateway does not know, passed on to Responses-native upstreams only: %s",
+                     ", ".join(request.unknown_parameters))
     turn = Turn(ctx=ctx, request=request, route=route, chain=chain,
                 input_items=canonical_items(request.input_items), response_id=new_id("resp"),
                 created_at=timezone.now(), settings=echoed_settings(request))

@@ -36,9 +36,8 @@ def echoed_settings(request: CreateResponseRequest) -> dict[str, Any]:
     for name, default in _DEFAULTS.items():
         value = getattr(request, name, None)
         settings.setdefault(name, default if value is None else value)
-    # The spec types `user` as a string (not nullable), so it is echoed only when sent.
-    if request.user is not None:
-        settings["user"] = request.user
+    # null when not sent, as OpenAI answers (the spec file's non-nullable typing is a known defect).
+    settings["user"] = request.user
     # Documented fields the gateway does not act on are still echoed back when sent.
     for name in _ECHOED_WHEN_SENT:
         if (value := getattr(request, name)) is not None:
@@ -91,8 +90,6 @@ def render_response(
         "conversation": None,
     }
     body.update({k: v for k, v in settings.items() if k not in body})
-    # The spec's `usage` is optional but not nullable: absent while in progress, or when the
-    # upstream reported none (never an estimate).
-    if usage is not None:
-        body["usage"] = render_usage(usage)
+    # null while in progress, or when the upstream reported none (never an estimate), as OpenAI sends it.
+    body["usage"] = render_usage(usage)
     return body

@@ -3,6 +3,12 @@
 Every error names the offending parameter the way OpenAI does (`input[0].content`), so the
 SDK's `BadRequestError.param` points the caller at the right field. Types are strict: a string
 where a number belongs is an error, not a silent conversion.
+
+What the gateway acts on is validated; what it does not know is accepted, as OpenAI's API and its
+clients evolve faster than any gateway: a parameter it has no field for, a tool or an input item
+of a type it has never seen, are kept verbatim and passed on to Responses-native upstreams
+(`passthrough`, `OpaqueItem`, `HostedTool`). Values of known parameters that are wrong still get
+the documented 400.
 """
 
 from __future__ import annotations
@@ -127,23 +133,56 @@ class FunctionCallItem(_Strict):
         return value
 
 
-class FunctionCallOutputItem(_Strict):
-    type: Literal["function_call_output"]
+class _ToolOutputItem(_Strict):
     call_id: str = Field(min_length=1)
     output: str | list[ContentPart]
     id: ItemId = None
     status: str | None = None
 
 
+class FunctionCallOutputItem(_ToolOutputItem):
+    type: Literal["function_call_output"]
+
+
 class ReasoningItem(_Strict):
     type: Literal["reasoning"]
     id: ItemId = None
     summary: list[Any] = Field(default_factory=list)
+    encrypted_content: str | None = None
+
+
+class CustomToolCallItem(_Strict):
+    type: Literal["custom_tool_call"]
+    call_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    input: str
+    id: ItemId = None
+
+
+class CustomToolCallOutputItem(_ToolOutputItem):
+    type: Literal["custom_tool_call_output"]
+
+
+class OpaqueItem(_Strict):
+    """An input item of a type the gateway does not translate (compaction, web_search_call,
+    local_shell_call_output, item_reference, ...): kept verbatim, replayed to Responses-native
+    upstreams, left out by translating ones (docs/providers.md)."""
+
+    type: str = Field(min_length=1, max_length=64)
+    id: ItemId = None
+
+
+_KNOWN_ITEMS = {"message", "function_call", "function_call_output", "reasoning", "custom_tool_call",
+                "custom_tool_call_output"}
 
 
 def _item_tag(value: Any) -> str | None:
     if isinstance(value, dict):
-        return value.get("type") or ("message" if "role" in value else None)
+        kind = value.get("type") or ("message" if "role" in value else None)
+        if kind is None:
+            return None
+        # A `type` that is not a string falls to OpaqueItem, whose validation names it.
+        return kind if isinstance(kind, str) and kind in _KNOWN_ITEMS else "opaque"
     return getattr(value, "type", None)
 
 
@@ -151,10 +190,13 @@ InputItem = Annotated[
     Annotated[MessageItem, Tag("message")]
     | Annotated[FunctionCallItem, Tag("function_call")]
     | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
-    | Annotated[ReasoningItem, Tag("reasoning")],
+    | Annotated[ReasoningItem, Tag("reasoning")]
+    | Annotated[CustomToolCallItem, Tag("custom_tool_call")]
+    | Annotated[CustomToolCallOutputItem, Tag("custom_tool_call_output")]
+    | Annotated[OpaqueItem, Tag("opaque")],
     Discriminator(_item_tag, custom_error_type="invalid_item",
-                  custom_error_message="Invalid input item type (expected message, function_call, "
-                                       "function_call_output or reasoning)"),
+                  custom_error_message="Invalid input item: expected an object with a `type` "
+                                       "(or a message with a `role`)"),
 ]
 _INPUT_ITEMS = TypeAdapter(list[InputItem])
 
@@ -168,9 +210,78 @@ class FunctionTool(_Strict):
     strict: bool | None = None
 
 
-class ToolChoiceFunction(_Closed):
-    type: Literal["function"]
-    name: str
+class CustomTool(_Strict):
+    """A tool whose input is free text (optionally constrained by a grammar in `format`)."""
+
+    type: Literal["custom"]
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = None
+    format: dict[str, Any] | None = None
+
+
+class NamespaceTool(_Strict):
+    """Function and custom tools grouped under a name the model calls them by (Codex's sub-agents)."""
+
+    type: Literal["namespace"]
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    tools: list[Annotated[Annotated[FunctionTool, Tag("function")] | Annotated[CustomTool, Tag("custom")],
+                          Discriminator(_tag)]]
+
+
+class HostedTool(_Strict):
+    """A tool the upstream runs itself (web_search, file_search, code_interpreter, mcp, ...), or
+    any type the gateway has never seen: kept verbatim for Responses-native upstreams; translating
+    providers map it or follow their `unsupported_tools` policy."""
+
+    type: str = Field(min_length=1, max_length=64)
+
+
+def _tool_tag(value: Any) -> str | None:
+    kind = _tag(value)
+    if kind is None:
+        return None
+    return kind if isinstance(kind, str) and kind in ("function", "custom", "namespace") else "hosted"
+
+
+Tool = Annotated[
+    Annotated[FunctionTool, Tag("function")]
+    | Annotated[CustomTool, Tag("custom")]
+    | Annotated[NamespaceTool, Tag("namespace")]
+    | Annotated[HostedTool, Tag("hosted")],
+    Discriminator(_tool_tag, custom_error_type="invalid_tool",
+                  custom_error_message="Invalid tool: expected an object with a `type`"),
+]
+
+
+class ToolChoiceNamed(_Strict):
+    """`{"type": "function"|"custom", "name": ...}`: that tool must be called."""
+
+    type: Literal["function", "custom"]
+    name: str = Field(min_length=1)
+
+
+class ToolChoiceOther(_Strict):
+    """`allowed_tools`, `mcp`, a hosted tool type: passed on as sent."""
+
+    type: str = Field(min_length=1, max_length=64)
+
+
+def _tool_choice_tag(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "mode"
+    kind = _tag(value)
+    if kind is None:
+        return None
+    return "named" if isinstance(kind, str) and kind in ("function", "custom") else "other"
+
+
+ToolChoice = Annotated[
+    Annotated[Literal["none", "auto", "required"], Tag("mode")]
+    | Annotated[ToolChoiceNamed, Tag("named")]
+    | Annotated[ToolChoiceOther, Tag("other")],
+    Discriminator(_tool_choice_tag),
+]
 
 
 class TextFormatText(_Closed):
@@ -211,8 +322,9 @@ class TextParam(_Strict):
 # --- the request ---------------------------------------------------------------------------
 
 class CreateResponseRequest(_Strict):
-    # Unknown parameters are rejected as OpenAI does, so a typo (`max_tokens`) is not silently ignored.
-    model_config = ConfigDict(strict=True, extra="forbid")
+    # Parameters the gateway has no field for are accepted (`passthrough`): clients send what the
+    # current API has (Codex: `client_metadata`), and the API grows faster than any gateway.
+    model_config = ConfigDict(strict=True, extra="allow")
 
     model: str = Field(min_length=1)
     input: Any
@@ -226,8 +338,8 @@ class CreateResponseRequest(_Strict):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     max_output_tokens: int | None = Field(default=None, ge=16, le=INT32_MAX)
-    tools: list[FunctionTool] = Field(default_factory=list)
-    tool_choice: Literal["none", "auto", "required"] | ToolChoiceFunction = "auto"
+    tools: list[Tool] = Field(default_factory=list)
+    tool_choice: ToolChoice = "auto"
     parallel_tool_calls: bool | None = None
     text: TextParam = Field(default_factory=TextParam)
     metadata: dict[str, str] | None = None
@@ -243,12 +355,16 @@ class CreateResponseRequest(_Strict):
     prompt_cache_key: str | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    # Documented, not acted on by the gateway: accepted and echoed back.
+    # Documented, not acted on by the gateway: type-checked, echoed back, and passed on to
+    # Responses-native upstreams.
     prompt: dict[str, Any] | None = None
     prompt_cache_options: dict[str, Any] | None = None
     prompt_cache_retention: str | None = None
     context_management: list[Any] | dict[str, Any] | None = None
     moderation: Any = None
+    background_options: dict[str, Any] | None = None
+    access_programs: dict[str, Any] | None = None
+    image: dict[str, Any] | None = None
 
     @field_validator("metadata")
     @classmethod
@@ -262,8 +378,27 @@ class CreateResponseRequest(_Strict):
                 raise ValueError("metadata keys are limited to 64 characters and values to 512")
         return value
 
-    # Items after validation; filled by parse_create_request.
+    # Filled by parse_create_request: the items after validation, and the parameters a
+    # Responses-native upstream gets as the client sent them (everything the gateway does not own).
     input_items: list[Any] = Field(default_factory=list, exclude=True)
+    passthrough: dict[str, Any] = Field(default_factory=dict, exclude=True)
+    # Tools and tool_choice exactly as sent, for upstreams (the echo is the normalised form).
+    raw_tools: list[dict[str, Any]] = Field(default_factory=list, exclude=True)
+    raw_tool_choice: Any = Field(default="auto", exclude=True)
+
+    @property
+    def unknown_parameters(self) -> list[str]:
+        """Parameters the gateway has no field for (kept for Responses-native upstreams)."""
+        return sorted(self.model_extra or {})
+
+
+# Parameters the gateway acts on itself or translates for every upstream; all the others are passed
+# on verbatim to Responses-native upstreams (providers.openai_responses).
+GATEWAY_OWNED = frozenset({
+    "model", "input", "instructions", "previous_response_id", "conversation", "store", "stream", "background",
+    "metadata", "temperature", "top_p", "max_output_tokens", "tools", "tool_choice", "parallel_tool_calls",
+    "text", "user", "background_options",
+})
 
 
 def _param_path(loc: tuple[Any, ...], data: Any, *, missing: bool) -> list[str | int]:
@@ -320,6 +455,9 @@ def parse_create_request(body: bytes) -> CreateResponseRequest:
         request = CreateResponseRequest.model_validate(data)
     except ValidationError as exc:
         raise _first_error(exc, data) from None
+    request.passthrough = {k: v for k, v in data.items() if k not in GATEWAY_OWNED}
+    request.raw_tools = data.get("tools") or []
+    request.raw_tool_choice = data.get("tool_choice") or "auto"
     if isinstance(request.input, str):
         request.input_items = [MessageItem(role="user", content=request.input)]
     elif isinstance(request.input, list):

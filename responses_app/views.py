@@ -61,17 +61,27 @@ def create_response(request: HttpRequest) -> HttpResponse | StreamingHttpRespons
     watch = watch_client(request, ctx.cancel)
     if not create.stream:
         try:
-            return JsonResponse(pipeline.respond_json(pipeline.start_turn(ctx, create, body_bytes=len(request.body))))
+            turn = pipeline.start_turn(ctx, create, body_bytes=len(request.body))
+            return _with_turn_headers(JsonResponse(pipeline.respond_json(turn)), turn)
         finally:
             watch.stop()
     try:
-        frames = pipeline.respond_stream(pipeline.start_turn(ctx, create, body_bytes=len(request.body)))
+        turn = pipeline.start_turn(ctx, create, body_bytes=len(request.body))
+        frames = pipeline.respond_stream(turn)
     except BaseException:
         watch.stop()
         raise
     response = StreamingHttpResponse(until_done(frames, watch), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
+    return _with_turn_headers(response, turn)
+
+
+def _with_turn_headers(response: HttpResponse | StreamingHttpResponse,
+                       turn: pipeline.Turn) -> HttpResponse | StreamingHttpResponse:
+    if turn.dropped_tools:
+        # Hosted tools the serving provider has no equivalent for (its `unsupported_tools: drop`).
+        response["X-Gateway-Dropped-Tools"] = ", ".join(turn.dropped_tools)
     return response
 
 

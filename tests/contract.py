@@ -87,11 +87,24 @@ def validate_against_spec(schema_name: str, value: dict[str, Any]) -> None:
     validator = _validator(schema_name)
     if validator is None:
         return
-    errors = sorted(validator.iter_errors(value), key=lambda e: len(list(e.absolute_path)))
+    errors = sorted((e for e in validator.iter_errors(value) if not _known_spec_defect(e)),
+                    key=lambda e: len(list(e.absolute_path)))
     if errors:
         best = errors[0]
         raise AssertionError(f"{schema_name} does not match the OpenAPI spec at "
                              f"{'/'.join(map(str, best.absolute_path))}: {best.message[:500]}")
+
+
+# The spec file types a Response's `usage` and `user` as non-nullable, but OpenAI sends both as
+# null (usage while a response is in progress, user when none was given), the SDK types them
+# Optional, and clients that validate against the Open Responses schema require the keys. A null
+# there is the one deviation from the spec file these tests accept.
+_NULLABLE_IN_PRACTICE = {"usage", "user"}
+
+
+def _known_spec_defect(error: Any) -> bool:
+    path = list(error.absolute_path)
+    return error.instance is None and bool(path) and path[-1] in _NULLABLE_IN_PRACTICE
 
 
 def validate(schema_name: str, value: dict[str, Any]) -> None:

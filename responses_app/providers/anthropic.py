@@ -9,6 +9,13 @@ sent no `max_output_tokens`.
 Translation down: text and `tool_use` blocks, streamed (`message_start` ... `message_stop`, with
 `ping`s anywhere and a possible mid-stream `error`) or whole. Usage counts cache reads and writes
 as input, the way OpenAI counts cached tokens: input = input + cache_read + cache_creation.
+
+Tools (providers.tooling): function, custom and namespaced tools become Anthropic tools; the
+hosted `web_search` becomes Anthropic's server-side web search tool; other hosted tools follow
+the entry's `unsupported_tools` policy. Structured output (`text.format` json_schema or
+json_object), which the Messages API has no parameter for, is a forced call of one more tool,
+`gateway_structured_output`, whose input schema is the requested schema: its input, streamed as it
+is written, is the answer's text, so `responses.parse` works as on OpenAI.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from responses_app.providers.base import (
     ToolCallDelta,
     Usage,
 )
+from responses_app.providers.tooling import Toolset, history_call, tool_call, unsupported
 from responses_app.providers.translate import (
     arguments_object,
     merge_turn,
@@ -44,6 +52,9 @@ from responses_app.providers.translate import (
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
+# The tool a structured-output request is answered through (see the module doc).
+OUTPUT_TOOL = "gateway_structured_output"
+WEB_SEARCH: dict[str, Any] = {"type": "web_search_20250305", "name": "web_search"}
 
 _STOP: dict[str, FinishReason] = {
     "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "tool_use": "tool_calls",
@@ -92,23 +103,26 @@ def to_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
             else:
                 blocks = [b for b in (_user_block(p) for p in item["content"]) if b is not None]
                 merge_turn(messages, "user", blocks, key="content")
-        elif kind == "function_call":
-            block = {"type": "tool_use", "id": item["call_id"], "name": item["name"],
-                     "input": arguments_object(item["arguments"])}
+        elif kind in ("function_call", "custom_tool_call"):
+            name, arguments = history_call(item)
+            block = {"type": "tool_use", "id": item["call_id"], "name": name, "input": arguments_object(arguments)}
             merge_turn(messages, "assistant", [block], key="content")
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             block = {"type": "tool_result", "tool_use_id": item["call_id"], "content": output_text(item["output"])}
             merge_turn(messages, "user", [block], key="content")
-        # Reasoning items carry no Anthropic thinking signature; they are dropped on the way up.
+        # Reasoning items carry no Anthropic thinking signature, and hosted tools' calls and other
+        # items have no Messages form: they are left out on the way up (docs/providers.md).
     return messages
 
 
-def _tool_choice(request: ProviderRequest) -> dict[str, Any] | None:
+def _tool_choice(request: ProviderRequest, toolset: Toolset, structured: bool) -> dict[str, Any]:
     choice = request.tool_choice
-    if isinstance(choice, dict):
-        out: dict[str, Any] = {"type": "tool", "name": choice["name"]}
-    elif choice == "required":
-        out = {"type": "any"}
+    if (forced := toolset.named_choice(choice)) is not None:
+        out: dict[str, Any] = {"type": "tool", "name": forced}
+    elif structured and not toolset.functions:
+        out = {"type": "tool", "name": OUTPUT_TOOL}
+    elif choice == "required" or structured:
+        out = {"type": "any"}  # structured: a real tool, or the answer through the output tool
     elif choice == "none":
         out = {"type": "none"}
     else:
@@ -118,10 +132,29 @@ def _tool_choice(request: ProviderRequest) -> dict[str, Any] | None:
     return out
 
 
-def build_payload(request: ProviderRequest, *, stream: bool) -> dict[str, Any]:
-    fmt = request.text_format
-    if fmt and fmt.get("type") in ("json_schema", "json_object"):
-        raise ProviderError("bad_request", f"text.format {fmt['type']!r} is not supported by Anthropic upstreams.")
+def _web_search(tool: dict[str, Any]) -> dict[str, Any]:
+    out = dict(WEB_SEARCH)
+    location = tool.get("user_location") or {}
+    if location:
+        out["user_location"] = {"type": "approximate", **{k: v for k, v in location.items()
+                                                          if k in ("city", "region", "country", "timezone") and v}}
+    domains = (tool.get("filters") or {}).get("allowed_domains")
+    if domains:
+        out["allowed_domains"] = domains
+    return out
+
+
+def _output_schema(fmt: dict[str, Any]) -> dict[str, Any]:
+    return fmt["schema"] if fmt.get("type") == "json_schema" else {"type": "object"}
+
+
+def build_payload(request: ProviderRequest, *, stream: bool, provider: str = "anthropic",
+                  unsupported_tools: str = "drop") -> dict[str, Any]:
+    toolset = Toolset.of(request.tools)
+    fmt = request.text_format or {}
+    structured = fmt.get("type") in ("json_schema", "json_object")
+    web = [tool for tool in toolset.hosted if tool.get("type") in ("web_search", "web_search_preview")]
+    unsupported(request, provider, unsupported_tools, [tool for tool in toolset.hosted if tool not in web])
     payload: dict[str, Any] = {
         "model": request.model,
         "max_tokens": request.max_output_tokens or DEFAULT_MAX_TOKENS,
@@ -133,14 +166,18 @@ def build_payload(request: ProviderRequest, *, stream: bool) -> dict[str, Any]:
         payload["temperature"] = request.temperature
     if request.top_p is not None:
         payload["top_p"] = request.top_p
-    if request.tools:
-        payload["tools"] = [
-            {k: v for k, v in {"name": t["name"], "description": t.get("description"),
-                               "input_schema": t.get("parameters") or {"type": "object", "properties": {}}}.items()
-             if v is not None}
-            for t in request.tools
-        ]
-        payload["tool_choice"] = _tool_choice(request)
+    tools: list[dict[str, Any]] = [
+        {k: v for k, v in {"name": spec.name, "description": spec.description,
+                           "input_schema": spec.parameters}.items() if v is not None}
+        for spec in toolset.functions
+    ]
+    tools += [_web_search(tool) for tool in web]
+    if structured:
+        tools.append({"name": OUTPUT_TOOL, "description": "Give the final answer, as the requested JSON.",
+                      "input_schema": _output_schema(fmt)})
+    if tools:
+        payload["tools"] = tools
+        payload["tool_choice"] = _tool_choice(request, toolset, structured)
     if request.user:
         payload["metadata"] = {"user_id": request.user}
     if stream:
@@ -161,8 +198,10 @@ def parse_usage(usage: dict[str, Any] | None) -> Usage | None:
     )
 
 
-def _finish(stop_reason: str | None) -> list[Event]:
+def _finish(stop_reason: str | None, *, called: bool) -> list[Event]:
     reason = _STOP.get(stop_reason or "end_turn", "stop")
+    if reason == "tool_calls" and not called:
+        reason = "stop"  # only the structured-output tool was used: that was the answer
     events: list[Event] = []
     if reason == "refusal":
         events.append(RefusalDelta(REFUSAL_TEXT))
@@ -193,9 +232,10 @@ class AnthropicProvider(Provider):
                 "anthropic-version": self.entry.api_version or DEFAULT_VERSION}
 
     def _post(self, request: ProviderRequest, *, stream: bool) -> requests.Response:
-        return http.post(self.session, self.key, self.url, payload=build_payload(request, stream=stream),
-                         headers=self.headers(), timeout=self.timeout, stream=stream,
-                         cancel=request.cancel)
+        payload = build_payload(request, stream=stream, provider=self.key,
+                                unsupported_tools=self.entry.unsupported_tools)
+        return http.post(self.session, self.key, self.url, payload=payload, headers=self.headers(),
+                         timeout=self.timeout, stream=stream, cancel=request.cancel)
 
     def generate(self, request: ProviderRequest) -> Iterator[Event]:
         with self._post(request, stream=False) as response:
@@ -204,31 +244,36 @@ class AnthropicProvider(Provider):
             raise _error(self.key, body)
         if not isinstance(body.get("content"), list):
             raise ProviderError("upstream", f"Provider {self.key!r} answered without content.")
+        toolset = Toolset.of(request.tools)
         events: list[Event] = []
         calls = 0
         for block in body["content"]:
             if block.get("type") == "text" and block.get("text"):
                 events.append(TextDelta(block["text"]))
+            elif block.get("type") == "tool_use" and block.get("name") == OUTPUT_TOOL:
+                events.append(TextDelta(json.dumps(block.get("input") or {})))
             elif block.get("type") == "tool_use":
-                events.append(ToolCallDelta(calls, block.get("id"), block.get("name"),
-                                            json.dumps(block.get("input") or {})))
+                events.append(tool_call(toolset, calls, block.get("id"), block.get("name"),
+                                        json.dumps(block.get("input") or {})))
                 calls += 1
         if (usage := parse_usage(body.get("usage"))) is not None:
             events.append(usage)
-        events += _finish(body.get("stop_reason"))
+        events += _finish(body.get("stop_reason"), called=calls > 0)
         return iter(events)
 
     def stream(self, request: ProviderRequest) -> Iterator[Event]:
         response = self._post(request, stream=True)
         try:
-            yield from self._stream_events(response)
+            yield from self._stream_events(response, Toolset.of(request.tools))
         finally:
             # Closing mid-answer (client gone, error) drops the upstream connection at once.
             response.close()
 
-    def _stream_events(self, response: Any) -> Iterator[Event]:
+    def _stream_events(self, response: Any, toolset: Toolset) -> Iterator[Event]:
         usage: dict[str, Any] = {}
         stop_reason: str | None = None
+        answer_blocks: set[int] = set()  # indexes of the structured-output tool's blocks: answer text
+        called = False
         for _name, data in http.sse_events(self.key, response):
             event = http.parse_data(self.key, data)
             kind = event.get("type")
@@ -239,16 +284,24 @@ class AnthropicProvider(Provider):
                     yield early
             elif kind == "content_block_start":
                 block = event.get("content_block") or {}
-                if block.get("type") == "tool_use":
-                    yield ToolCallDelta(int(event.get("index", 0)), block.get("id"), block.get("name"), "")
+                index = int(event.get("index", 0))
+                if block.get("type") == "tool_use" and block.get("name") == OUTPUT_TOOL:
+                    answer_blocks.add(index)
+                elif block.get("type") == "tool_use":
+                    called = True
+                    yield tool_call(toolset, index, block.get("id"), block.get("name"), "")
                 elif block.get("type") == "text" and block.get("text"):
                     yield TextDelta(block["text"])
             elif kind == "content_block_delta":
                 delta = event.get("delta") or {}
+                index = int(event.get("index", 0))
                 if delta.get("type") == "text_delta" and delta.get("text"):
                     yield TextDelta(delta["text"])
                 elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
-                    yield ToolCallDelta(int(event.get("index", 0)), arguments=delta["partial_json"])
+                    if index in answer_blocks:
+                        yield TextDelta(delta["partial_json"])  # the JSON answer, as it is written
+                    else:
+                        yield ToolCallDelta(index, arguments=delta["partial_json"])
             elif kind == "message_delta":
                 stop_reason = (event.get("delta") or {}).get("stop_reason") or stop_reason
                 # output_tokens is cumulative; input and cache counts may be restated here.
@@ -256,7 +309,7 @@ class AnthropicProvider(Provider):
             elif kind == "message_stop":
                 if (final := parse_usage(usage)) is not None:
                     yield final
-                yield from _finish(stop_reason)
+                yield from _finish(stop_reason, called=called)
                 return
             elif kind == "error":
                 raise _error(self.key, event)

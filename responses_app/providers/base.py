@@ -36,6 +36,11 @@ class ToolCallDelta:
     call_id: str | None = None
     name: str | None = None
     arguments: str = ""
+    # The tool's namespace (a namespace tool's function), and whether the client declared it as a
+    # custom tool: its call then reaches the client as a custom_tool_call, whose `input` is the
+    # `input` member of the arguments (providers.tooling).
+    namespace: str | None = None
+    kind: Literal["function", "custom"] = "function"
 
 
 @dataclass(frozen=True)
@@ -63,12 +68,20 @@ class Finish:
 
 
 @dataclass(frozen=True)
+class OutputItem:
+    """A whole output item passed on as the upstream made it (a Responses-native upstream's
+    reasoning item, web_search_call, custom_tool_call, ...): the client gets it verbatim."""
+
+    item: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     """Nothing arrived for a while (a reasoning model thinking). Made by the upstream guard, never by
     a provider: the SSE path turns it into a comment so proxies do not cut an idle stream."""
 
 
-Event = TextDelta | RefusalDelta | ToolCallDelta | Usage | Finish | Heartbeat
+Event = TextDelta | RefusalDelta | ToolCallDelta | OutputItem | Usage | Finish | Heartbeat
 
 
 class ProviderError(Exception):
@@ -122,8 +135,14 @@ class ProviderRequest:
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
     text_format: dict[str, Any] | None = None
+    verbosity: str | None = None
     user: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # The client's parameters the gateway does not own (include, reasoning, client_metadata, ...),
+    # as sent: a Responses-native upstream gets them verbatim, translating ones ignore them.
+    passthrough: dict[str, Any] = field(default_factory=dict)
+    # Hosted tool types a translating provider left out (its `unsupported_tools: drop` policy);
+    # one list shared by every attempt's copy of the request, reported to the client in a header.
+    dropped_tools: list[str] = field(default_factory=list)
     # Set when the turn must stop (client gone, shutdown); the upstream guard gives each attempt a
     # child token, which also fires on the attempt's own timeouts.
     cancel: CancelToken = field(default_factory=CancelToken)

@@ -8,6 +8,10 @@ so the name is looked up from the replayed `function_call` item with the same `c
 Translation down: Gemini's function calls often carry no id, so the gateway mints the `call_id`
 (`call_…`). Every streamed `data:` line is a whole `GenerateContentResponse`; usage and the
 finish reason come on the last one. Thinking tokens are reasoning tokens, counted as output.
+
+Tools (providers.tooling): function, custom and namespaced tools become function declarations;
+the hosted `web_search` becomes Gemini's Google Search grounding (`google_search`); other hosted
+tools follow the entry's `unsupported_tools` policy.
 """
 
 from __future__ import annotations
@@ -29,9 +33,9 @@ from responses_app.providers.base import (
     ProviderError,
     ProviderRequest,
     TextDelta,
-    ToolCallDelta,
     Usage,
 )
+from responses_app.providers.tooling import Toolset, history_call, tool_call, unsupported
 from responses_app.providers.translate import (
     arguments_object,
     guess_media_type,
@@ -73,7 +77,8 @@ def _function_response(output: Any) -> dict[str, Any]:
 
 
 def to_contents(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    names = {item["call_id"]: item["name"] for item in items if item.get("type") == "function_call"}
+    names = {item["call_id"]: history_call(item)[0] for item in items
+             if item.get("type") in ("function_call", "custom_tool_call")}
     contents: list[dict[str, Any]] = []
     for item in items:
         kind = item.get("type")
@@ -87,28 +92,34 @@ def to_contents(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
             else:
                 parts = [p for p in (_user_part(part) for part in item["content"]) if p is not None]
                 merge_turn(contents, "user", parts, key="parts")
-        elif kind == "function_call":
-            part = {"functionCall": {"name": item["name"], "args": arguments_object(item["arguments"])}}
+        elif kind in ("function_call", "custom_tool_call"):
+            name, arguments = history_call(item)
+            part = {"functionCall": {"name": name, "args": arguments_object(arguments)}}
             merge_turn(contents, "model", [part], key="parts")
-        elif kind == "function_call_output":
-            name = names.get(item["call_id"])
-            if name is None:
+        elif kind in ("function_call_output", "custom_tool_call_output"):
+            called = names.get(item["call_id"])
+            if called is None:
                 raise ProviderError("bad_request", f"No function_call with call_id {item['call_id']!r} precedes its "
                                     "function_call_output; Gemini needs the function's name.")
-            part = {"functionResponse": {"name": name, "response": _function_response(item["output"])}}
+            part = {"functionResponse": {"name": called, "response": _function_response(item["output"])}}
             merge_turn(contents, "user", [part], key="parts")
     return contents
 
 
-def _tool_config(request: ProviderRequest) -> dict[str, Any] | None:
+def _tool_config(request: ProviderRequest, toolset: Toolset) -> dict[str, Any] | None:
     choice = request.tool_choice
-    if isinstance(choice, dict):
-        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [choice["name"]]}}
-    mode = {"required": "ANY", "none": "NONE", "auto": "AUTO"}.get(choice or "auto", "AUTO")
+    if (forced := toolset.named_choice(choice)) is not None:
+        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [forced]}}
+    mode = {"required": "ANY", "none": "NONE", "auto": "AUTO"}.get(choice if isinstance(choice, str) else "auto",
+                                                                  "AUTO")
     return {"functionCallingConfig": {"mode": mode}}
 
 
-def build_payload(request: ProviderRequest) -> dict[str, Any]:
+def build_payload(request: ProviderRequest, *, provider: str = "google",
+                  unsupported_tools: str = "drop") -> dict[str, Any]:
+    toolset = Toolset.of(request.tools)
+    search = [tool for tool in toolset.hosted if tool.get("type") in ("web_search", "web_search_preview")]
+    unsupported(request, provider, unsupported_tools, [tool for tool in toolset.hosted if tool not in search])
     payload: dict[str, Any] = {"contents": to_contents(request.items)}
     if system := system_text(request.instructions, request.items):
         payload["systemInstruction"] = {"parts": [{"text": system}]}
@@ -127,13 +138,18 @@ def build_payload(request: ProviderRequest) -> dict[str, Any]:
         config["responseMimeType"] = "application/json"
     if config:
         payload["generationConfig"] = config
-    if request.tools:
-        payload["tools"] = [{"functionDeclarations": [
-            {k: v for k, v in {"name": t["name"], "description": t.get("description"),
-                               "parametersJsonSchema": t.get("parameters")}.items() if v is not None}
-            for t in request.tools
-        ]}]
-        payload["toolConfig"] = _tool_config(request)
+    tools: list[dict[str, Any]] = []
+    if toolset.functions:
+        tools.append({"functionDeclarations": [
+            {k: v for k, v in {"name": spec.name, "description": spec.description,
+                               "parametersJsonSchema": spec.parameters}.items() if v is not None}
+            for spec in toolset.functions
+        ]})
+        payload["toolConfig"] = _tool_config(request, toolset)
+    if search:
+        tools.append({"google_search": {}})
+    if tools:
+        payload["tools"] = tools
     return payload
 
 
@@ -160,7 +176,8 @@ def _finish(reason: str | None, called: bool) -> FinishReason:
 class _Answer:
     """Turns a sequence of GenerateContentResponse chunks (one for generate, many for a stream) into events."""
 
-    def __init__(self) -> None:
+    def __init__(self, toolset: Toolset) -> None:
+        self.toolset = toolset
         self.calls = 0
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
@@ -180,8 +197,8 @@ class _Answer:
                     yield TextDelta(part["text"])
                 elif "functionCall" in part:
                     call = part["functionCall"] or {}
-                    yield ToolCallDelta(self.calls, call.get("id") or new_id("call"), call.get("name"),
-                                        json.dumps(call.get("args") or {}))
+                    yield tool_call(self.toolset, self.calls, call.get("id") or new_id("call"), call.get("name"),
+                                    json.dumps(call.get("args") or {}))
                     self.calls += 1
             if candidate.get("finishReason"):
                 self.finish_reason = candidate["finishReason"]
@@ -206,7 +223,8 @@ class GoogleProvider(Provider):
 
     def _post(self, request: ProviderRequest, method: str, *, stream: bool) -> requests.Response:
         url = f"{self.base}/models/{quote(request.model, safe='')}:{method}"
-        return http.post(self.session, self.key, url, payload=build_payload(request), headers=self.headers(),
+        payload = build_payload(request, provider=self.key, unsupported_tools=self.entry.unsupported_tools)
+        return http.post(self.session, self.key, url, payload=payload, headers=self.headers(),
                          timeout=self.timeout, stream=stream,
                          cancel=request.cancel)
 
@@ -215,7 +233,7 @@ class GoogleProvider(Provider):
             body = http.read_json(self.key, response)
         if "candidates" not in body and "promptFeedback" not in body:
             raise ProviderError("upstream", f"Provider {self.key!r} answered without candidates.")
-        answer = _Answer()
+        answer = _Answer(Toolset.of(request.tools))
         events = list(answer.feed(body))
         events += answer.end()
         return iter(events)
@@ -223,7 +241,7 @@ class GoogleProvider(Provider):
     def stream(self, request: ProviderRequest) -> Iterator[Event]:
         response = self._post(request, "streamGenerateContent?alt=sse", stream=True)
         try:
-            answer = _Answer()
+            answer = _Answer(Toolset.of(request.tools))
             for _name, data in http.sse_events(self.key, response):
                 chunk = http.parse_data(self.key, data)
                 if chunk.get("error"):

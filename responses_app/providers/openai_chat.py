@@ -23,9 +23,9 @@ from responses_app.providers.base import (
     ProviderRequest,
     RefusalDelta,
     TextDelta,
-    ToolCallDelta,
     Usage,
 )
+from responses_app.providers.tooling import Toolset, history_call, tool_call, unsupported
 
 DEFAULT_ENDPOINT = "https://api.openai.com/v1"
 
@@ -75,24 +75,29 @@ def to_messages(instructions: str | None, items: list[dict[str, Any]]) -> list[d
                 parts = [p for p in (_user_part(part) for part in content) if p is not None]
                 simple = len(parts) == 1 and parts[0]["type"] == "text"
                 messages.append({"role": "user", "content": parts[0]["text"] if simple else parts})
-        elif kind == "function_call":
-            call = {"id": item["call_id"], "type": "function",
-                    "function": {"name": item["name"], "arguments": item["arguments"]}}
+        elif kind in ("function_call", "custom_tool_call"):
+            name, arguments = history_call(item)
+            call = {"id": item["call_id"], "type": "function", "function": {"name": name, "arguments": arguments}}
             last = messages[-1] if messages else None
             # Consecutive calls (and the text before them) are one assistant turn in Chat terms.
             if last is not None and last["role"] == "assistant":
                 last.setdefault("tool_calls", []).append(call)
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             output = item["output"]
             messages.append({"role": "tool", "tool_call_id": item["call_id"],
                              "content": output if isinstance(output, str) else _text_of(output)})
-        # Reasoning items have no Chat Completions form; they are dropped on the way up.
+        # Reasoning items, hosted tools' calls and other items have no Chat Completions form; they
+        # are left out on the way up (docs/providers.md).
     return messages
 
 
-def build_payload(request: ProviderRequest, *, stream: bool) -> dict[str, Any]:
+def build_payload(request: ProviderRequest, *, stream: bool, provider: str = "openai",
+                  unsupported_tools: str = "drop") -> dict[str, Any]:
+    toolset = Toolset.of(request.tools)
+    # Chat Completions has no hosted tools of its own to map to.
+    unsupported(request, provider, unsupported_tools, toolset.hosted)
     payload: dict[str, Any] = {"model": request.model, "messages": to_messages(request.instructions, request.items)}
     if request.temperature is not None:
         payload["temperature"] = request.temperature
@@ -100,20 +105,20 @@ def build_payload(request: ProviderRequest, *, stream: bool) -> dict[str, Any]:
         payload["top_p"] = request.top_p
     if request.max_output_tokens is not None:
         payload["max_completion_tokens"] = request.max_output_tokens
-    if request.tools:
+    if toolset.functions:
         payload["tools"] = [
             {"type": "function", "function": {k: v for k, v in {
-                "name": tool["name"], "description": tool.get("description"),
-                "parameters": tool.get("parameters"), "strict": tool.get("strict"),
+                "name": spec.name, "description": spec.description, "parameters": spec.parameters,
+                "strict": spec.strict,
             }.items() if v is not None}}
-            for tool in request.tools
+            for spec in toolset.functions
         ]
         if request.parallel_tool_calls is not None:
             payload["parallel_tool_calls"] = request.parallel_tool_calls
     choice = request.tool_choice
-    if isinstance(choice, dict):
-        payload["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
-    elif choice is not None and (request.tools or choice == "none"):
+    if (forced := toolset.named_choice(choice)) is not None:
+        payload["tool_choice"] = {"type": "function", "function": {"name": forced}}
+    elif isinstance(choice, str) and (toolset.functions or choice == "none"):
         payload["tool_choice"] = choice
     fmt = request.text_format
     if fmt and fmt.get("type") == "json_schema":
@@ -181,7 +186,7 @@ class OpenAIChatProvider(OpenAICompatibleProvider):
     path = "/chat/completions"
 
     def payload(self, request: ProviderRequest, *, stream: bool) -> dict[str, Any]:
-        return build_payload(request, stream=stream)
+        return build_payload(request, stream=stream, provider=self.key, unsupported_tools=self.entry.unsupported_tools)
 
     def generate(self, request: ProviderRequest) -> Iterator[Event]:
         with self._post(request, stream=False) as response:
@@ -195,9 +200,11 @@ class OpenAIChatProvider(OpenAICompatibleProvider):
             events.append(TextDelta(message["content"]))
         if message.get("refusal"):
             events.append(RefusalDelta(message["refusal"]))
+        toolset = Toolset.of(request.tools)
         for index, call in enumerate(message.get("tool_calls") or []):
             function = call.get("function") or {}
-            events.append(ToolCallDelta(index, call.get("id"), function.get("name"), function.get("arguments") or ""))
+            events.append(tool_call(toolset, index, call.get("id"), function.get("name"),
+                                    function.get("arguments") or ""))
         if (usage := parse_usage(body.get("usage"))) is not None:
             events.append(usage)
         events.append(Finish(_FINISH.get(choices[0].get("finish_reason") or "stop", "stop")))
@@ -205,6 +212,7 @@ class OpenAIChatProvider(OpenAICompatibleProvider):
 
     def stream(self, request: ProviderRequest) -> Iterator[Event]:
         response = self._post(request, stream=True)
+        toolset = Toolset.of(request.tools)
         finished = False
         try:
             for _event, data in http.sse_events(self.key, response):
@@ -217,7 +225,7 @@ class OpenAIChatProvider(OpenAICompatibleProvider):
                     raise ProviderError("upstream", f"Provider {self.key!r} reported an error mid-stream: "
                                         f"{(chunk['error'] or {}).get('message', '')}".rstrip(": "))
                 for choice in chunk.get("choices") or []:
-                    for event in self._choice_events(choice):
+                    for event in self._choice_events(choice, toolset):
                         finished = finished or isinstance(event, Finish)
                         yield event
                 if (usage := parse_usage(chunk.get("usage"))) is not None:
@@ -231,7 +239,7 @@ class OpenAIChatProvider(OpenAICompatibleProvider):
             response.close()
 
     @staticmethod
-    def _choice_events(choice: dict[str, Any]) -> Iterator[Event]:
+    def _choice_events(choice: dict[str, Any], toolset: Toolset) -> Iterator[Event]:
         delta = choice.get("delta") or {}
         if delta.get("content"):
             yield TextDelta(delta["content"])
@@ -239,7 +247,7 @@ class OpenAIChatProvider(OpenAICompatibleProvider):
             yield RefusalDelta(delta["refusal"])
         for call in delta.get("tool_calls") or []:
             function = call.get("function") or {}
-            yield ToolCallDelta(int(call.get("index", 0)), call.get("id"), function.get("name"),
-                                function.get("arguments") or "")
+            yield tool_call(toolset, int(call.get("index", 0)), call.get("id"), function.get("name"),
+                            function.get("arguments") or "")
         if choice.get("finish_reason"):
             yield Finish(_FINISH.get(choice["finish_reason"], "stop"))

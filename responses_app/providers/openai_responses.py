@@ -4,6 +4,14 @@ The gateway still owns storage and chaining: it replays the whole chain as `inpu
 `store: false`, so the upstream keeps nothing and never sees a `previous_response_id`. Item ids the
 gateway minted mean nothing upstream and are dropped; reasoning items are only replayed when they
 carry `encrypted_content` (the only form a stateless upstream accepts).
+
+This upstream speaks the client's own API, so the gateway passes on what it does not act on
+itself: every tool as sent (custom, namespace, web_search, mcp, types the gateway has never seen),
+`tool_choice` as sent, the parameters the gateway does not own (`include`, `reasoning`,
+`client_metadata`, ... : the request's `passthrough`), input items of every type (those the
+gateway did not build keep their ids: reasoning items need theirs), and output items other than
+messages and function calls (reasoning, web_search_call, custom_tool_call, ...) come back whole,
+as the upstream made them.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from responses_app.providers.base import (
     Event,
     Finish,
     FinishReason,
+    OutputItem,
     ProviderError,
     ProviderRequest,
     RefusalDelta,
@@ -25,11 +34,17 @@ from responses_app.providers.base import (
 )
 from responses_app.providers.openai_chat import OpenAICompatibleProvider
 
+# The item types whose ids and statuses the gateway may have minted (responses_app.items): those
+# mean nothing upstream. Every other item is passed on exactly as it was sent or received.
+_GATEWAY_BUILT = {"message", "function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output"}
+
 
 def _input_item(item: dict[str, Any]) -> dict[str, Any] | None:
     kind = item.get("type")
     if kind == "reasoning" and not item.get("encrypted_content"):
         return None
+    if kind not in _GATEWAY_BUILT:
+        return item
     out = {k: v for k, v in item.items() if k not in ("id", "status")}
     if kind == "message" and item.get("role") == "assistant":
         out["content"] = [{k: v for k, v in p.items() if k != "logprobs"} for p in item["content"]]
@@ -51,8 +66,11 @@ def build_payload(request: ProviderRequest, *, stream: bool) -> dict[str, Any]:
             payload["parallel_tool_calls"] = request.parallel_tool_calls
     if request.tool_choice is not None and (request.tools or request.tool_choice == "none"):
         payload["tool_choice"] = request.tool_choice
-    if request.text_format:
-        payload["text"] = {"format": request.text_format}
+    text = {k: v for k, v in {"format": request.text_format, "verbosity": request.verbosity}.items() if v}
+    if text:
+        payload["text"] = text
+    # Everything else the client sent that the gateway does not own, as sent.
+    payload.update(request.passthrough)
     if stream:
         payload["stream"] = True
     return payload
@@ -114,8 +132,12 @@ class OpenAIResponsesProvider(OpenAICompatibleProvider):
                     elif part.get("type") == "refusal" and part.get("refusal"):
                         events.append(RefusalDelta(part["refusal"]))
             elif item.get("type") == "function_call":
-                events.append(ToolCallDelta(calls, item.get("call_id"), item.get("name"), item.get("arguments") or ""))
+                events.append(ToolCallDelta(calls, item.get("call_id"), item.get("name"), item.get("arguments") or "",
+                                            namespace=item.get("namespace")))
                 calls += 1
+            else:
+                events.append(OutputItem(item))
+                calls += item.get("type") == "custom_tool_call"
         events += _terminal(self.key, body, calls > 0)
         return iter(events)
 
@@ -136,7 +158,12 @@ class OpenAIResponsesProvider(OpenAICompatibleProvider):
                     item = event["item"]
                     called = True
                     yield ToolCallDelta(int(event.get("output_index", 0)), item.get("call_id"), item.get("name"),
-                                        item.get("arguments") or "")
+                                        item.get("arguments") or "", namespace=item.get("namespace"))
+                elif kind == "response.output_item.done" and (event.get("item") or {}).get("type") not in (
+                        "message", "function_call", None):
+                    # Reasoning, hosted tools' calls, custom tool calls: passed on whole, as made.
+                    called = called or event["item"]["type"] == "custom_tool_call"
+                    yield OutputItem(event["item"])
                 elif kind == "response.function_call_arguments.delta" and event.get("delta"):
                     yield ToolCallDelta(int(event.get("output_index", 0)), arguments=event["delta"])
                 elif kind in ("response.completed", "response.incomplete", "response.failed"):

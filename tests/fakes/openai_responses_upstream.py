@@ -15,7 +15,10 @@ from tests.fakes.steps import Fail, Pacing, wait_first_byte, write_frames
 @dataclass
 class Reply(Pacing):
     text: str = "Hello from the fake Responses API."
-    tool_calls: list[dict[str, str]] = field(default_factory=list)  # {"call_id", "name", "arguments"}
+    tool_calls: list[dict[str, str]] = field(default_factory=list)  # {"call_id", "name", "arguments", "namespace"?}
+    # Whole output items sent before the answer, as a real upstream sends reasoning items and hosted
+    # tools' calls (e.g. {"type": "reasoning", "id": "rs_1", "encrypted_content": ...}).
+    items_before: list[dict[str, Any]] = field(default_factory=list)
     incomplete_reason: str | None = None  # "max_output_tokens" | "content_filter"
     input_tokens: int = 21
     output_tokens: int = 6
@@ -53,7 +56,8 @@ class FakeOpenAIResponses(FakeServer):
                 "content": [{"type": "output_text", "text": step.text, "annotations": []}]}
 
     def _response(self, step: Reply, request: dict[str, Any], *, done: bool) -> dict[str, Any]:
-        output: list[dict[str, Any]] = [self._message(step)] if step.text and done else []
+        output: list[dict[str, Any]] = list(step.items_before) if done else []
+        output += [self._message(step)] if step.text and done else []
         if done:
             output += [{"id": f"fc_up{i}", "type": "function_call", "status": "completed", **c}
                        for i, c in enumerate(step.tool_calls)]
@@ -72,17 +76,22 @@ class FakeOpenAIResponses(FakeServer):
         events: list[dict[str, Any]] = [{"type": "response.created",
                                          "response": self._response(step, request, done=False)}]
         index = 0
+        for item in step.items_before:
+            events.append({"type": "response.output_item.added", "output_index": index, "item": item})
+            events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+            index += 1
         if step.text:
-            events.append({"type": "response.output_item.added", "output_index": 0,
+            events.append({"type": "response.output_item.added", "output_index": index,
                            "item": {**self._message(step), "status": "in_progress", "content": []}})
             for word in step.text.split(" "):
-                events.append({"type": "response.output_text.delta", "item_id": "msg_up1", "output_index": 0,
+                events.append({"type": "response.output_text.delta", "item_id": "msg_up1", "output_index": index,
                                "content_index": 0, "delta": word if word == step.text.split(" ")[0] else " " + word})
-            events.append({"type": "response.output_item.done", "output_index": 0, "item": self._message(step)})
-            index = 1
+            events.append({"type": "response.output_item.done", "output_index": index, "item": self._message(step)})
+            index += 1
         for i, call in enumerate(step.tool_calls):
             item = {"id": f"fc_up{i}", "type": "function_call", "status": "in_progress", "call_id": call["call_id"],
-                    "name": call["name"], "arguments": ""}
+                    "name": call["name"], "arguments": "",
+                    **({"namespace": call["namespace"]} if call.get("namespace") else {})}
             events.append({"type": "response.output_item.added", "output_index": index + i, "item": item})
             events.append({"type": "response.function_call_arguments.delta", "item_id": item["id"],
                            "output_index": index + i, "delta": call["arguments"]})

@@ -42,6 +42,22 @@ def test_every_line_of_a_request_carries_its_ids(client, log_lines, spans):
     assert access["span_id"] == format(server.context.span_id, "016x")
 
 
+def test_a_refused_request_logs_why_with_its_request_id(client, log_lines):
+    client.post("/v1/responses", {"model": "gpt-test", "input": "hi", "temperature": 9},
+                **{"X-Request-ID": "refused-1"})
+    client.client.get("/v1/responses/resp_missing", headers={"X-Request-ID": "refused-2"})
+    access = {line["request_id"]: line for line in lines(log_lines) if line["msg"] == "request"}
+    refused = access["refused-1"]
+    assert (refused["status"], refused["error_type"], refused["error_param"]) == (
+        400, "invalid_request_error", "temperature")
+    assert "temperature" in refused["error_message"]
+    missing = access["refused-2"]
+    assert (missing["status"], missing["error_code"]) == (404, "not_found")
+    assert "resp_missing" in missing["error_message"]
+    # Django's own "Bad Request: /v1/responses" line, which said nothing, is not emitted.
+    assert not [line for line in lines(log_lines) if line["msg"].startswith(("Bad Request", "Not Found"))]
+
+
 def test_an_unsafe_request_id_is_replaced(client):
     for unsafe in ("a b", "x" * 200, "evil\\nline", ""):
         response = client.client.get("/health", headers={"X-Request-ID": unsafe})

@@ -145,11 +145,11 @@ def test_it_passes_a_refusal_through(api, fake_openai):
     assert body["output"][0]["content"] == [{"type": "refusal", "refusal": "I can't help with that."}]
 
 
-def test_usage_is_absent_when_the_upstream_reports_none(api, fake_openai):
+def test_usage_is_null_when_the_upstream_reports_none(api, fake_openai):
     fake_openai.script(Reply(send_usage=False))
     body = api.create(model="gpt-test", input="x").json()
-    assert "usage" not in body
-    assert "usage" not in api.get(f"/v1/responses/{body['id']}").json()
+    assert body["usage"] is None  # never an estimate
+    assert api.get(f"/v1/responses/{body['id']}").json()["usage"] is None
 
 
 def test_models_lists_the_configured_models(api):

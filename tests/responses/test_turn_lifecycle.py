@@ -33,7 +33,7 @@ def test_a_streamed_turn_exists_in_progress_once_the_client_has_its_id(api, fake
     frames = _frames(api.create(model="gpt-test", input="hello", stream=True))
     created = _data(next(frames))["response"]
     live = api.get(f"/v1/responses/{created['id']}").json()
-    assert live["status"] == "in_progress" and live["output"] == [] and "usage" not in live
+    assert live["status"] == "in_progress" and live["output"] == [] and live["usage"] is None
     items = api.get(f"/v1/responses/{created['id']}/input_items").json()["data"]
     assert items[0]["content"][0]["text"] == "hello"
     # Nothing can be chained onto a turn whose answer is not known yet.

@@ -1,0 +1,205 @@
+"""What today's clients send (Codex, the Agents SDK): parameters the gateway does not know, custom
+and namespace tools, hosted tools, reasoning and other item types. Passed on verbatim to a
+Responses-native upstream; translated (or left out by a documented rule) for the others, as the
+upstream's received request shows."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from conversations_app.models import Item
+from tests.conftest import ApiClient, sse_events
+from tests.fakes import anthropic_upstream as anth
+from tests.fakes import gemini_upstream as gem
+from tests.fakes import openai_responses_upstream as resp
+from tests.fakes import openai_upstream as chat
+from tests.providers.harness import Fakes, final_response, providers_config
+
+NAMESPACE = {"type": "namespace", "name": "crm", "description": "Customer records.", "tools": [
+    {"type": "function", "name": "lookup", "description": "Find a customer.", "strict": False,
+     "parameters": {"type": "object", "properties": {"email": {"type": "string"}}, "required": ["email"]}},
+]}
+CUSTOM = {"type": "custom", "name": "apply_patch", "description": "Apply a patch to the workspace."}
+FUNCTION = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+WEB_SEARCH = {"type": "web_search", "user_location": {"type": "approximate", "country": "FR"}}
+
+
+def test_unknown_parameters_and_every_tool_reach_a_responses_upstream_verbatim(api: ApiClient, fakes: Fakes):
+    fakes.responses.script(resp.Reply(text="ok"))
+    tools: list[dict[str, Any]] = [FUNCTION, CUSTOM, NAMESPACE, WEB_SEARCH,
+                                   {"type": "a_tool_from_the_future", "knob": [1, 2]}]
+    body = {"model": "responses-model", "input": "hi", "tools": tools, "tool_choice": {"type": "custom",
+                                                                                       "name": "apply_patch"},
+            "client_metadata": {"turn": "1"}, "include": ["reasoning.encrypted_content"],
+            "reasoning": {"effort": "low", "summary": "auto"}, "prompt_cache_key": "k1", "brand_new_knob": True}
+    response = api.post("/v1/responses", body)
+    assert response.status_code == 200, response.content
+    sent = fakes.responses.last.json
+    assert sent["tools"] == tools
+    assert sent["tool_choice"] == {"type": "custom", "name": "apply_patch"}
+    for key in ("client_metadata", "include", "reasoning", "prompt_cache_key", "brand_new_knob"):
+        assert sent[key] == body[key], key
+    assert sent["store"] is False  # the gateway still owns storage
+    # The Response echoes the tools the client declared.
+    assert [tool["type"] for tool in response.json()["tools"]] == [t["type"] for t in tools]
+
+
+@pytest.mark.parametrize("model", ["chat-model", "claude", "gemini"])
+def test_translating_upstreams_get_namespaces_flattened_custom_tools_as_functions(api: ApiClient, fakes: Fakes,
+                                                                                model: str):
+    script = {"chat-model": lambda: fakes.chat.script(chat.Reply(text="ok")),
+              "claude": lambda: fakes.anthropic.script(anth.Reply(text="ok")),
+              "gemini": lambda: fakes.gemini.script(gem.Reply(text="ok"))}
+    script[model]()
+    response = api.post("/v1/responses", {"model": model, "input": "hi", "tools": [FUNCTION, CUSTOM, NAMESPACE],
+                                          "client_metadata": {"x": "y"}})
+    assert response.status_code == 200, response.content
+    if model == "chat-model":
+        sent = fakes.chat.last.json
+        functions = {t["function"]["name"]: t["function"] for t in sent["tools"]}
+    elif model == "claude":
+        sent = fakes.anthropic.last.json
+        functions = {t["name"]: {"parameters": t["input_schema"], **t} for t in sent["tools"]}
+    else:
+        sent = fakes.gemini.last.json
+        functions = {f["name"]: {"parameters": f["parametersJsonSchema"], **f}
+                     for f in sent["tools"][0]["functionDeclarations"]}
+    assert set(functions) == {"get_weather", "apply_patch", "crm__lookup"}
+    assert functions["apply_patch"]["parameters"]["required"] == ["input"]
+    assert functions["crm__lookup"]["parameters"]["required"] == ["email"]
+    assert "client_metadata" not in sent  # not a parameter these upstreams know
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", ["chat-model", "claude", "gemini"])
+def test_calls_of_namespaced_and_custom_tools_reach_the_client_as_declared(api: ApiClient, fakes: Fakes,
+                                                                          model: str, stream: bool):
+    patch = "*** Begin Patch\n*** End Patch"
+    if model == "chat-model":
+        fakes.chat.script(chat.Reply(text="", tool_calls=[
+            {"id": "call_1", "name": "crm__lookup", "arguments": json.dumps({"email": "a@b.c"})},
+            {"id": "call_2", "name": "apply_patch", "arguments": json.dumps({"input": patch})}]))
+    elif model == "claude":
+        fakes.anthropic.script(anth.Reply(text="", tool_calls=[
+            {"id": "call_1", "name": "crm__lookup", "input": {"email": "a@b.c"}},
+            {"id": "call_2", "name": "apply_patch", "input": {"input": patch}}]))
+    else:
+        fakes.gemini.script(gem.Reply(text="", function_calls=[
+            {"name": "crm__lookup", "args": {"email": "a@b.c"}}, {"name": "apply_patch", "args": {"input": patch}}]))
+    response = api.post("/v1/responses", {"model": model, "input": "hi", "tools": [CUSTOM, NAMESPACE],
+                                          "stream": stream})
+    body = final_response(response, stream)
+    lookup, apply = body["output"]
+    assert (lookup["type"], lookup["name"], lookup["namespace"]) == ("function_call", "lookup", "crm")
+    assert json.loads(lookup["arguments"]) == {"email": "a@b.c"}
+    assert (apply["type"], apply["name"], apply["input"]) == ("custom_tool_call", "apply_patch", patch)
+    assert "namespace" not in apply
+
+    # The client answers both; the history goes back up in the upstream's own terms.
+    follow = {"model": model, "previous_response_id": body["id"], "tools": [CUSTOM, NAMESPACE], "input": [
+        {"type": "function_call_output", "call_id": lookup["call_id"], "output": "found"},
+        {"type": "custom_tool_call_output", "call_id": apply["call_id"], "output": "applied"}]}
+    {"chat-model": fakes.chat, "claude": fakes.anthropic, "gemini": fakes.gemini}[model].script(
+        {"chat-model": chat.Reply(text="done"), "claude": anth.Reply(text="done"),
+         "gemini": gem.Reply(text="done")}[model])
+    assert api.post("/v1/responses", follow).status_code == 200
+    text = json.dumps({"chat-model": fakes.chat, "claude": fakes.anthropic, "gemini": fakes.gemini}[model].last.json)
+    assert "crm__lookup" in text and "apply_patch" in text and "found" in text and "applied" in text
+
+
+def test_hosted_tools_are_mapped_where_a_provider_has_them_and_dropped_elsewhere(api: ApiClient, fakes: Fakes):
+    fakes.anthropic.script(anth.Reply(text="ok"))
+    response = api.post("/v1/responses", {"model": "claude", "input": "news?",
+                                          "tools": [WEB_SEARCH, {"type": "file_search", "vector_store_ids": ["v"]}]})
+    assert response.status_code == 200
+    assert {"type": "web_search_20250305", "name": "web_search",
+            "user_location": {"type": "approximate", "country": "FR"}} in fakes.anthropic.last.json["tools"]
+    assert response["X-Gateway-Dropped-Tools"] == "file_search"
+
+    fakes.gemini.script(gem.Reply(text="ok"))
+    response = api.post("/v1/responses", {"model": "gemini", "input": "news?", "tools": [WEB_SEARCH]})
+    assert fakes.gemini.last.json["tools"] == [{"google_search": {}}]
+    assert "X-Gateway-Dropped-Tools" not in response
+
+    fakes.chat.script(chat.Reply(text="ok"))
+    response = api.post("/v1/responses", {"model": "chat-model", "input": "news?", "tools": [WEB_SEARCH, FUNCTION]})
+    assert response["X-Gateway-Dropped-Tools"] == "web_search"
+    assert [t["function"]["name"] for t in fakes.chat.last.json["tools"]] == ["get_weather"]
+
+
+def test_unsupported_tools_error_policy_refuses_the_request(db: None, settings: Any, fakes: Fakes):
+    settings.GATEWAY = providers_config(fakes, provider_overrides={"openai": {"unsupported_tools": "error"}})
+    response = ApiClient().post("/v1/responses", {"model": "chat-model", "input": "x", "tools": [WEB_SEARCH]})
+    assert response.status_code == 400
+    assert "web_search" in response.json()["error"]["message"]
+    assert fakes.chat.requests == []
+
+
+def test_item_types_the_gateway_does_not_translate_are_kept_and_replayed_verbatim(api: ApiClient, fakes: Fakes):
+    reasoning = {"type": "reasoning", "id": "rs_up", "summary": [], "encrypted_content": "gAAAA-secret"}
+    compaction = {"type": "compaction", "id": "cmp_1", "encrypted_content": "gAAAA-compact"}
+    fakes.responses.script(resp.Reply(text="ok"))
+    first = api.post("/v1/responses", {"model": "responses-model", "input": [
+        compaction, reasoning, {"role": "user", "content": "go on"}]}).json()
+    sent = fakes.responses.last.json["input"]
+    assert sent[0] == compaction and sent[1] == reasoning  # ids kept: reasoning items need theirs
+    stored = list(Item.objects.filter(response_id=first["id"], kind=0).order_by("position").values_list("data",
+                                                                                                       flat=True))
+    assert stored[0] == compaction and stored[1] == reasoning
+    # A translating upstream never sees them.
+    fakes.chat.script(chat.Reply(text="ok"))
+    api.post("/v1/responses", {"model": "chat-model", "input": [compaction, reasoning,
+                                                                {"role": "user", "content": "go on"}]})
+    assert fakes.chat.last.json["messages"] == [{"role": "user", "content": "go on"}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_output_items_of_a_responses_upstream_come_back_whole_and_are_replayed(api: ApiClient, fakes: Fakes,
+                                                                             stream: bool):
+    reasoning = {"type": "reasoning", "id": "rs_77", "summary": [{"type": "summary_text", "text": "thinking"}],
+                 "encrypted_content": "gAAAA-opaque"}
+    search = {"type": "web_search_call", "id": "ws_9", "status": "completed",
+              "action": {"type": "search", "query": "gateway"}}
+    fakes.responses.script(resp.Reply(text="answer", items_before=[reasoning, search]))
+    response = api.post("/v1/responses", {"model": "responses-model", "input": "q", "stream": stream,
+                                          "tools": [WEB_SEARCH]})
+    if stream:
+        events = sse_events(response)
+        body = events[-1]["response"]
+        assert [e["item"]["type"] for e in events if e["type"] == "response.output_item.done"] == [
+            "reasoning", "web_search_call", "message"]
+    else:
+        body = response.json()
+    assert body["output"][:2] == [reasoning, search]
+    assert body["output"][2]["content"][0]["text"] == "answer"
+    assert api.get(f"/v1/responses/{body['id']}").json()["output"][:2] == [reasoning, search]
+    fakes.responses.script(resp.Reply(text="more"))
+    api.post("/v1/responses", {"model": "responses-model", "previous_response_id": body["id"], "input": "and?"})
+    replayed = fakes.responses.last.json["input"]
+    assert replayed[1] == reasoning and replayed[2] == search
+
+
+def test_a_namespaced_call_from_a_responses_upstream_keeps_its_namespace(api: ApiClient, fakes: Fakes):
+    fakes.responses.script(resp.Reply(text="", tool_calls=[
+        {"call_id": "c1", "name": "lookup", "namespace": "crm", "arguments": "{}"}]))
+    body = final_response(api.post("/v1/responses", {"model": "responses-model", "input": "x", "stream": True,
+                                                     "tools": [NAMESPACE]}), True)
+    assert (body["output"][0]["name"], body["output"][0]["namespace"]) == ("lookup", "crm")
+
+
+def test_repeated_item_ids_page_once_each(api: ApiClient, fakes: Fakes):
+    fakes.chat.script(chat.Reply(text="ok"))
+    items = [{"id": "msg_same", "role": "user", "content": f"part {i}"} for i in range(5)]
+    created = api.post("/v1/responses", {"model": "chat-model", "input": items}).json()
+    seen, after = [], None
+    for _ in range(10):  # the SDK's auto-paging: after = the last id of the page
+        page = api.get(f"/v1/responses/{created['id']}/input_items", limit=2, order="asc",
+                       **({"after": after} if after else {})).json()
+        seen += [item["content"][0]["text"] for item in page["data"]]
+        if not page["has_more"]:
+            break
+        after = page["last_id"]
+    assert seen == [f"part {i}" for i in range(5)]
