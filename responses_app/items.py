@@ -10,6 +10,8 @@ the types the gateway does not translate are kept exactly as sent (with an id wh
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from typing import Any
 
 from responses_app.ids import new_id
@@ -69,13 +71,34 @@ def canonical_item(item: Any) -> dict[str, Any]:
     raise TypeError(f"not an input item: {item!r}")
 
 
-def canonical_items(items: list[Any]) -> list[dict[str, Any]]:
-    out = [canonical_item(item) for item in items]
+class UnknownReference(LookupError):
+    """An `item_reference` to an item that is neither in the chain nor earlier in the request."""
+
+    def __init__(self, index: int, item_id: str) -> None:
+        super().__init__(item_id)
+        self.index, self.item_id = index, item_id
+
+
+def canonical_items(items: list[Any], earlier: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """The request's items as stored. An `item_reference` is replaced by the item it names, from the
+    chain (`earlier`) or from this request: upstreams are called with `store: false` and could not
+    look it up, and input_items shows what the model saw."""
+    known = {item["id"]: item for item in earlier}
+    out: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        data = canonical_item(item)
+        if data["type"] == "item_reference":
+            target = known.get(data["id"])
+            if target is None:
+                raise UnknownReference(index, data["id"])
+            data = copy.deepcopy(target)
+        known.setdefault(data["id"], data)
+        out.append(data)
     seen: set[str] = set()
-    for item in out:
-        if item["id"] in seen and item["type"] != "item_reference":  # a reference's id is its target
-            item["id"] = new_id(item["id"].partition("_")[0] or "item")
-        seen.add(item["id"])
+    for data in out:
+        if data["id"] in seen:
+            data["id"] = new_id(data["id"].partition("_")[0] or "item")
+        seen.add(data["id"])
     return out
 
 

@@ -33,7 +33,7 @@ from responses_app.assembler import OutputAssembler
 from responses_app.cancellation import CLIENT_GONE, SHUTDOWN, Cancelled, live_turns
 from responses_app.context import TurnContext
 from responses_app.ids import new_id
-from responses_app.items import canonical_items
+from responses_app.items import UnknownReference, canonical_items
 from responses_app.providers.base import Event, Heartbeat, ProviderError, ProviderRequest
 from responses_app.providers.registry import Route, get_registry
 from responses_app.response_object import echoed_settings, render_response
@@ -229,8 +229,13 @@ def start_turn(ctx: TurnContext, request: CreateResponseRequest, *, body_bytes: 
     if request.unknown_parameters:
         logger.debug("parameters the gateway does not know, passed on to Responses-native upstreams only: %s",
                      ", ".join(request.unknown_parameters))
+    try:
+        input_items = canonical_items(request.input_items, chain.items if chain else ())
+    except UnknownReference as unknown:
+        raise invalid_request(f"Item with id '{unknown.item_id}' not found.", param=f"input[{unknown.index}]",
+                              code="item_not_found") from None
     turn = Turn(ctx=ctx, request=request, route=route, chain=chain,
-                input_items=canonical_items(request.input_items), response_id=new_id("resp"),
+                input_items=input_items, response_id=new_id("resp"),
                 created_at=timezone.now(), settings=echoed_settings(request))
     if ctx.cancel.cancelled:
         raise _client_gone()  # gone before anything was written or spent: nothing to keep

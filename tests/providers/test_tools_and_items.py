@@ -203,3 +203,29 @@ def test_repeated_item_ids_page_once_each(api: ApiClient, fakes: Fakes):
             break
         after = page["last_id"]
     assert seen == [f"part {i}" for i in range(5)]
+
+
+def test_item_references_are_resolved_from_the_chain_and_unknown_ones_refused(api: ApiClient, fakes: Fakes):
+    fakes.responses.script(resp.Reply(text="first answer"))
+    first = api.post("/v1/responses", {"model": "responses-model", "input": [
+        {"id": "msg_question", "role": "user", "content": "What is 2+2?"}]}).json()
+    answer_id = first["output"][0]["id"]
+
+    fakes.responses.script(resp.Reply(text="again"))
+    second = api.post("/v1/responses", {"model": "responses-model", "previous_response_id": first["id"], "input": [
+        {"type": "item_reference", "id": "msg_question"}, {"type": "item_reference", "id": answer_id}]})
+    assert second.status_code == 200, second.content
+    # The upstream (called with store: false) gets the items themselves, never a reference it cannot follow.
+    sent = fakes.responses.last.json["input"]
+    assert "item_reference" not in json.dumps(sent)
+    assert [item.get("role") for item in sent] == ["user", "assistant", "user", "assistant"]
+    listed = api.get(f"/v1/responses/{second.json()['id']}/input_items", order="asc").json()["data"]
+    assert [item["type"] for item in listed] == ["message", "message"]
+    assert listed[0]["content"][0]["text"] == "What is 2+2?"
+
+    calls = len(fakes.responses.requests)
+    refused = api.post("/v1/responses", {"model": "responses-model", "previous_response_id": first["id"],
+                                         "input": [{"type": "item_reference", "id": "msg_nowhere"}]})
+    assert refused.status_code == 400
+    assert (refused.json()["error"]["code"], refused.json()["error"]["param"]) == ("item_not_found", "input[0]")
+    assert len(fakes.responses.requests) == calls
