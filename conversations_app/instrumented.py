@@ -117,6 +117,9 @@ class InstrumentedStore:
     def get_response(self, response_id: str, owner: str) -> Any:
         return self._observe("get_response", lambda: self.inner.get_response(response_id, owner))
 
+    def response_status(self, response_id: str, owner: str) -> str | None:
+        return self._observe("get_status", lambda: self.inner.response_status(response_id, owner))
+
     def delete_response(self, response_id: str, owner: str) -> bool:
         return self._observe("delete", lambda: self.inner.delete_response(response_id, owner) or None) or False
 

@@ -306,6 +306,11 @@ class ConversationStore:
             output_items=[item.data for item in outputs],
         )
 
+    def response_status(self, response_id: str, owner: str) -> str | None:
+        """Just the status of a visible response (None when there is none): one indexed read, for
+        following a turn that is still running (responses_app.replay)."""
+        return self._visible(owner, response_id).values_list("status", flat=True).first()
+
     def delete_response(self, response_id: str, owner: str) -> bool:
         return self._visible(owner, response_id).update(deleted_at=timezone.now()) == 1
 

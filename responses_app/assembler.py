@@ -14,6 +14,7 @@ quadratic, and ran on the gevent hub that every stream of the worker shares).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,9 @@ class _OpenPart:
 
 
 class OutputAssembler:
-    def __init__(self) -> None:
+    def __init__(self, new_id: Callable[[str], str] = new_id) -> None:
+        # Mints the id of each output item as it opens (the replay of a stored stream gives the stored ones).
+        self._new_id = new_id
         self.output: list[dict[str, Any]] = []
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
@@ -81,7 +84,7 @@ class OutputAssembler:
     def _open_message(self) -> list[StreamEvent]:
         if self._message is not None:
             return []
-        self._message = {"id": new_id("msg"), "type": "message", "status": "in_progress",
+        self._message = {"id": self._new_id("msg"), "type": "message", "status": "in_progress",
                          "role": "assistant", "content": []}
         self._message_index = len(self.output)
         self.output.append(self._message)
@@ -130,11 +133,11 @@ class OutputAssembler:
             call_id = delta.call_id or new_id("call")
             item: dict[str, Any]
             if delta.kind == "custom":
-                item = {"id": new_id("ctc"), "type": "custom_tool_call", "status": "in_progress", "call_id": call_id,
-                        "name": delta.name or "", "input": ""}
+                item = {"id": self._new_id("ctc"), "type": "custom_tool_call", "status": "in_progress",
+                        "call_id": call_id, "name": delta.name or "", "input": ""}
             else:
-                item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress", "call_id": call_id,
-                        "name": delta.name or "", "arguments": ""}
+                item = {"id": self._new_id("fc"), "type": "function_call", "status": "in_progress",
+                        "call_id": call_id, "name": delta.name or "", "arguments": ""}
             if delta.namespace:
                 item["namespace"] = delta.namespace
             self._calls[delta.index] = len(self.output)

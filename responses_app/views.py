@@ -11,12 +11,13 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from conversations_app.store import UnknownCursor, store
+from conversations_app.store import StoredTurn, UnknownCursor, store
 from gateway_project.api_errors import ApiError, invalid_request, not_found
+from gateway_project.config import ModelEntry
 from gateway_project.middleware.ratelimit import admitted_by_view
 from gateway_project.readiness import check_database
 from gateway_project.request_notes import notes_of
-from responses_app import pipeline
+from responses_app import input_tokens, pipeline, replay
 from responses_app.client_watch import until_done, watch_client
 from responses_app.context import TurnContext
 from responses_app.providers.registry import get_registry
@@ -89,16 +90,63 @@ def _response_not_found(response_id: str) -> ApiError:
     return not_found(f"Response with id '{response_id}' not found.")
 
 
+@api_view("POST")
+def count_input_tokens(request: HttpRequest) -> HttpResponse:
+    """POST /v1/responses/input_tokens (responses_app.input_tokens). Not `admitted_by_view`: the
+    rate limiter charges it one request and no tokens, as it generates nothing."""
+    ctx = TurnContext.for_request(request)
+    watch = watch_client(request, ctx.cancel)
+    try:
+        return JsonResponse(input_tokens.count_input_tokens(ctx, request.body))
+    finally:
+        watch.stop()
+
+
+def _stream_param(request: HttpRequest) -> bool:
+    raw = request.GET.get("stream")
+    if raw is None or raw.lower() == "false":
+        return False
+    if raw.lower() == "true":
+        return True
+    raise invalid_request("Invalid value for 'stream': expected true or false.", param="stream", code="invalid_value")
+
+
+def _starting_after(raw: str | None) -> int:
+    if raw is None:
+        return -1
+    if not _NUMBER.fullmatch(raw):
+        raise invalid_request("Invalid value for 'starting_after': expected a non-negative integer.",
+                              param="starting_after", code="invalid_value")
+    return int(raw)
+
+
+def _replay(request: HttpRequest, stored: StoredTurn) -> StreamingHttpResponse:
+    """GET with stream=true: the stored response's events as SSE (responses_app.replay)."""
+    starting_after = _starting_after(request.GET.get("starting_after"))
+    ctx = TurnContext.for_request(request)
+    # A follow of a running turn waits between polls; a client that hangs up ends it (client_watch).
+    watch = watch_client(request, ctx.cancel)
+    frames = replay.replay(stored, owner=ctx.owner, config=ctx.config, starting_after=starting_after,
+                           cancel=ctx.cancel)
+    response = StreamingHttpResponse(until_done(frames, watch), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
 @api_view("GET", "DELETE")
-def response_detail(request: HttpRequest, response_id: str) -> HttpResponse:
+def response_detail(request: HttpRequest, response_id: str) -> HttpResponse | StreamingHttpResponse:
     owner = owner_of(request)
     if request.method == "DELETE":
         if not store.delete_response(response_id, owner):
             raise _response_not_found(response_id)
         return JsonResponse({"id": response_id, "object": "response", "deleted": True})
+    stream = _stream_param(request)
     stored = store.get_response(response_id, owner)
     if stored is None:
         raise _response_not_found(response_id)
+    if stream and request.method == "GET":
+        return _replay(request, stored)
     settings_ = {**stored.settings, "previous_response_id": stored.previous_response_id}
     return JsonResponse(render_response(
         response_id=stored.response_id, created_at=stored.created_at, status=stored.status, model=stored.model,
@@ -109,13 +157,13 @@ def response_detail(request: HttpRequest, response_id: str) -> HttpResponse:
 
 # ASCII digits only: str.isdigit() also says yes to '²' and other digits int() refuses, and int()
 # refuses more than 4,300 digits; either was a 500.
-_LIMIT = re.compile(r"[0-9]{1,9}")
+_NUMBER = re.compile(r"[0-9]{1,9}")
 
 
 def _limit(raw: str | None) -> int:
     if raw is None:
         return 20
-    if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= 100:
+    if not _NUMBER.fullmatch(raw) or not 1 <= int(raw) <= 100:
         raise invalid_request("Invalid value for 'limit': expected an integer from 1 to 100.", param="limit",
                               code="invalid_value")
     return int(raw)
@@ -142,14 +190,33 @@ def response_input_items(request: HttpRequest, response_id: str) -> HttpResponse
     })
 
 
+def _model_object(name: str, model: ModelEntry) -> dict[str, Any]:
+    """The SDK's `Model`. `created` is 0: a configured name has no creation time of its own."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": model.provider}
+
+
+def _may_use(request: HttpRequest, model: ModelEntry) -> bool:
+    # A key limited to some models sees only those (identity_app.identity.Identity.may_use).
+    identity = notes_of(request).identity
+    return identity is None or identity.may_use(model)
+
+
 @api_view("GET")
 def list_models(request: HttpRequest) -> HttpResponse:
-    created = 0
-    # A key limited to some models lists only those (identity_app.identity.Identity.may_use).
-    identity = notes_of(request).identity
-    data = [{"id": m.name, "object": "model", "created": created, "owned_by": m.provider}
-            for m in settings.GATEWAY.models if identity is None or identity.may_use(m)]
+    """Every model the caller may use, under its name and then under each of its aliases."""
+    data = [_model_object(name, m) for m in settings.GATEWAY.models if _may_use(request, m)
+            for name in (m.name, *m.aliases)]
     return JsonResponse({"object": "list", "data": data})
+
+
+@api_view("GET")
+def model_detail(request: HttpRequest, model_id: str) -> HttpResponse:
+    model = settings.GATEWAY.model(model_id)
+    if model is None or not _may_use(request, model):
+        # The same answer for a model the key may not use: a key cannot probe for others.
+        raise ApiError(404, f"The model '{model_id}' does not exist or you do not have access to it.",
+                       param="model", code="model_not_found")
+    return JsonResponse(_model_object(model_id, model))
 
 
 @api_view("GET")

@@ -316,5 +316,19 @@ class AnthropicProvider(Provider):
             # `ping`, `content_block_stop` and unknown event types carry nothing to translate.
         raise ProviderError("upstream", f"Provider {self.key!r} ended the stream before message_stop.")
 
+    def count_input_tokens(self, request: ProviderRequest) -> int:
+        """Anthropic's own count: `POST /v1/messages/count_tokens` takes the message payload
+        without `max_tokens` and the sampling settings, and answers `{"input_tokens": N}`."""
+        payload = build_payload(request, stream=False)
+        payload = {k: v for k, v in payload.items() if k in COUNT_TOKENS_FIELDS}
+        with http.post(self.session, self.key, self.url + "/count_tokens", payload=payload, headers=self.headers(),
+                       timeout=self.timeout, stream=False, cancel=request.cancel) as response:
+            body = http.read_json(self.key, response)
+        return http.read_count(self.key, body, "input_tokens")
+
     def close(self) -> None:
         self.session.close()
+
+
+# What `POST /v1/messages/count_tokens` accepts of a message payload.
+COUNT_TOKENS_FIELDS = ("model", "messages", "system", "tools", "tool_choice")

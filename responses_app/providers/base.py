@@ -170,5 +170,14 @@ class Provider:
         """Answer in one upstream call (non-streaming), expressed as the same events."""
         raise NotImplementedError
 
+    def count_input_tokens(self, request: ProviderRequest) -> int:
+        """The input tokens `request` would cost (`POST /v1/responses/input_tokens`). Upstreams
+        with a count endpoint ask it; by default the gateway counts the request as Chat
+        Completions would receive it, with its own tokenizer (responses_app.tokenizer)."""
+        from responses_app import tokenizer
+        from responses_app.providers.openai_chat import build_payload
+
+        return tokenizer.count_chat_payload(build_payload(request, stream=False))
+
     def close(self) -> None:
         """Release pooled connections."""

@@ -20,6 +20,11 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
+def _prompt_words(request: ProviderRequest) -> int:
+    # Word counts, not real tokens: the demo model has no tokenizer, and says so in the README.
+    return sum(_words(str(item)) for item in request.items) + _words(request.instructions or "")
+
+
 class DemoProvider(Provider):
     type = "demo"
 
@@ -30,9 +35,7 @@ class DemoProvider(Provider):
 
     def _events(self, request: ProviderRequest, chunks: list[str]) -> Iterator[Event]:
         yield from (TextDelta(chunk) for chunk in chunks)
-        # Word counts, not real tokens: the demo model has no tokenizer, and says so in the README.
-        prompt = sum(_words(str(item)) for item in request.items) + _words(request.instructions or "")
-        yield Usage(input_tokens=prompt, output_tokens=len(chunks))
+        yield Usage(input_tokens=_prompt_words(request), output_tokens=len(chunks))
         yield Finish("stop")
 
     def generate(self, request: ProviderRequest) -> Iterator[Event]:
@@ -41,3 +44,7 @@ class DemoProvider(Provider):
     def stream(self, request: ProviderRequest) -> Iterator[Event]:
         words = self._reply(request).split(" ")
         return self._events(request, [w if i == 0 else " " + w for i, w in enumerate(words)])
+
+    def count_input_tokens(self, request: ProviderRequest) -> int:
+        """What the demo model's own usage will say: its word count."""
+        return _prompt_words(request)

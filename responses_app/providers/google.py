@@ -254,5 +254,17 @@ class GoogleProvider(Provider):
         finally:
             response.close()
 
+    def count_input_tokens(self, request: ProviderRequest) -> int:
+        """Gemini's own count: `models/{model}:countTokens` with the whole `generateContentRequest`
+        (so the system instruction and the tools are counted too), answered with `totalTokens`."""
+        model = quote(request.model, safe="")
+        payload = {"generateContentRequest": {"model": f"models/{request.model}", **build_payload(request)}}
+        with http.post(self.session, self.key, f"{self.base}/models/{model}:countTokens", payload=payload,
+                       headers=self.headers(), timeout=self.timeout, stream=False,
+                       cancel=request.cancel) as response:
+            body = http.read_json(self.key, response)
+        # Proto3 JSON leaves out a zero, so a missing count is 0.
+        return http.read_count(self.key, body, "totalTokens", default=0)
+
     def close(self) -> None:
         self.session.close()

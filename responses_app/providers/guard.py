@@ -30,7 +30,7 @@ from typing import Any
 from gateway_project import concurrency
 from gateway_project.observability import metrics, metrics_enabled
 from responses_app.cancellation import Cancelled, CancelToken
-from responses_app.providers.base import Event, Heartbeat, Provider, ProviderError, ProviderRequest
+from responses_app.providers.base import Event, Heartbeat, Provider, ProviderError, ProviderRequest, Usage
 from responses_app.providers.http import Timeouts
 
 # Why an attempt was abandoned, and what the client is told.
@@ -74,6 +74,18 @@ class GuardedProvider(Provider):
 
     def stream(self, request: ProviderRequest) -> Iterator[Event]:
         return _guarded(self.inner.stream, request, self.timeouts, self.key)
+
+    def count_input_tokens(self, request: ProviderRequest) -> int:
+        """One upstream call under generate()'s limits (first_byte bounds it; the token cancels it)."""
+        inner = self.inner
+
+        def count(attempt: ProviderRequest) -> Iterator[Event]:
+            return iter([Usage(input_tokens=inner.count_input_tokens(attempt))])
+
+        for event in list(_guarded(count, replace(request, heartbeat=None), self.timeouts, self.key)):
+            if isinstance(event, Usage):
+                return event.input_tokens
+        raise ProviderError("upstream", f"Provider {self.key!r} answered the token count without a count.")
 
     def close(self) -> None:
         self.inner.close()

@@ -276,3 +276,11 @@ def parse_data(provider: str, data: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ProviderError("upstream", f"Provider {provider!r} sent a malformed stream event.")
     return value
+
+
+def read_count(provider: str, body: dict[str, Any], name: str, default: int | None = None) -> int:
+    """A token count an upstream's count endpoint answered with (`body[name]`)."""
+    value = body.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ProviderError("upstream", f"Provider {provider!r} answered the token count without a count.")
+    return value

@@ -193,5 +193,41 @@ class InstrumentedProvider(Provider):
                 close()
             call.finish(status, failure)
 
+    def count_input_tokens(self, request: ProviderRequest) -> int:
+        """Counted and timed as operation `count_tokens`, under a `provider.count_tokens` span (no
+        "response generated" line: nothing was generated)."""
+        key, model = self.key, request.model
+        started = time.perf_counter()
+        span: Span = trace.INVALID_SPAN
+        if tracing_enabled():
+            span = tracing.tracer().start_span("provider.count_tokens", kind=SpanKind.CLIENT, attributes={
+                "provider.name": key, "provider.model": model, "gen_ai.request.model": model,
+                "gen_ai.system": _GEN_AI_SYSTEM.get(self.type, self.type),
+            })
+        token = otel_context.attach(trace.set_span_in_context(span))
+        status = "error"
+        try:
+            count = self.inner.count_input_tokens(request)
+            status = "success"
+            span.set_attribute("provider.input_tokens", count)
+            return count
+        except ProviderError as error:
+            status = _status(error)
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, str(error)))
+            raise
+        except Cancelled:
+            status = "cancelled"
+            raise
+        finally:
+            otel_context.detach(token)
+            elapsed = time.perf_counter() - started
+            context.add_upstream_time(elapsed)
+            if metrics_enabled():
+                metrics.provider_requests_total.labels(key, model, "count_tokens", status).inc()
+                metrics.provider_request_duration_seconds.labels(key, model, "count_tokens").observe(elapsed)
+            span.set_attribute("provider.status", status)
+            span.end()
+
     def close(self) -> None:
         self.inner.close()

@@ -175,3 +175,18 @@ class OpenAIResponsesProvider(OpenAICompatibleProvider):
             raise ProviderError("upstream", f"Provider {self.key!r} ended the stream before response.completed.")
         finally:
             response.close()
+
+    def count_input_tokens(self, request: ProviderRequest) -> int:
+        """The upstream's own count: `POST /v1/responses/input_tokens` takes the create payload's
+        input fields (the same `input`, `instructions`, `tools`, `text`...) and answers
+        `{"object": "response.input_tokens", "input_tokens": N}`."""
+        payload = {k: v for k, v in build_payload(request, stream=False).items() if k in INPUT_TOKENS_FIELDS}
+        with http.post(self.session, self.key, self.url + "/input_tokens", payload=payload, headers=self.headers(),
+                       timeout=self.timeout, stream=False, cancel=request.cancel) as response:
+            body = http.read_json(self.key, response)
+        return http.read_count(self.key, body, "input_tokens")
+
+
+# What `POST /v1/responses/input_tokens` accepts of a create payload (the SDK's InputTokenCountParams).
+INPUT_TOKENS_FIELDS = ("model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "text",
+                       "reasoning", "truncation")

@@ -1,8 +1,9 @@
 """A fake Anthropic Messages API (`POST /v1/messages`), JSON and SSE, exactly as Anthropic sends them:
 named events `message_start` ... `message_stop` with `ping`s in between, tool_use blocks with
 `input_json_delta` fragments, usage with cache counts, and a mid-stream `error` event on request.
+Also `POST /v1/messages/count_tokens`, which refuses fields its params do not have, as Anthropic does.
 
-Script it with `Reply`, `Fail` (an error status with Anthropic's error body) or `Raw`.
+Script it with `Reply`, `Fail` (an error status with Anthropic's error body), `Raw` or `Count`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.fakes.server import FakeServer, Recorded, Writer
-from tests.fakes.steps import Fail, Pacing, Raw, wait_first_byte, write_frames, write_raw
+from tests.fakes.steps import Count, Fail, Pacing, Raw, wait_first_byte, write_frames, write_raw
+
+# What `POST /v1/messages/count_tokens` accepts (Anthropic's MessageCountTokensParams); anything else is a 400.
+COUNT_TOKENS_FIELDS = {"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config",
+                       "cache_control"}
 
 
 @dataclass
@@ -52,7 +57,13 @@ class FakeAnthropic(FakeServer):
         super().__init__()
         self.default_step = Reply()
 
+    # What the count endpoint answers unless a test scripts a `Count`.
+    default_count = 37
+
     def handle(self, recorded: Recorded, step: Any, writer: Writer) -> None:
+        if recorded.path == "/v1/messages/count_tokens":
+            self._count(recorded, step, writer)
+            return
         if recorded.path != "/v1/messages":
             writer.json(404, {"type": "error", "error": {"type": "not_found_error", "message": recorded.path}})
             return
@@ -74,6 +85,25 @@ class FakeAnthropic(FakeServer):
             write_frames(writer, self._frames(step, request), step)
         else:
             writer.json(200, self._message(step, request))
+
+    def _count(self, recorded: Recorded, step: Any, writer: Writer) -> None:
+        def error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
+            writer.json(status, {"type": "error", "error": {"type": kind, "message": message}}, headers=headers)
+
+        request = recorded.json or {}
+        if not recorded.headers.get("x-api-key") or recorded.headers.get("anthropic-version") != "2023-06-01":
+            error(401, "authentication_error", "invalid x-api-key")
+        elif isinstance(step, Fail):
+            error(step.status, step.type or "api_error", step.message, step.headers)
+        elif isinstance(step, Raw):
+            write_raw(writer, step)
+        elif extra := sorted(set(request) - COUNT_TOKENS_FIELDS):
+            error(400, "invalid_request_error", f"{extra[0]}: Extra inputs are not permitted")
+        elif not request.get("model") or not isinstance(request.get("messages"), list):
+            error(400, "invalid_request_error", "model and messages are required")
+        else:
+            count = step.input_tokens if isinstance(step, Count) else self.default_count
+            writer.json(200, {"input_tokens": count})
 
     @staticmethod
     def _usage(step: Reply, *, output: int) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """A fake Gemini API: `POST /v1beta/models/{model}:generateContent` (JSON) and
 `:streamGenerateContent?alt=sse` (one whole GenerateContentResponse per `data:` line, no event
-names, no [DONE]; usage and finishReason on the last chunk), with Google's error body.
+names, no [DONE]; usage and finishReason on the last chunk), with Google's error body; and
+`:countTokens` (`{"totalTokens"}` for a `generateContentRequest` or bare `contents`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.fakes.server import FakeServer, Recorded, Writer
-from tests.fakes.steps import Fail, Pacing, wait_first_byte, write_frames
+from tests.fakes.steps import Count, Fail, Pacing, wait_first_byte, write_frames
 
-_PATH = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent\?alt=sse)$")
+_PATH = re.compile(r"^/v1beta/models/(?P<model>[^/:]+)"
+                   r":(?P<method>generateContent|streamGenerateContent\?alt=sse|countTokens)$")
 _STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
            500: "INTERNAL", 503: "UNAVAILABLE"}
 
@@ -68,6 +70,9 @@ class FakeGemini(FakeServer):
                                                 "status": _STATUS.get(step.status, "UNKNOWN")}}, headers=step.headers)
             return
         model = match.group("model")
+        if match.group("method") == "countTokens":
+            self._count(recorded, model, step, writer)
+            return
         if match.group("method") == "generateContent":
             writer.json(200, self._chunk(model, self._parts(step, whole=True), step, last=True))
             return
@@ -75,6 +80,23 @@ class FakeGemini(FakeServer):
         frames = [f"data: {json.dumps(self._chunk(model, [p], step, last=i == len(pieces) - 1))}\r\n\r\n"
                   for i, p in enumerate(pieces)]
         write_frames(writer, frames, step)
+
+    # What countTokens answers unless a test scripts a `Count`.
+    default_count = 29
+
+    def _count(self, recorded: Recorded, model: str, step: Any, writer: Writer) -> None:
+        request = recorded.json or {}
+        inner = request.get("generateContentRequest")
+        # Either a whole GenerateContentRequest (naming its model) or bare contents, never both.
+        valid = (set(request) == {"generateContentRequest"} and isinstance(inner, dict)
+                 and inner.get("model") == f"models/{model}" and isinstance(inner.get("contents"), list)) or (
+                     set(request) == {"contents"} and isinstance(request["contents"], list))
+        if not valid:
+            writer.json(400, {"error": {"code": 400, "message": "Invalid countTokens request",
+                                        "status": "INVALID_ARGUMENT"}})
+            return
+        count = step.input_tokens if isinstance(step, Count) else self.default_count
+        writer.json(200, {"totalTokens": count, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": count}]})
 
     @staticmethod
     def _parts(step: Reply, *, whole: bool) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
 """A fake OpenAI Responses API (`POST /v1/responses`), JSON and SSE, for `openai` entries with
-`api: responses`. Stateless like a `store: false` call: it answers from the request alone."""
+`api: responses`. Stateless like a `store: false` call: it answers from the request alone. Also
+`POST /v1/responses/input_tokens`, which refuses what its params do not have, as OpenAI does."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.fakes.server import FakeServer, Recorded, Writer
-from tests.fakes.steps import Fail, Pacing, wait_first_byte, write_frames
+from tests.fakes.steps import Count, Fail, Pacing, wait_first_byte, write_frames
+
+# The SDK's InputTokenCountParams: anything else in a count request is a 400.
+INPUT_TOKENS_FIELDS = {"conversation", "input", "instructions", "model", "parallel_tool_calls", "personality",
+                       "previous_response_id", "reasoning", "text", "tool_choice", "tools", "truncation"}
 
 
 @dataclass
@@ -34,7 +39,13 @@ class FakeOpenAIResponses(FakeServer):
         super().__init__()
         self.default_step = Reply()
 
+    # What the count endpoint answers unless a test scripts a `Count`.
+    default_count = 23
+
     def handle(self, recorded: Recorded, step: Any, writer: Writer) -> None:
+        if recorded.path == "/v1/responses/input_tokens":
+            self._count(recorded, step, writer)
+            return
         if recorded.path != "/v1/responses":
             writer.json(404, {"error": {"message": f"no route {recorded.path}", "type": "invalid_request_error"}})
             return
@@ -49,6 +60,21 @@ class FakeOpenAIResponses(FakeServer):
             write_frames(writer, self._frames(step, request), step)
         else:
             writer.json(200, self._response(step, request, done=True))
+
+    def _count(self, recorded: Recorded, step: Any, writer: Writer) -> None:
+        def error(status: int, message: str, param: str | None = None) -> None:
+            writer.json(status, {"error": {"message": message, "type": "invalid_request_error", "param": param,
+                                           "code": None}})
+
+        request = recorded.json or {}
+        if isinstance(step, Fail):
+            writer.json(step.status, {"error": {"message": step.message, "type": "server_error", "param": None,
+                                                "code": None}}, headers=step.headers)
+        elif extra := sorted(set(request) - INPUT_TOKENS_FIELDS):
+            error(400, f"Unknown parameter: '{extra[0]}'.", extra[0])
+        else:
+            count = step.input_tokens if isinstance(step, Count) else self.default_count
+            writer.json(200, {"object": "response.input_tokens", "input_tokens": count})
 
     @staticmethod
     def _message(step: Reply) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 `Pacing` (a base for each fake's `Reply`): a slow first byte, a pause between frames, and faults
 after N frames: the body cut short (`drop_after`), a TCP reset (`reset_after`) or silence with the
 connection held open (`stall_after`). `Fail` answers with an error status in the fake's own error
-shape; `Raw` sends arbitrary bytes, for malformed answers.
+shape; `Raw` sends arbitrary bytes, for malformed answers; `Count` is what a token-count endpoint
+answers.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ class Fail:
     type: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     first_byte_delay: float = 0.0
+
+
+@dataclass
+class Count:
+    """The answer of an upstream's token-count endpoint (each fake has a default)."""
+
+    input_tokens: int
 
 
 @dataclass

@@ -82,9 +82,11 @@ def _rows() -> tuple[int, ...]:
 # The API's routes (by URL name) and the methods each one serves.
 ROUTES: dict[str, tuple[str, tuple[str, ...]]] = {
     "create_response": ("/v1/responses", ("POST",)),
+    "count_input_tokens": ("/v1/responses/input_tokens", ("POST",)),
     "response_detail": ("/v1/responses/{id}", ("GET", "HEAD", "DELETE")),
     "response_input_items": ("/v1/responses/{id}/input_items", ("GET", "HEAD")),
     "list_models": ("/v1/models", ("GET", "HEAD")),
+    "model_detail": ("/v1/models/{id}", ("GET", "HEAD")),
     "health": ("/health", ("GET", "HEAD")),
     "ready": ("/ready", ("GET", "HEAD")),
     "metrics": ("/metrics", ("GET", "HEAD")),
@@ -134,6 +136,10 @@ class Fuzzer:
                 assert status == 405 and response.has_header("Allow"), f"{where}: an unsupported method"
             if is_create and 200 <= status < 300:
                 self._check_accepted_create(response, events, rows_before, upstream_before, where)
+            elif events is not None:
+                _check_replay(response, events, route, method, where)
+                assert _rows() == rows_before, f"{where}: rows written by a replay"
+                assert len(self.fake.requests) == upstream_before, f"{where}: the upstream was called"
             else:
                 assert _rows() == rows_before, f"{where}: rows written for a request that created nothing"
                 assert len(self.fake.requests) == upstream_before, f"{where}: the upstream was called"
@@ -165,6 +171,17 @@ class Fuzzer:
         items = self.client.get(f"/v1/responses/{final['id']}/input_items", {"order": "asc", "limit": "100"})
         assert items.status_code == 200, f"{where}: input_items -> {items.status_code} {_excerpt(items)}"
         assert _strict_json(items.content, where)["object"] == "list"
+
+
+def _check_replay(response: Any, events: list[dict[str, Any]], route: str, method: str, where: str) -> None:
+    """GET /v1/responses/{id}?stream=true: the stored (settled) response's events after
+    `starting_after`, numbered in order, ending with its one terminal event."""
+    assert (route, method) == ("/v1/responses/{id}", "GET"), f"{where}: a stream from {route}"
+    assert response["Content-Type"] == "text/event-stream", where
+    numbers = [e["sequence_number"] for e in events]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))) if numbers else True, where
+    terminal = [e["type"] for e in events if e["type"] in TERMINAL_EVENTS]
+    assert not events or (terminal == [events[-1]["type"]]), f"{where}: terminal events {terminal}"
 
 
 def _strict_json(content: bytes, where: str) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from responses_app import input_tokens
 from tests.fuzz.conftest import CASES, FUZZ, Fuzzer, scaled
 from tests.fuzz.strategies import (
     EXISTING,
@@ -98,6 +99,28 @@ def test_create_with_one_field_of_a_valid_body_mutated(fuzzer: Fuzzer) -> None:
     _run(fuzz, examples)
 
 
+# --- POST /v1/responses/input_tokens ------------------------------------------------------------
+
+COUNT = "/v1/responses/input_tokens"
+
+
+def _count_fields(body: Any) -> Any:
+    """A create body cut to what a count request takes, so most mutations are judged on their merits."""
+    return {k: v for k, v in body.items() if k in input_tokens.PARAMS} if isinstance(body, dict) else body
+
+
+def test_input_tokens_with_arbitrary_and_mutated_bodies(fuzzer: Fuzzer) -> None:
+    examples = scaled(200)
+
+    @settings(FUZZ, max_examples=examples)
+    @given(body=st.one_of(ARBITRARY_CREATE, mutated_create_bodies().map(lambda mutated: _count_fields(mutated[0]))),
+           ascii_only=st.booleans(), content_type=content_types)
+    def fuzz(body: Any, ascii_only: bool, content_type: str | None) -> None:
+        fuzzer.send("POST", COUNT, body=encode_json(body, ascii_only=ascii_only), content_type=content_type)
+
+    _run(fuzz, examples)
+
+
 # --- GET/DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items ----------------------------
 
 SMALL_BODIES = st.one_of(st.just(b""), st.just(b""), st.binary(max_size=60),
@@ -106,12 +129,16 @@ SMALL_BODIES = st.one_of(st.just(b""), st.just(b""), st.binary(max_size=60),
 RESPONSE_IDS = st.one_of(st.just(EXISTING.encode()), path_ids)
 
 
+# stream=true replays the response's events (only those after starting_after).
+REPLAY = {"stream": st.sampled_from(["true", "false", "TRUE"]), "starting_after": st.integers(0, 15).map(str)}
+
+
 def test_response_by_id(fuzzer: Fuzzer) -> None:
     examples = scaled(250)
 
     @settings(FUZZ, max_examples=examples)
     @given(method=st.sampled_from(["GET", "DELETE"]), response_id=RESPONSE_IDS,
-           query=query_strings(["stream", "include[]", "starting_after"]), body=SMALL_BODIES,
+           query=query_strings(["stream", "include[]", "starting_after"], REPLAY), body=SMALL_BODIES,
            content_type=content_types)
     def fuzz(method: str, response_id: bytes, query: str, body: bytes, content_type: str | None) -> None:
         fuzzer.send(method, b"/v1/responses/" + response_id, query=query,
@@ -144,7 +171,8 @@ def test_models_health_ready_metrics(fuzzer: Fuzzer) -> None:
     examples = scaled(250)
 
     @settings(FUZZ, max_examples=examples)
-    @given(route=st.sampled_from(["/v1/models", "/health", "/ready", "/metrics"]),
+    @given(route=st.sampled_from(["/v1/models", "/v1/models/gpt-test", "/v1/models/nope", "/health", "/ready",
+                                  "/metrics"]),
            query=query_strings(["limit", "after", "format"]), body=SMALL_BODIES, content_type=content_types)
     def fuzz(route: str, query: str, body: bytes, content_type: str | None) -> None:
         fuzzer.send("GET", route, query=query, body=body, content_type=content_type)
@@ -153,7 +181,8 @@ def test_models_health_ready_metrics(fuzzer: Fuzzer) -> None:
 
 
 ROUTES = {
-    "/v1/responses": ("POST",), "/v1/responses/{id}": ("GET", "HEAD", "DELETE"),
+    "/v1/responses": ("POST",), "/v1/responses/input_tokens": ("POST",), "/v1/models/{id}": ("GET", "HEAD"),
+    "/v1/responses/{id}": ("GET", "HEAD", "DELETE"),
     "/v1/responses/{id}/input_items": ("GET", "HEAD"), "/v1/models": ("GET", "HEAD"), "/health": ("GET", "HEAD"),
     "/ready": ("GET", "HEAD"), "/metrics": ("GET", "HEAD"),
 }
@@ -176,8 +205,8 @@ def test_unsupported_methods(fuzzer: Fuzzer) -> None:
     _run(fuzz, examples)
 
 
-KNOWN_PATHS = [b"/v1/responses", b"/v1/responses/" + EXISTING.encode(), b"/v1/models", b"/health", b"/ready",
-               b"/metrics", b"/v1", b"/v1/", b""]
+KNOWN_PATHS = [b"/v1/responses", b"/v1/responses/" + EXISTING.encode(), b"/v1/responses/input_tokens",
+               b"/v1/models", b"/v1/models/gpt-test", b"/health", b"/ready", b"/metrics", b"/v1", b"/v1/", b""]
 OTHER_PATHS = st.one_of(
     st.builds(lambda base, tail: base + tail, st.sampled_from(KNOWN_PATHS),
               st.sampled_from([b"/", b"//", b"/x", b"/cancel", b"/input_items/", b"/input_items/x", b"%00", b"\x00",

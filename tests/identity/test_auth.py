@@ -143,3 +143,28 @@ def test_a_fallback_the_key_may_not_use_is_skipped(configure, make_key, fake_ope
     fake_openai.script(Fail(500))
     assert both.create(model="gpt-test", input="hi").status_code == 200
     assert [r.json["model"] for r in fake_openai.requests] == ["gpt-4o-mini-upstream", "backup-upstream"]
+
+
+def test_models_by_name_and_alias_follow_the_allow_list(configure, make_key):
+    _aliased(configure)
+    by_alias = GatewayClient(make_key(allowed_models=["fast"]).key)
+    listed = [m["id"] for m in by_alias.get("/v1/models").json()["data"]]
+    assert listed == ["gpt-test", "fast"]  # an allowed model's aliases are the same model
+    for name in ("gpt-test", "fast"):
+        assert by_alias.get(f"/v1/models/{name}").json()["id"] == name
+    for name in ("backup", "demo", "nope"):  # not allowed answers like unknown
+        response = by_alias.get(f"/v1/models/{name}")
+        assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
+    assert GatewayClient().get("/v1/models/demo").status_code == 401
+
+
+def test_input_tokens_follow_the_allow_list(configure, make_key):
+    _aliased(configure)
+    limited = GatewayClient(make_key(allowed_models=["demo"]).key)
+    assert limited.client.post("/v1/responses/input_tokens", data='{"model": "demo", "input": "hi"}',
+                               content_type="application/json").status_code == 200
+    refused = limited.client.post("/v1/responses/input_tokens", data='{"model": "fast", "input": "hi"}',
+                                  content_type="application/json")
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "model_not_found"
+    assert GatewayClient().client.post("/v1/responses/input_tokens", data='{"model": "demo", "input": "hi"}',
+                                       content_type="application/json").status_code == 401

@@ -90,3 +90,23 @@ def test_a_chain_continued_by_its_owner_stays_private(tenants, alices_response):
     for path in (f"/v1/responses/{third['id']}", f"/v1/responses/{third['id']}/input_items"):
         assert tenants["bob"].get(path).status_code == 404
         assert tenants["alice2"].get(path).status_code == 200
+
+
+def test_a_replay_is_404_for_another_owner(tenants, alices_response):
+    rid = alices_response["id"]
+    theirs = tenants["bob"].get(f"/v1/responses/{rid}", stream="true")
+    _same_as_missing(theirs, tenants["bob"].get(f"/v1/responses/{MISSING}", stream="true"), rid)
+    events = sse_events(tenants["alice2"].get(f"/v1/responses/{rid}", stream="true"))
+    assert events[-1]["response"] == alices_response
+
+
+def test_input_tokens_count_only_the_callers_own_chain(tenants, alices_response):
+    def count(client, previous):
+        return client.client.post("/v1/responses/input_tokens", content_type="application/json",
+                                  data=json.dumps({"model": "demo", "input": "x", "previous_response_id": previous}))
+
+    rid = alices_response["id"]
+    theirs, missing = count(tenants["bob"], rid), count(tenants["bob"], MISSING)
+    assert theirs.status_code == 400 and theirs.json()["error"]["code"] == "previous_response_not_found"
+    _same_as_missing(theirs, missing, rid)
+    assert count(tenants["alice2"], rid).status_code == 200

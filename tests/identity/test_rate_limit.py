@@ -4,6 +4,7 @@ failed-auth traffic per address, trusted proxies, Redis failure modes, metrics."
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -337,3 +338,17 @@ def test_a_stream_the_client_abandons_is_settled_when_it_closes(limited, make_ke
     # The turn ended before the provider reported usage: the reservation stands as the charge.
     held, _ = buckets.state(f"key:{issued.record.pk}", "tokens")
     assert held <= tpm - ticket.decision.reserved_tokens + 5
+
+
+def test_an_input_token_count_is_one_request_and_no_tokens(limited, make_key, buckets):
+    limited(requests_per_minute=10, tokens_per_minute=1000)
+    issued = make_key()
+    subject = f"key:{issued.record.pk}"
+    client = GatewayClient(issued.key)
+    body = json.dumps({"model": "demo", "input": "count " * 2000})  # ~3,000 tokens of body: over the tpm
+    response = client.client.post("/v1/responses/input_tokens", data=body, content_type="application/json")
+    assert response.status_code == 200 and response.json()["input_tokens"] > 1000
+    assert response["x-ratelimit-remaining-requests"] == "9"
+    assert response["x-ratelimit-remaining-tokens"] == "1000"
+    tokens, _ = buckets.state(subject, "tokens")
+    assert tokens == pytest.approx(1000, abs=1e-3)

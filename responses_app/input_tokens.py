@@ -1,0 +1,103 @@
+"""`POST /v1/responses/input_tokens`: how many input tokens a create request would cost.
+
+The body takes the input side of a create request (the SDK's `InputTokenCountParams`), validated
+by the create request's own schema, so every error names its parameter exactly as create's would.
+The count covers what create would send upstream: the `previous_response_id` chain (the caller's
+own, as for create), this request's `input` and `instructions`, the tools and the text format.
+It is routed like create (the caller's model allow-list applies) to the model's first servable
+provider entry, which counts (see `Provider.count_input_tokens`). Nothing is stored; the rate
+limiter charges one request and no tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from conversations_app.store import release_connection, store
+from gateway_project.api_errors import ApiError, invalid_request
+from gateway_project.json_body import parse_json_object
+from responses_app.cancellation import Cancelled
+from responses_app.context import TurnContext
+from responses_app.items import canonical_items
+from responses_app.providers.base import ProviderError, ProviderRequest
+from responses_app.providers.registry import get_registry
+from responses_app.response_object import echoed_settings
+from responses_app.schema import CreateResponseRequest, parse_create_request
+
+# The SDK's InputTokenCountParams: the input side of a create request.
+PARAMS = ("conversation", "input", "instructions", "model", "parallel_tool_calls", "personality",
+          "previous_response_id", "reasoning", "text", "tool_choice", "tools", "truncation")
+PERSONALITY_MAX_LENGTH = 64
+
+
+def parse_count_request(body: bytes) -> CreateResponseRequest:
+    data = parse_json_object(body)
+    for name in data:
+        if name not in PARAMS:
+            raise invalid_request(f"Unknown parameter: '{name}'.", param=name or None, code="unknown_parameter")
+    personality = data.pop("personality", None)
+    if personality is not None and not isinstance(personality, str):
+        raise invalid_request("Invalid type for 'personality': expected a string.", param="personality",
+                              code="invalid_type")
+    if personality is not None and not 0 < len(personality) <= PERSONALITY_MAX_LENGTH:
+        raise invalid_request(f"Invalid value for 'personality': at most {PERSONALITY_MAX_LENGTH} characters.",
+                              param="personality", code="invalid_value")
+    # `input` may be left out when a previous response gives the context: a placeholder passes
+    # create's validation and is dropped again (it names nothing an error could point at).
+    without_input = data.get("input") is None and bool(data.get("previous_response_id"))
+    if without_input:
+        data["input"] = "-"
+    # Create's own validation, so errors (and their `param`) are exactly create's.
+    request = parse_create_request(json.dumps(data).encode())
+    if without_input:
+        request.input_items = []
+    return request
+
+
+def _count_failed(error: ProviderError) -> ApiError:
+    """The upstream's count failed: the status create would answer with for the same failure."""
+    if error.kind == "bad_request":
+        return ApiError(400, error.message, code="upstream_bad_request")
+    if error.kind == "rate_limited":
+        return ApiError(429, error.message, type="requests", code="rate_limit_exceeded",
+                        headers={"Retry-After": str(max(1, round(error.retry_after or 1)))})
+    return ApiError(error.status, error.message, type="server_error",
+                    code="upstream_timeout" if error.kind == "timeout" else "upstream_error")
+
+
+def count_input_tokens(ctx: TurnContext, body: bytes) -> dict[str, Any]:
+    """The `response.input_tokens` object for a count request's body."""
+    request = parse_count_request(body)
+    route = get_registry(ctx.config).route(request.model, ctx.may_use)
+    history: list[dict[str, Any]] = []
+    if request.previous_response_id:
+        try:
+            chain = store.get_chain(request.previous_response_id, ctx.owner)
+        finally:
+            release_connection()
+        if chain is None:
+            raise invalid_request(f"Previous response with id '{request.previous_response_id}' not found.",
+                                  param="previous_response_id", code="previous_response_not_found")
+        if chain.in_progress:
+            raise invalid_request(f"Previous response with id '{request.previous_response_id}' is still in "
+                                  "progress; wait for it to finish.", param="previous_response_id",
+                                  code="previous_response_in_progress")
+        history = chain.items
+    settings = echoed_settings(request)
+    # The model's first provider entry that can serve it (a fallback's, when the model's own has no key).
+    candidate = route.provider.candidates[0]
+    provider_request = ProviderRequest(
+        model=candidate.model.upstream_model, items=history + canonical_items(request.input_items),
+        instructions=request.instructions, tools=settings["tools"], tool_choice=settings["tool_choice"],
+        parallel_tool_calls=request.parallel_tool_calls, text_format=settings["text"].get("format"),
+        cancel=ctx.cancel, deadline=ctx.deadline,
+    )
+    try:
+        count = candidate.provider.count_input_tokens(provider_request)
+    except ProviderError as error:
+        raise _count_failed(error) from None
+    except Cancelled:
+        raise ApiError(499, "The client closed the connection before the count was ready.",
+                       code="client_closed") from None
+    return {"object": "response.input_tokens", "input_tokens": count}
