@@ -45,6 +45,7 @@ class StoredResponse(ExportModelOperationsMixin("stored_response"), models.Model
         COMPLETED = "completed"
         INCOMPLETE = "incomplete"
         FAILED = "failed"
+        CANCELLED = "cancelled"  # a background response its client cancelled
 
     id = models.CharField(primary_key=True, max_length=64)
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="responses")

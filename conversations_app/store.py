@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from django.db import connection, transaction
-from django.db.models import F, QuerySet
+from django.db.models import Case, CharField, DateTimeField, F, Field, QuerySet, Value, When
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -30,6 +30,7 @@ from conversations_app.instrumented import InstrumentedStore
 from conversations_app.models import Conversation, Item, StoredResponse, WorkerLease
 
 IN_PROGRESS = StoredResponse.Status.IN_PROGRESS.value
+CANCELLED = StoredResponse.Status.CANCELLED.value
 
 
 @dataclass(frozen=True)
@@ -241,12 +242,19 @@ class ConversationStore:
     def finish_turn(self, settlement: Settlement) -> None:
         """Settle an opened turn in place, atomically."""
         usage = settlement.usage or {}
+        # A response its client cancelled stays `cancelled` (its cancel was already answered so);
+        # what the model produced before the runner stopped is still kept, and billed.
+        def unless_cancelled(column: str, value: Any, output_field: Field) -> Case:
+            return Case(When(status=CANCELLED, then=F(column)), default=Value(value, output_field=output_field))
+
         with transaction.atomic():
             StoredResponse.objects.filter(pk=settlement.response_id).update(
-                status=settlement.status, completed_at=settlement.completed_at, provider=settlement.provider,
+                status=unless_cancelled("status", settlement.status, CharField()),
+                completed_at=unless_cancelled("completed_at", settlement.completed_at, DateTimeField()),
+                interrupted=unless_cancelled("interrupted", settlement.interrupted, CharField()),
+                provider=settlement.provider,
                 error=settlement.error, incomplete_details=settlement.incomplete_details,
-                usage_reported=settlement.usage is not None, cost_usd=settlement.cost_usd,
-                interrupted=settlement.interrupted, worker="",
+                usage_reported=settlement.usage is not None, cost_usd=settlement.cost_usd, worker="",
                 **{k: usage.get(k, 0) for k in _USAGE_FIELDS},
             )
             Item.objects.bulk_create(
@@ -265,6 +273,21 @@ class ConversationStore:
             else:
                 StoredResponse.objects.filter(pk=response_id).delete()
                 Conversation.objects.filter(pk=conversation_id).update(turn_count=F("turn_count") - 1)
+
+    def cancel_response(self, response_id: str, owner: str) -> StoredTurn | None:
+        """Cancel a background response that is still running: it is `cancelled` from this moment,
+        whatever its runner does next (the runner notices and stops its upstream call). A response
+        that has already ended is left as it is. Returns the response as it now stands."""
+        self._visible(owner, response_id).filter(status=IN_PROGRESS, settings__background=True).update(
+            status=CANCELLED, interrupted="cancelled")
+        return self.get_response(response_id, owner)
+
+    def cancelled_among(self, response_ids: list[str]) -> list[str]:
+        """Which of these (running here) have been cancelled, by a request any worker served."""
+        if not response_ids:
+            return []
+        return list(StoredResponse.objects.filter(pk__in=response_ids, status=CANCELLED)
+                    .values_list("pk", flat=True))
 
     def settle_abandoned(self, workers: list[str], reason: str) -> int:
         """Turns still in progress on workers that are gone: `incomplete`, with what was stored."""

@@ -17,9 +17,11 @@ from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
-# Why a turn was stopped. The first three end the whole turn; the timeouts end one upstream attempt.
+# Why a turn was stopped: the client hung up, the worker is shutting down, the client cancelled a
+# background response, or time ran out.
 CLIENT_GONE = "client_gone"
 SHUTDOWN = "shutdown"
+CANCELLED = "cancelled"  # POST /v1/responses/{id}/cancel, for a background response
 DEADLINE = "deadline"
 
 

@@ -30,7 +30,7 @@ from gateway_project.api_errors import ApiError, invalid_request
 from gateway_project.observability import metrics, metrics_enabled
 from responses_app import worker_lifecycle
 from responses_app.assembler import OutputAssembler
-from responses_app.cancellation import CLIENT_GONE, SHUTDOWN, Cancelled, live_turns
+from responses_app.cancellation import CANCELLED, CLIENT_GONE, SHUTDOWN, Cancelled, live_turns
 from responses_app.context import TurnContext
 from responses_app.ids import new_id
 from responses_app.items import UnknownReference, canonical_items
@@ -239,7 +239,8 @@ def start_turn(ctx: TurnContext, request: CreateResponseRequest, *, body_bytes: 
                 created_at=timezone.now(), settings=echoed_settings(request))
     if ctx.cancel.cancelled:
         raise _client_gone()  # gone before anything was written or spent: nothing to keep
-    turn.open(announced=request.stream)
+    # A stream's or a background turn's id reaches the client before the turn ends.
+    turn.open(announced=request.stream or bool(request.background))
     return turn
 
 
@@ -320,17 +321,23 @@ def respond_stream(turn: Turn) -> Iterator[str]:
 
 def _frames(turn: Turn, first: Event | None, events: Iterator[Event]) -> Iterator[str]:
     sse = SseEncoder()
+    for event in turn_events(turn, first, events):
+        yield sse.comment("keep-alive") if event is None else sse.frame(event)
+
+
+def turn_events(turn: Turn, first: Event | None, events: Iterator[Event]) -> Iterator[dict[str, Any] | None]:
+    """The stream's events, from `response.created` to the terminal one, settling the turn before
+    the terminal event; None where a keep-alive belongs (the upstream is silent)."""
     assembler = turn.assembler
     try:
-        yield sse.frame({"type": "response.created", "response": turn.render("in_progress")})
-        yield sse.frame({"type": "response.in_progress", "response": turn.render("in_progress")})
+        yield {"type": "response.created", "response": turn.render("in_progress")}
+        yield {"type": "response.in_progress", "response": turn.render("in_progress")}
         try:
             for event in _chain([first] if first is not None else [], events):
                 if isinstance(event, Heartbeat):
-                    yield sse.comment("keep-alive")
+                    yield None
                     continue
-                for frame in assembler.feed(event):
-                    yield sse.frame(frame)
+                yield from assembler.feed(event)
             if assembler.finish_reason is None:
                 raise _truncated(turn)
         except ProviderError as error:
@@ -338,24 +345,26 @@ def _frames(turn: Turn, first: Event | None, events: Iterator[Event]) -> Iterato
             assembler.abandon()
             error_object = _error_object(error)
             turn.settle("failed", error=error_object)
-            yield sse.frame({"type": "response.failed", "response": turn.render("failed", error=error_object)})
+            yield {"type": "response.failed", "response": turn.render("failed", error=error_object)}
             return
         except Cancelled as stop:
             assembler.abandon()
+            if stop.reason == CANCELLED:  # POST /v1/responses/{id}/cancel: no event type says so
+                turn.settle("cancelled", interrupted=stop.reason)
+                return
             turn.settle("incomplete", interrupted=stop.reason)
             if stop.reason == SHUTDOWN:  # the client is still there: tell it the stream ends here
-                yield sse.frame({"type": "response.incomplete", "response": turn.render("incomplete")})
+                yield {"type": "response.incomplete", "response": turn.render("incomplete")}
             return
-        for frame in assembler.finish():
-            yield sse.frame(frame)
+        yield from assembler.finish()
         status = assembler.status
         completed_at = timezone.now() if status == "completed" else None
         if not turn.settle(status, completed_at=completed_at):
             # Never claim `completed` for a turn a follow-up could not build on: say it failed.
-            yield sse.frame({"type": "response.failed", "response": turn.render("failed", error=STORAGE_FAILED)})
+            yield {"type": "response.failed", "response": turn.render("failed", error=STORAGE_FAILED)}
             return
         terminal = "response.completed" if status == "completed" else "response.incomplete"
-        yield sse.frame({"type": terminal, "response": turn.render(status, completed_at=completed_at)})
+        yield {"type": terminal, "response": turn.render(status, completed_at=completed_at)}
     finally:
         # The server stopped reading this generator early (the client is gone, GeneratorExit), or
         # something failed: drop the upstream now and keep what was said as an incomplete turn.

@@ -44,7 +44,9 @@ logger = logging.getLogger(__name__)
 
 # Statuses of a turn that has not ended yet.
 LIVE = frozenset({"in_progress", "queued"})
-TERMINAL = {"completed": "response.completed", "incomplete": "response.incomplete"}
+# The event that ends the stream of a response settled so. A cancelled response has none: no
+# event type in the API says so, and its stream just ends (responses_app/background.py).
+TERMINAL = {"completed": "response.completed", "incomplete": "response.incomplete", "failed": "response.failed"}
 
 POLL_FIRST = 0.1
 POLL_MAX = 1.0
@@ -54,6 +56,11 @@ POLL_GROWTH = 1.5
 FOLLOW_MARGIN = 2 * (worker_lifecycle.EXPIRY_MARGIN + worker_lifecycle.SWEEP_EVERY)
 
 _LIMIT_REASONS: dict[str, FinishReason] = {"max_output_tokens": "length", "content_filter": "content_filter"}
+
+
+def render_stored(stored: StoredTurn) -> dict[str, Any]:
+    """The settled response, as retrieve and the stream's terminal event show it."""
+    return _render(stored, live=False)
 
 
 def _render(stored: StoredTurn, *, live: bool) -> dict[str, Any]:
@@ -136,7 +143,9 @@ def _announced_whole(output: list[dict[str, Any]]) -> list[StreamEvent]:
 
 def closing_events(stored: StoredTurn) -> list[StreamEvent]:
     """The output items' events and the terminal event of a settled response."""
-    terminal = {"type": TERMINAL.get(stored.status, "response.failed"), "response": _render(stored, live=False)}
+    if stored.status not in TERMINAL:
+        return _output_events(stored)
+    terminal = {"type": TERMINAL[stored.status], "response": _render(stored, live=False)}
     return [*_output_events(stored), terminal]
 
 

@@ -477,7 +477,8 @@ def parse_create_request(body: bytes) -> CreateResponseRequest:
         raise invalid_request("The 'conversation' parameter is not supported by this gateway; "
                               "chain turns with 'previous_response_id'.", param="conversation",
                               code="unsupported_parameter")
-    if request.background:
-        raise invalid_request("Background responses are not supported by this gateway.",
-                              param="background", code="unsupported_parameter")
+    if request.background and not request.store:
+        # A background response is only reachable through storage (polling, replay, cancel).
+        raise invalid_request("Background responses must be stored: 'background: true' needs 'store: true'.",
+                              param="background", code="invalid_value")
     return request

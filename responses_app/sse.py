@@ -19,6 +19,10 @@ class SseEncoder:
         # json.dumps never emits a raw newline, so the data stays on one line.
         return f"event: {event['type']}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
+    def skip_to(self, sequence: int) -> None:
+        """Number the next frame `sequence` (a stream that continues another's numbering)."""
+        self._sequence = sequence
+
     def comment(self, text: str) -> str:
         """A comment line: clients ignore it, proxies see traffic. No sequence number is used."""
         return f": {text}\n\n"

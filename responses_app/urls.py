@@ -7,6 +7,7 @@ urlpatterns = [
     # Before the {id} route: a response id is never `input_tokens` (they all start `resp_`).
     path("v1/responses/input_tokens", views.count_input_tokens, name="count_input_tokens"),
     path("v1/responses/<str:response_id>", views.response_detail, name="response_detail"),
+    path("v1/responses/<str:response_id>/cancel", views.cancel_response, name="cancel_response"),
     path("v1/responses/<str:response_id>/input_items", views.response_input_items, name="response_input_items"),
     path("v1/models", views.list_models, name="list_models"),
     # `path`: model ids may hold a slash (`meta/llama-3`), which the SDK sends as %2F.

@@ -17,12 +17,11 @@ from gateway_project.config import ModelEntry
 from gateway_project.middleware.ratelimit import admitted_by_view
 from gateway_project.readiness import check_database
 from gateway_project.request_notes import notes_of
-from responses_app import input_tokens, pipeline, replay
+from responses_app import background, input_tokens, pipeline, replay
 from responses_app.client_watch import until_done, watch_client
 from responses_app.context import TurnContext
 from responses_app.providers.registry import get_registry
-from responses_app.response_object import render_response
-from responses_app.schema import parse_create_request
+from responses_app.schema import CreateResponseRequest, parse_create_request
 
 View = Callable[..., HttpResponse | StreamingHttpResponse]
 
@@ -58,6 +57,8 @@ def owner_of(request: HttpRequest) -> str:
 def create_response(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     create = parse_create_request(request.body)
     ctx = TurnContext.for_request(request)
+    if create.background:
+        return _create_in_background(request, ctx, create)
     # While the turn waits on the upstream, a client that hangs up cancels it (client_watch).
     watch = watch_client(request, ctx.cancel)
     if not create.stream:
@@ -76,6 +77,20 @@ def create_response(request: HttpRequest) -> HttpResponse | StreamingHttpRespons
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return _with_turn_headers(response, turn)
+
+
+def _create_in_background(request: HttpRequest, ctx: TurnContext,
+                          create: CreateResponseRequest) -> HttpResponse | StreamingHttpResponse:
+    """The turn runs on after this request (responses_app.background); a client hang-up does not
+    stop it, only a cancel does."""
+    turn = pipeline.start_turn(ctx, create, body_bytes=len(request.body))
+    background.start(turn)
+    if not create.stream:
+        return JsonResponse(turn.render("in_progress"))
+    stored = store.get_response(turn.response_id, ctx.owner)
+    if stored is None:  # deleted already, between two lines: nothing to follow
+        raise _response_not_found(turn.response_id)
+    return _replay(request, stored)
 
 
 def _with_turn_headers(response: HttpResponse | StreamingHttpResponse,
@@ -121,13 +136,20 @@ def _starting_after(raw: str | None) -> int:
 
 
 def _replay(request: HttpRequest, stored: StoredTurn) -> StreamingHttpResponse:
-    """GET with stream=true: the stored response's events as SSE (responses_app.replay)."""
+    """GET with stream=true: the response's events as SSE. A background response's come from its
+    event log, numbered as they were first sent (responses_app.background); otherwise, or when
+    that log is gone, they are rebuilt from what is stored (responses_app.replay)."""
     starting_after = _starting_after(request.GET.get("starting_after"))
     ctx = TurnContext.for_request(request)
-    # A follow of a running turn waits between polls; a client that hangs up ends it (client_watch).
+    # A follow of a running turn waits; a client that hangs up ends it (client_watch), not the turn.
     watch = watch_client(request, ctx.cancel)
-    frames = replay.replay(stored, owner=ctx.owner, config=ctx.config, starting_after=starting_after,
-                           cancel=ctx.cancel)
+    frames = None
+    if stored.settings.get("background"):
+        frames = background.follow(stored, owner=ctx.owner, config=ctx.config, starting_after=starting_after,
+                                   cancel=ctx.cancel)
+    if frames is None:
+        frames = replay.replay(stored, owner=ctx.owner, config=ctx.config, starting_after=starting_after,
+                               cancel=ctx.cancel)
     response = StreamingHttpResponse(until_done(frames, watch), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
@@ -147,12 +169,23 @@ def response_detail(request: HttpRequest, response_id: str) -> HttpResponse | St
         raise _response_not_found(response_id)
     if stream and request.method == "GET":
         return _replay(request, stored)
-    settings_ = {**stored.settings, "previous_response_id": stored.previous_response_id}
-    return JsonResponse(render_response(
-        response_id=stored.response_id, created_at=stored.created_at, status=stored.status, model=stored.model,
-        instructions=stored.instructions, settings=settings_, output=stored.output_items, usage=stored.usage,
-        error=stored.error, incomplete_details=stored.incomplete_details, completed_at=stored.completed_at,
-    ))
+    return JsonResponse(replay.render_stored(stored))
+
+
+@api_view("POST")
+def cancel_response(request: HttpRequest, response_id: str) -> HttpResponse:
+    """Only background responses can be cancelled; one that has ended already is returned as it is."""
+    owner = owner_of(request)
+    stored = store.get_response(response_id, owner)
+    if stored is None:
+        raise _response_not_found(response_id)
+    if not stored.settings.get("background"):
+        raise invalid_request("Only responses created with 'background: true' can be cancelled.",
+                              param="response_id", code="invalid_value")
+    stored = background.cancel(response_id, owner)
+    if stored is None:  # deleted meanwhile
+        raise _response_not_found(response_id)
+    return JsonResponse(replay.render_stored(stored))
 
 
 # ASCII digits only: str.isdigit() also says yes to '²' and other digits int() refuses, and int()

@@ -10,6 +10,8 @@ Started by gunicorn's `post_worker_init` hook (gateway_project/gunicorn.conf.py)
   the longest a turn may run. So an id a client saw in `response.created` always resolves.
 - **Deferred settlements.** When the database refused a turn's final write, the turn's settlement
   is kept here and retried on each heartbeat until the database answers again.
+- **Cancellations.** Every half second, the background turns this worker runs are looked up, so a
+  cancel served by any worker or instance stops them (responses_app/background.py).
 - **Shutdown.** When the worker stops accepting (SIGTERM, or `max_requests` recycling), open
   streams run on; only shortly before gunicorn's `graceful_timeout` would kill them mid-write are
   they cancelled (reason `shutdown`), which ends each stream with `response.incomplete` and stores
@@ -22,6 +24,7 @@ called directly (`manage.py settle_turns`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -194,7 +197,16 @@ def _maintain(worker: Any) -> None:
         deadline = time.monotonic() + HEARTBEAT
         while worker.alive and time.monotonic() < deadline:
             time.sleep(0.5)
+            _poll_cancellations()
     _shut_down(worker.cfg.graceful_timeout)
+
+
+def _poll_cancellations() -> None:
+    """Background turns running here that a request on another worker or instance cancelled."""
+    from responses_app import background  # it imports the pipeline, which imports this module
+
+    with contextlib.suppress(DatabaseError):  # the heartbeat reports the database; the next poll retries
+        background.poll_cancellations()
 
 
 def _shut_down(graceful_timeout: float) -> None:

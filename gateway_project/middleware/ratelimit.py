@@ -97,6 +97,8 @@ class Ticket:
     used: int | None = None
     reported: bool = False
     settled: bool = False
+    # A background turn outlives its request: its runner settles the ticket when the turn ends.
+    handed_over: bool = False
 
     def record_usage(self, usage: dict[str, Any] | None) -> None:
         self.reported = True
@@ -146,7 +148,8 @@ def _settle_after(content: Iterable[bytes], ticket: Ticket) -> Iterator[bytes]:
     try:
         yield from content
     finally:
-        ticket.settle()
+        if not ticket.handed_over:
+            ticket.settle()
 
 
 class RateLimitMiddleware:
@@ -181,7 +184,7 @@ class RateLimitMiddleware:
             response[name] = value
         if isinstance(response, StreamingHttpResponse):
             response.streaming_content = _settle_after(sync_streaming_content(response), ticket)
-        else:
+        elif not ticket.handed_over:
             ticket.settle()
         return response
 

@@ -85,6 +85,7 @@ ROUTES: dict[str, tuple[str, tuple[str, ...]]] = {
     "count_input_tokens": ("/v1/responses/input_tokens", ("POST",)),
     "response_detail": ("/v1/responses/{id}", ("GET", "HEAD", "DELETE")),
     "response_input_items": ("/v1/responses/{id}/input_items", ("GET", "HEAD")),
+    "cancel_response": ("/v1/responses/{id}/cancel", ("POST",)),
     "list_models": ("/v1/models", ("GET", "HEAD")),
     "model_detail": ("/v1/models/{id}", ("GET", "HEAD")),
     "health": ("/health", ("GET", "HEAD")),

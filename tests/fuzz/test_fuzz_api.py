@@ -147,6 +147,19 @@ def test_response_by_id(fuzzer: Fuzzer) -> None:
     _run(fuzz, examples)
 
 
+def test_cancel(fuzzer: Fuzzer) -> None:
+    """The seeded response is not a background one: its cancel is a 400, and nothing changes."""
+    examples = scaled(100)
+
+    @settings(FUZZ, max_examples=examples)
+    @given(response_id=RESPONSE_IDS, query=query_strings(["stream"]), body=SMALL_BODIES, content_type=content_types)
+    def fuzz(response_id: bytes, query: str, body: bytes, content_type: str | None) -> None:
+        fuzzer.send("POST", b"/v1/responses/" + response_id + b"/cancel", query=query, body=body,
+                    content_type=content_type)
+
+    _run(fuzz, examples)
+
+
 PAGING = {"limit": st.integers(min_value=1, max_value=100).map(str), "order": st.sampled_from(["asc", "desc"]),
           "after": st.just(EXISTING_ITEM)}
 
@@ -183,7 +196,8 @@ def test_models_health_ready_metrics(fuzzer: Fuzzer) -> None:
 ROUTES = {
     "/v1/responses": ("POST",), "/v1/responses/input_tokens": ("POST",), "/v1/models/{id}": ("GET", "HEAD"),
     "/v1/responses/{id}": ("GET", "HEAD", "DELETE"),
-    "/v1/responses/{id}/input_items": ("GET", "HEAD"), "/v1/models": ("GET", "HEAD"), "/health": ("GET", "HEAD"),
+    "/v1/responses/{id}/input_items": ("GET", "HEAD"), "/v1/responses/{id}/cancel": ("POST",),
+    "/v1/models": ("GET", "HEAD"), "/health": ("GET", "HEAD"),
     "/ready": ("GET", "HEAD"), "/metrics": ("GET", "HEAD"),
 }
 
