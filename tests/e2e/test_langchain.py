@@ -1,6 +1,6 @@
 """LangChain's `ChatOpenAI(use_responses_api=True)` against the gateway under gunicorn: invoke,
 stream, a tool call round trip with `bind_tools`, and `with_structured_output(<pydantic model>)`,
-on each upstream type (structured output where the upstream has a JSON-schema mode).
+on each upstream type.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, SecretStr
 
+from responses_app.providers.anthropic import OUTPUT_TOOL
 from tests.e2e.clients import MODELS, UPSTREAM_MODELS, Upstreams, config_yaml, tool_names
 from tests.e2e.gunicorn import GatewayProcess
 from tests.fakes import anthropic_upstream as anth
@@ -42,9 +43,13 @@ def get_weather(city: str) -> str:
 
 @pytest.fixture(scope="module")
 def upstreams() -> Iterator[Upstreams]:
-    fakes = Upstreams()
-    yield fakes
-    fakes.close()
+    # LangSmith tracing stays off even where a developer's environment turns it on.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LANGSMITH_TRACING", "false")
+        env.setenv("LANGCHAIN_TRACING_V2", "false")
+        fakes = Upstreams()
+        yield fakes
+        fakes.close()
 
 
 @pytest.fixture(scope="module")
@@ -123,19 +128,29 @@ def test_bind_tools_round_trip(llm: Any, upstreams: Upstreams, kind: str) -> Non
     assert RESULTS[kind](fake.requests[1].json) == "Rome: sunny-21C"
 
 
-@pytest.mark.parametrize("kind", ["responses", "chat"])
+@pytest.mark.parametrize("kind", list(MODELS))
 def test_with_structured_output(llm: Any, upstreams: Upstreams, kind: str) -> None:
     fake = upstreams.of(kind)
-    fake.script(REPLY[kind](text='{"city": "Rome", "temperature_c": 21, "sunny": true}'))
+    answer: dict[str, Any] = {"city": "Rome", "temperature_c": 21, "sunny": True}
+    if kind == "anthropic":
+        # The Messages API has no JSON-schema mode: the gateway forces a call of an output tool
+        # whose input schema is the requested one, and the call's input is the answer.
+        fake.script(anth.Reply(text="", tool_calls=[{"id": "toolu_so1", "name": OUTPUT_TOOL, "input": answer}]))
+    else:
+        fake.script(REPLY[kind](text=json.dumps(answer)))
     weather = llm(kind).with_structured_output(Weather).invoke("Weather in Rome as JSON.")
-    assert weather == Weather(city="Rome", temperature_c=21, sunny=True)
+    assert weather == Weather(**answer)
     body = fake.last.json
     if kind == "chat":
         fmt = body["response_format"]
-        assert fmt["type"] == "json_schema"
-        schema, name = fmt["json_schema"]["schema"], fmt["json_schema"]["name"]
-    else:
+        assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "Weather"
+        schema = fmt["json_schema"]["schema"]
+    elif kind == "responses":
         fmt = body["text"]["format"]
-        assert fmt["type"] == "json_schema"
-        schema, name = fmt["schema"], fmt["name"]
-    assert name == "Weather" and set(schema["properties"]) == {"city", "temperature_c", "sunny"}
+        assert fmt["type"] == "json_schema" and fmt["name"] == "Weather"
+        schema = fmt["schema"]
+    else:
+        assert body["tool_choice"] == {"type": "tool", "name": OUTPUT_TOOL}
+        [tool] = [t for t in body["tools"] if t["name"] == OUTPUT_TOOL]
+        schema = tool["input_schema"]
+    assert set(schema["properties"]) == {"city", "temperature_c", "sunny"}
