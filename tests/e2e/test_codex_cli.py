@@ -272,3 +272,19 @@ def test_a_namespaced_tool_call_round_trip(codex: Codex, gateway: GatewayProcess
     if kind == "responses":
         [call] = [i for i in second["input"] if i.get("type") == "function_call"]
         assert call.get("namespace") == NAMESPACE, call
+
+
+def test_an_anthropic_server_web_search_is_no_tool_call_for_codex(codex: Codex, upstreams: Upstreams) -> None:
+    """The gateway offers Anthropic its own web search for Codex's `web_search`. When Anthropic runs
+    it, the answer streams `server_tool_use` (with `input_json_delta`s, like a client tool) and
+    `web_search_tool_result` blocks before the text: none of that is a call Codex must make."""
+    upstreams.anthropic.script(anth.Reply(text="The docs say hello.", server_blocks=[
+        {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "gateway docs"}},
+        {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [
+            {"type": "web_search_result", "url": "https://example.com/docs", "title": "Docs",
+             "encrypted_content": "enc-page-1", "page_age": None}]},
+    ]))
+    run = codex("anthropic", "Search the gateway docs.")
+    assert run.returncode == 0, _failure(run, upstreams.anthropic.requests)
+    assert "The docs say hello." in run.stdout, run
+    assert len(upstreams.anthropic.requests) == 1, _failure(run, upstreams.anthropic.requests)
