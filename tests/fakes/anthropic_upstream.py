@@ -4,12 +4,17 @@ named events `message_start` ... `message_stop` with `ping`s in between, tool_us
 Also `POST /v1/messages/count_tokens`, which refuses fields its params do not have, as Anthropic does.
 
 Script it with `Reply`, `Fail` (an error status with Anthropic's error body), `Raw` or `Count`.
+A `Reply` can also open with a `thinking` block (streamed as `thinking_delta`s and a closing
+`signature_delta`) and carry server-tool blocks (`server_tool_use`, `web_search_tool_result`) as
+Anthropic's hosted web search sends them. `quote_tool_result` appends the content of the last
+`tool_result` block the request carried to the text, so a tool round trip's final answer shows
+that the tool's result reached the upstream.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tests.fakes.server import FakeServer, Recorded, Writer
@@ -34,6 +39,13 @@ class Reply(Pacing):
     pings: bool = True
     error_after: int | None = None
     error_type: str = "overloaded_error"
+    # Extended thinking: a `thinking` block with its signature, before everything else.
+    thinking: str | None = None
+    signature: str = "sig-fake-thinking"
+    # Blocks of Anthropic-run tools, sent as given after the thinking, e.g. {"type": "server_tool_use",
+    # "id": "srvtoolu_1", "name": "web_search", "input": {...}} and {"type": "web_search_tool_result", ...}.
+    server_blocks: list[dict[str, Any]] = field(default_factory=list)
+    quote_tool_result: bool = False
 
     def stream_chunks(self) -> list[str]:
         if self.chunks is not None:
@@ -44,6 +56,19 @@ class Reply(Pacing):
     @property
     def stop(self) -> str:
         return self.stop_reason or ("tool_use" if self.tool_calls else "end_turn")
+
+
+def last_tool_result(request: dict[str, Any]) -> str:
+    """The content of the last `tool_result` block of a Messages request, as text."""
+    results = [block.get("content") for message in request.get("messages") or []
+               if isinstance(message.get("content"), list)
+               for block in message["content"] if block.get("type") == "tool_result"]
+    if not results:
+        return ""
+    content = results[-1]
+    if isinstance(content, str):
+        return content
+    return "".join(block.get("text", "") for block in content or [] if isinstance(block, dict))
 
 
 def _frame(data: dict[str, Any]) -> str:
@@ -81,6 +106,8 @@ class FakeAnthropic(FakeServer):
             write_raw(writer, step)
             return
         request = recorded.json or {}
+        if step.quote_tool_result:
+            step = replace(step, text=step.text + last_tool_result(request))
         if request.get("stream"):
             write_frames(writer, self._frames(step, request), step)
         else:
@@ -111,7 +138,11 @@ class FakeAnthropic(FakeServer):
                 "cache_read_input_tokens": step.cache_read, "cache_creation_input_tokens": step.cache_creation}
 
     def _message(self, step: Reply, request: dict[str, Any]) -> dict[str, Any]:
-        content: list[dict[str, Any]] = [{"type": "text", "text": step.text}] if step.text else []
+        content: list[dict[str, Any]] = []
+        if step.thinking is not None:
+            content.append({"type": "thinking", "thinking": step.thinking, "signature": step.signature})
+        content += [dict(block) for block in step.server_blocks]
+        content += [{"type": "text", "text": step.text}] if step.text else []
         content += [{"type": "tool_use", "id": c["id"], "name": c["name"], "input": c["input"]}
                     for c in step.tool_calls]
         return {"id": "msg_fake123", "type": "message", "role": "assistant", "model": request.get("model"),
@@ -123,6 +154,26 @@ class FakeAnthropic(FakeServer):
         start = {**message, "content": [], "stop_reason": None, "usage": self._usage(step, output=1)}
         frames = [_frame({"type": "message_start", "message": start})]
         index = 0
+        if step.thinking is not None:
+            frames.append(_frame({"type": "content_block_start", "index": index,
+                                  "content_block": {"type": "thinking", "thinking": "", "signature": ""}}))
+            frames.append(_frame({"type": "content_block_delta", "index": index,
+                                  "delta": {"type": "thinking_delta", "thinking": step.thinking}}))
+            frames.append(_frame({"type": "content_block_delta", "index": index,
+                                  "delta": {"type": "signature_delta", "signature": step.signature}}))
+            frames.append(_frame({"type": "content_block_stop", "index": index}))
+            index += 1
+        for block in step.server_blocks:
+            if block["type"] == "server_tool_use":
+                # Like tool_use: the block opens with an empty input, which follows as JSON fragments.
+                frames.append(_frame({"type": "content_block_start", "index": index,
+                                      "content_block": {**block, "input": {}}}))
+                frames.append(_frame({"type": "content_block_delta", "index": index, "delta": {
+                    "type": "input_json_delta", "partial_json": json.dumps(block.get("input") or {})}}))
+            else:
+                frames.append(_frame({"type": "content_block_start", "index": index, "content_block": block}))
+            frames.append(_frame({"type": "content_block_stop", "index": index}))
+            index += 1
         if step.text:
             if step.pings:
                 frames.append(_frame({"type": "ping"}))

@@ -2,13 +2,18 @@
 `:streamGenerateContent?alt=sse` (one whole GenerateContentResponse per `data:` line, no event
 names, no [DONE]; usage and finishReason on the last chunk), with Google's error body; and
 `:countTokens` (`{"totalTokens"}` for a `generateContentRequest` or bare `contents`).
+
+A `Reply` can open with a thought summary (a part with `thought: true`) and sign its first
+function call (or text) with a `thoughtSignature`, as thinking models do; the signature must come
+back on that part in the next turn. `quote_tool_result` appends the last `functionResponse` the
+request carried to the text, so a tool round trip's final answer shows it reached the upstream.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tests.fakes.server import FakeServer, Recorded, Writer
@@ -30,6 +35,9 @@ class Reply(Pacing):
     candidates_tokens: int = 8
     thoughts_tokens: int = 0
     cached_tokens: int = 0
+    thought: str | None = None
+    thought_signature: str | None = None
+    quote_tool_result: bool = False
 
     def stream_chunks(self) -> list[str]:
         if self.chunks is not None:
@@ -46,6 +54,17 @@ class Reply(Pacing):
             usage["cachedContentTokenCount"] = self.cached_tokens
         return usage
 
+
+def last_tool_result(request: dict[str, Any]) -> str:
+    """The response of the last `functionResponse` part of a generateContent request, as text."""
+    results = [part["functionResponse"].get("response") for content in request.get("contents") or []
+               for part in content.get("parts") or [] if "functionResponse" in part]
+    if not results:
+        return ""
+    response = results[-1]
+    if isinstance(response, dict) and set(response) == {"output"} and isinstance(response["output"], str):
+        return response["output"]
+    return json.dumps(response)
 
 
 class FakeGemini(FakeServer):
@@ -73,6 +92,8 @@ class FakeGemini(FakeServer):
         if match.group("method") == "countTokens":
             self._count(recorded, model, step, writer)
             return
+        if step.quote_tool_result:
+            step = replace(step, text=step.text + last_tool_result(recorded.json or {}))
         if match.group("method") == "generateContent":
             writer.json(200, self._chunk(model, self._parts(step, whole=True), step, last=True))
             return
@@ -101,8 +122,14 @@ class FakeGemini(FakeServer):
     @staticmethod
     def _parts(step: Reply, *, whole: bool) -> list[dict[str, Any]]:
         texts = ([step.text] if step.text else []) if whole else step.stream_chunks()
-        parts: list[dict[str, Any]] = [{"text": t} for t in texts]
-        parts += [{"functionCall": {"name": c["name"], "args": c["args"]}} for c in step.function_calls]
+        parts: list[dict[str, Any]] = [{"text": step.thought, "thought": True}] if step.thought is not None else []
+        answer: list[dict[str, Any]] = [{"text": t} for t in texts]
+        answer += [{"functionCall": {"name": c["name"], "args": c["args"]}} for c in step.function_calls]
+        if step.thought_signature and answer:
+            # Gemini signs the first function call, or the first text part when there is none.
+            signed = next((p for p in answer if "functionCall" in p), answer[0])
+            signed["thoughtSignature"] = step.thought_signature
+        parts += answer
         return parts or [{"text": ""}]
 
     @staticmethod

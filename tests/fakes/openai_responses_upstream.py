@@ -1,12 +1,21 @@
 """A fake OpenAI Responses API (`POST /v1/responses`), JSON and SSE, for `openai` entries with
 `api: responses`. Stateless like a `store: false` call: it answers from the request alone. Also
-`POST /v1/responses/input_tokens`, which refuses what its params do not have, as OpenAI does."""
+`POST /v1/responses/input_tokens`, which refuses what its params do not have, as OpenAI does.
+
+Besides text and function calls (namespaced or not), a `Reply` can answer with a reasoning item
+(its summary, and its `encrypted_content` only when the request's `include` asks for
+`reasoning.encrypted_content`, as OpenAI does) and with whole items before the answer
+(`items_before`: reasoning items, hosted tools' calls such as `web_search_call`), streamed with
+their own events, so tests assert what the gateway passes through in both directions.
+`quote_tool_result` appends the last `function_call_output` the request carried to the text: the
+final answer of a tool round trip then shows that the tool's result really reached the upstream.
+"""
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tests.fakes.server import FakeServer, Recorded, Writer
@@ -22,14 +31,35 @@ class Reply(Pacing):
     text: str = "Hello from the fake Responses API."
     tool_calls: list[dict[str, str]] = field(default_factory=list)  # {"call_id", "name", "arguments", "namespace"?}
     # Whole output items sent before the answer, as a real upstream sends reasoning items and hosted
-    # tools' calls (e.g. {"type": "reasoning", "id": "rs_1", "encrypted_content": ...}).
+    # tools' calls (e.g. {"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {...}}).
     items_before: list[dict[str, Any]] = field(default_factory=list)
     incomplete_reason: str | None = None  # "max_output_tokens" | "content_filter"
     input_tokens: int = 21
     output_tokens: int = 6
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    # A reasoning item first in the output: its summary text, and the opaque state a stateless
+    # caller replays (sent only when the request includes "reasoning.encrypted_content").
+    reasoning_summary: str | None = None
+    encrypted_content: str | None = None
+    quote_tool_result: bool = False
 
+    @property
+    def reasons(self) -> bool:
+        return self.reasoning_summary is not None or self.encrypted_content is not None
+
+
+def last_tool_result(request: dict[str, Any]) -> str:
+    """The output of the last `function_call_output` item of a Responses request, as text."""
+    items = request.get("input")
+    outputs = [item.get("output") for item in items if item.get("type") == "function_call_output"] \
+        if isinstance(items, list) else []
+    if not outputs:
+        return ""
+    output = outputs[-1]
+    if isinstance(output, str):
+        return output
+    return "".join(part.get("text", "") for part in output or [] if isinstance(part, dict))
 
 
 class FakeOpenAIResponses(FakeServer):
@@ -56,6 +86,8 @@ class FakeOpenAIResponses(FakeServer):
                                                 "code": None}}, headers=step.headers)
             return
         request = recorded.json or {}
+        if step.quote_tool_result:
+            step = replace(step, text=step.text + last_tool_result(request))
         if request.get("stream"):
             write_frames(writer, self._frames(step, request), step)
         else:
@@ -81,10 +113,21 @@ class FakeOpenAIResponses(FakeServer):
         return {"id": "msg_up1", "type": "message", "role": "assistant", "status": "completed",
                 "content": [{"type": "output_text", "text": step.text, "annotations": []}]}
 
+    @staticmethod
+    def _reasoning(step: Reply, request: dict[str, Any]) -> dict[str, Any]:
+        item: dict[str, Any] = {"id": "rs_up1", "type": "reasoning", "summary": []}
+        if step.reasoning_summary:
+            item["summary"] = [{"type": "summary_text", "text": step.reasoning_summary}]
+        if step.encrypted_content and "reasoning.encrypted_content" in (request.get("include") or []):
+            item["encrypted_content"] = step.encrypted_content
+        return item
+
     def _response(self, step: Reply, request: dict[str, Any], *, done: bool) -> dict[str, Any]:
-        output: list[dict[str, Any]] = list(step.items_before) if done else []
-        output += [self._message(step)] if step.text and done else []
+        output: list[dict[str, Any]] = []
         if done:
+            output += [self._reasoning(step, request)] if step.reasons else []
+            output += [dict(item) for item in step.items_before]
+            output += [self._message(step)] if step.text else []
             output += [{"id": f"fc_up{i}", "type": "function_call", "status": "completed", **c}
                        for i, c in enumerate(step.tool_calls)]
         status = "in_progress" if not done else ("incomplete" if step.incomplete_reason else "completed")
@@ -102,17 +145,25 @@ class FakeOpenAIResponses(FakeServer):
         events: list[dict[str, Any]] = [{"type": "response.created",
                                          "response": self._response(step, request, done=False)}]
         index = 0
+        if step.reasons:
+            events += self._reasoning_events(self._reasoning(step, request), index)
+            index += 1
         for item in step.items_before:
-            events.append({"type": "response.output_item.added", "output_index": index, "item": item})
-            events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+            events += self._item_events(item, index)
             index += 1
         if step.text:
+            message = self._message(step)
+            part = message["content"][0]
+            where = {"item_id": "msg_up1", "output_index": index, "content_index": 0}
             events.append({"type": "response.output_item.added", "output_index": index,
-                           "item": {**self._message(step), "status": "in_progress", "content": []}})
+                           "item": {**message, "status": "in_progress", "content": []}})
+            events.append({"type": "response.content_part.added", **where, "part": {**part, "text": ""}})
             for word in step.text.split(" "):
-                events.append({"type": "response.output_text.delta", "item_id": "msg_up1", "output_index": index,
-                               "content_index": 0, "delta": word if word == step.text.split(" ")[0] else " " + word})
-            events.append({"type": "response.output_item.done", "output_index": index, "item": self._message(step)})
+                events.append({"type": "response.output_text.delta", **where,
+                               "delta": word if word == step.text.split(" ")[0] else " " + word})
+            events.append({"type": "response.output_text.done", **where, "text": step.text})
+            events.append({"type": "response.content_part.done", **where, "part": part})
+            events.append({"type": "response.output_item.done", "output_index": index, "item": message})
             index += 1
         for i, call in enumerate(step.tool_calls):
             item = {"id": f"fc_up{i}", "type": "function_call", "status": "in_progress", "call_id": call["call_id"],
@@ -121,7 +172,39 @@ class FakeOpenAIResponses(FakeServer):
             events.append({"type": "response.output_item.added", "output_index": index + i, "item": item})
             events.append({"type": "response.function_call_arguments.delta", "item_id": item["id"],
                            "output_index": index + i, "delta": call["arguments"]})
+            events.append({"type": "response.function_call_arguments.done", "item_id": item["id"],
+                           "output_index": index + i, "arguments": call["arguments"]})
+            events.append({"type": "response.output_item.done", "output_index": index + i,
+                           "item": {**item, "status": "completed", "arguments": call["arguments"]}})
         terminal = "response.incomplete" if step.incomplete_reason else "response.completed"
         events.append({"type": terminal, "response": self._response(step, request, done=True)})
         return [f"event: {e['type']}\ndata: {json.dumps({**e, 'sequence_number': n})}\n\n"
                 for n, e in enumerate(events)]
+
+    @staticmethod
+    def _reasoning_events(item: dict[str, Any], index: int) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = [{"type": "response.output_item.added", "output_index": index,
+                                         "item": {"id": item.get("id"), "type": "reasoning", "summary": []}}]
+        for n, part in enumerate(item.get("summary") or []):
+            where = {"item_id": item.get("id"), "output_index": index, "summary_index": n}
+            events.append({"type": "response.reasoning_summary_part.added", **where,
+                           "part": {"type": "summary_text", "text": ""}})
+            events.append({"type": "response.reasoning_summary_text.delta", **where, "delta": part["text"]})
+            events.append({"type": "response.reasoning_summary_text.done", **where, "text": part["text"]})
+            events.append({"type": "response.reasoning_summary_part.done", **where, "part": part})
+        events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+        return events
+
+    @classmethod
+    def _item_events(cls, item: dict[str, Any], index: int) -> list[dict[str, Any]]:
+        if item.get("type") == "reasoning":
+            return cls._reasoning_events(item, index)
+        events: list[dict[str, Any]] = [{"type": "response.output_item.added", "output_index": index,
+                                         "item": {**item, "status": "in_progress"} if "status" in item else item}]
+        # A search tool reports its progress in events named after its item type (web_search_call,
+        # file_search_call).
+        phases = ["in_progress", "searching", "completed"] if item.get("type", "").endswith("search_call") else []
+        events += [{"type": f"response.{item['type']}.{phase}", "item_id": item.get("id"), "output_index": index}
+                   for phase in phases]
+        events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+        return events

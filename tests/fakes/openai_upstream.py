@@ -3,13 +3,16 @@
 Script it per test with `Reply` (text, tool calls, usage, pacing, a cut mid-stream), `Fail`
 (an error status with OpenAI's error body) or `Raw` (arbitrary bytes, for malformed answers).
 Every request is recorded, so tests assert what the gateway sent upstream.
+`quote_tool_result` appends the content of the last `tool` message the request carried to the
+text: the final answer of a tool round trip then shows that the tool's result reached the upstream.
+For structured output, script the JSON the requested `response_format` schema describes as the text.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tests.fakes.server import FakeServer, Recorded, Writer
@@ -31,6 +34,7 @@ class Reply(Pacing):
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     send_usage: bool = True
+    quote_tool_result: bool = False
 
     def stream_chunks(self) -> list[str]:
         if self.chunks is not None:
@@ -54,6 +58,15 @@ class Reply(Pacing):
         }
 
 
+def last_tool_result(request: dict[str, Any]) -> str:
+    """The content of the last `tool` message of a Chat Completions request, as text."""
+    results = [m.get("content") for m in request.get("messages") or [] if m.get("role") == "tool"]
+    if not results:
+        return ""
+    content = results[-1]
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content or [] if isinstance(part, dict))
 
 
 class FakeOpenAI(FakeServer):
@@ -78,6 +91,8 @@ class FakeOpenAI(FakeServer):
             write_raw(writer, step)
             return
         request = recorded.json or {}
+        if step.quote_tool_result:
+            step = replace(step, text=step.text + last_tool_result(request))
         if request.get("stream"):
             self._stream(step, request, writer)
         else:
