@@ -49,8 +49,11 @@ def canonical_item(item: Any) -> dict[str, Any]:
         return {"id": item.id or new_id("msg"), "type": "message", "role": item.role,
                 "status": "completed", "content": parts}
     if isinstance(item, FunctionCallItem):
-        return {"id": item.id or new_id("fc"), "type": "function_call", "call_id": item.call_id,
+        call = {"id": item.id or new_id("fc"), "type": "function_call", "call_id": item.call_id,
                 "name": item.name, "arguments": item.arguments, "status": "completed"}
+        if item.namespace:
+            call["namespace"] = item.namespace  # which tool it calls: `lookup` in `crm`, not a `lookup`
+        return call
     if isinstance(item, FunctionCallOutputItem):
         return {"id": item.id or new_id("fco"), "type": "function_call_output", "call_id": item.call_id,
                 "output": _tool_output(item.output), "status": "completed"}

@@ -122,6 +122,7 @@ class FunctionCallItem(_Strict):
     arguments: str
     id: ItemId = None
     status: str | None = None
+    namespace: str | None = Field(default=None, min_length=1, max_length=128)  # a `namespace` tool's call
 
     @field_validator("arguments")
     @classmethod

@@ -39,7 +39,7 @@ from responses_app.providers.base import (
     ToolCallDelta,
     Usage,
 )
-from responses_app.providers.tooling import Toolset, history_call, tool_call, unsupported
+from responses_app.providers.tooling import Toolset, history_call, live_web_search, tool_call, unsupported
 from responses_app.providers.translate import (
     arguments_object,
     merge_turn,
@@ -153,7 +153,7 @@ def build_payload(request: ProviderRequest, *, stream: bool, provider: str = "an
     toolset = Toolset.of(request.tools)
     fmt = request.text_format or {}
     structured = fmt.get("type") in ("json_schema", "json_object")
-    web = [tool for tool in toolset.hosted if tool.get("type") in ("web_search", "web_search_preview")]
+    web = [tool for tool in toolset.hosted if live_web_search(tool)]
     unsupported(request, provider, unsupported_tools, [tool for tool in toolset.hosted if tool not in web])
     payload: dict[str, Any] = {
         "model": request.model,
@@ -273,6 +273,7 @@ class AnthropicProvider(Provider):
         usage: dict[str, Any] = {}
         stop_reason: str | None = None
         answer_blocks: set[int] = set()  # indexes of the structured-output tool's blocks: answer text
+        call_blocks: set[int] = set()  # indexes of client tool calls (not server tools Anthropic runs itself)
         called = False
         for _name, data in http.sse_events(self.key, response):
             event = http.parse_data(self.key, data)
@@ -289,6 +290,7 @@ class AnthropicProvider(Provider):
                     answer_blocks.add(index)
                 elif block.get("type") == "tool_use":
                     called = True
+                    call_blocks.add(index)
                     yield tool_call(toolset, index, block.get("id"), block.get("name"), "")
                 elif block.get("type") == "text" and block.get("text"):
                     yield TextDelta(block["text"])
@@ -300,8 +302,9 @@ class AnthropicProvider(Provider):
                 elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
                     if index in answer_blocks:
                         yield TextDelta(delta["partial_json"])  # the JSON answer, as it is written
-                    else:
+                    elif index in call_blocks:
                         yield ToolCallDelta(index, arguments=delta["partial_json"])
+                    # else: a `server_tool_use` (web search Anthropic runs itself): not the client's to run
             elif kind == "message_delta":
                 stop_reason = (event.get("delta") or {}).get("stop_reason") or stop_reason
                 # output_tokens is cumulative; input and cache counts may be restated here.

@@ -35,7 +35,7 @@ from responses_app.providers.base import (
     TextDelta,
     Usage,
 )
-from responses_app.providers.tooling import Toolset, history_call, tool_call, unsupported
+from responses_app.providers.tooling import Toolset, history_call, live_web_search, tool_call, unsupported
 from responses_app.providers.translate import (
     arguments_object,
     guess_media_type,
@@ -118,7 +118,7 @@ def _tool_config(request: ProviderRequest, toolset: Toolset) -> dict[str, Any] |
 def build_payload(request: ProviderRequest, *, provider: str = "google",
                   unsupported_tools: str = "drop") -> dict[str, Any]:
     toolset = Toolset.of(request.tools)
-    search = [tool for tool in toolset.hosted if tool.get("type") in ("web_search", "web_search_preview")]
+    search = [tool for tool in toolset.hosted if live_web_search(tool)]
     unsupported(request, provider, unsupported_tools, [tool for tool in toolset.hosted if tool not in search])
     payload: dict[str, Any] = {"contents": to_contents(request.items)}
     if system := system_text(request.instructions, request.items):

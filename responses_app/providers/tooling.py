@@ -120,6 +120,13 @@ def history_call(item: dict[str, Any]) -> tuple[str, str]:
     return upstream_name(item["name"], item.get("namespace")), item["arguments"]
 
 
+def live_web_search(tool: dict[str, Any]) -> bool:
+    """A web search tool that Anthropic's or Gemini's own (live, billed per use) search can stand
+    for. `external_web_access: false` asks for cached results only (Codex's default), which neither
+    offers: that tool is left to the `unsupported_tools` policy rather than turned into live search."""
+    return tool.get("type") in ("web_search", "web_search_preview") and tool.get("external_web_access") is not False
+
+
 def unsupported(request: ProviderRequest, provider: str, policy: str, tools: list[dict[str, Any]]) -> None:
     """Apply an entry's `unsupported_tools` policy to hosted tools it has no equivalent for."""
     if not tools:

@@ -188,8 +188,8 @@ def test_the_responses_upstream_gets_codex_request_as_sent(codex: Codex, upstrea
 @pytest.mark.parametrize("kind", ["chat", "anthropic"])
 def test_other_upstreams_get_codex_tools_as_plain_functions(codex: Codex, upstreams: Upstreams, kind: str) -> None:
     """Chat Completions and Anthropic have no namespaces: the namespace's functions are sent as
-    functions of their own, under names both APIs accept; hosted web search is dropped or mapped to
-    the upstream's own; Codex's client_metadata is not sent (Anthropic refuses unknown fields)."""
+    functions of their own, under names both APIs accept; Codex's cached-only web search is not
+    turned into the upstream's live search; Codex's client_metadata is not sent (Anthropic refuses unknown fields)."""
     fake = upstreams.of(kind)
     run = codex(kind, "say hi")
     assert run.returncode == 0, _failure(run, fake.requests)
@@ -275,9 +275,10 @@ def test_a_namespaced_tool_call_round_trip(codex: Codex, gateway: GatewayProcess
 
 
 def test_an_anthropic_server_web_search_is_no_tool_call_for_codex(codex: Codex, upstreams: Upstreams) -> None:
-    """The gateway offers Anthropic its own web search for Codex's `web_search`. When Anthropic runs
-    it, the answer streams `server_tool_use` (with `input_json_delta`s, like a client tool) and
-    `web_search_tool_result` blocks before the text: none of that is a call Codex must make."""
+    """Codex's default `web_search` (cached only) is not turned into Anthropic's live search, but a
+    client asking for live search gets it; when Anthropic runs a search, the answer streams
+    `server_tool_use` (with `input_json_delta`s, like a client tool) and `web_search_tool_result`
+    blocks before the text: none of that is a call Codex must make."""
     upstreams.anthropic.script(anth.Reply(text="The docs say hello.", server_blocks=[
         {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "gateway docs"}},
         {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [

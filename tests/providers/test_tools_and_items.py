@@ -16,7 +16,7 @@ from tests.fakes import anthropic_upstream as anth
 from tests.fakes import gemini_upstream as gem
 from tests.fakes import openai_responses_upstream as resp
 from tests.fakes import openai_upstream as chat
-from tests.providers.harness import Fakes, final_response, providers_config
+from tests.providers.harness import Fakes, final_response, output_text, providers_config
 
 NAMESPACE = {"type": "namespace", "name": "crm", "description": "Customer records.", "tools": [
     {"type": "function", "name": "lookup", "description": "Find a customer.", "strict": False,
@@ -229,3 +229,41 @@ def test_item_references_are_resolved_from_the_chain_and_unknown_ones_refused(ap
     assert refused.status_code == 400
     assert (refused.json()["error"]["code"], refused.json()["error"]["param"]) == ("item_not_found", "input[0]")
     assert len(fakes.responses.requests) == calls
+
+
+def test_cached_only_web_search_is_not_turned_into_live_search(api: ApiClient, fakes: Fakes):
+    """Codex sends `web_search` with `external_web_access: false` (cached results only): Anthropic's and
+    Gemini's searches are live and billed per use, so that tool is dropped by policy, not mapped."""
+    cached = {"type": "web_search", "external_web_access": False}
+    fakes.anthropic.script(anth.Reply(text="ok"))
+    response = api.post("/v1/responses", {"model": "claude", "input": "x", "tools": [cached, FUNCTION]})
+    assert [t["name"] for t in fakes.anthropic.last.json["tools"]] == ["get_weather"]
+    assert response["X-Gateway-Dropped-Tools"] == "web_search"
+    fakes.gemini.script(gem.Reply(text="ok"))
+    api.post("/v1/responses", {"model": "gemini", "input": "x", "tools": [cached]})
+    assert "tools" not in fakes.gemini.last.json
+
+
+def test_a_replayed_namespaced_call_keeps_its_namespace(api: ApiClient, fakes: Fakes):
+    call = {"type": "function_call", "call_id": "call_ns", "name": "lookup", "namespace": "crm", "arguments": "{}"}
+    history = [{"role": "user", "content": "find a@b.c"}, call,
+               {"type": "function_call_output", "call_id": "call_ns", "output": "found"}]
+    fakes.responses.script(resp.Reply(text="ok"))
+    api.post("/v1/responses", {"model": "responses-model", "input": history, "tools": [NAMESPACE]})
+    [sent] = [i for i in fakes.responses.last.json["input"] if i.get("type") == "function_call"]
+    assert (sent["name"], sent["namespace"]) == ("lookup", "crm")
+    fakes.chat.script(chat.Reply(text="ok"))
+    api.post("/v1/responses", {"model": "chat-model", "input": history, "tools": [NAMESPACE]})
+    [assistant] = [m for m in fakes.chat.last.json["messages"] if m.get("tool_calls")]
+    assert assistant["tool_calls"][0]["function"]["name"] == "crm__lookup"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_search_anthropic_runs_itself_is_no_call_for_the_client(api: ApiClient, fakes: Fakes, stream: bool):
+    fakes.anthropic.script(anth.Reply(text="The docs say hello.", server_blocks=[
+        {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "gateway docs"}},
+        {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []}]))
+    body = final_response(api.post("/v1/responses", {"model": "claude", "input": "search", "stream": stream,
+                                                     "tools": [WEB_SEARCH]}), stream)
+    assert [item["type"] for item in body["output"]] == ["message"]
+    assert output_text(body) == "The docs say hello."
