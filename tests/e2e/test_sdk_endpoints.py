@@ -143,3 +143,28 @@ def test_a_running_stream_is_followed_to_its_end_from_another_connection(client,
     assert followed[-1].response.output_text == " ".join(words) == drained[-1].response.output_text
     assert _wire(followed[-1].response) == _wire(drained[-1].response)
     assert time.monotonic() - started > 1.0  # it waited for the live turn, not a snapshot
+
+
+class Trip(BaseModel):
+    city: str
+    days: int
+
+
+def test_parse_works_on_an_anthropic_model(client, upstreams):
+    """responses.parse(text_format=...) sends a strict json_schema; Anthropic answers through the
+    gateway's forced output tool, and the SDK gets a message it parses into the model."""
+    from tests.fakes.anthropic_upstream import Reply as AnthropicReply
+
+    anthropic = upstreams[1]
+    for stream in (False, True):
+        anthropic.script(AnthropicReply(text="", tool_calls=[
+            {"id": "toolu_1", "name": "gateway_structured_output", "input": {"city": "Lisbon", "days": 4}}]))
+        if stream:
+            with client.responses.stream(model="claude", input="Plan a trip", text_format=Trip) as events:
+                parsed = events.get_final_response().output_parsed
+        else:
+            parsed = client.responses.parse(model="claude", input="Plan a trip", text_format=Trip).output_parsed
+        assert parsed == Trip(city="Lisbon", days=4)
+        sent = anthropic.requests[-1].json
+        assert sent["tool_choice"] == {"type": "tool", "name": "gateway_structured_output"}
+        assert sent["tools"][0]["input_schema"]["required"] == ["city", "days"]
