@@ -9,6 +9,15 @@ Translation down: Gemini's function calls often carry no id, so the gateway mint
 (`call_…`). Every streamed `data:` line is a whole `GenerateContentResponse`; usage and the
 finish reason come on the last one. Thinking tokens are reasoning tokens, counted as output.
 
+Thought signatures: a thinking model signs its function calls (`thoughtSignature` on the part),
+and Gemini 3 refuses a history whose function calls come back unsigned. The signature is passed
+on as a `reasoning` item just before the call, its `encrypted_content` the signature behind the
+prefix `SIGNATURE_PREFIX`; clients keep reasoning items (the chain stores them; Codex and the
+Agents SDK replay them), and on the way up the signature is put back on the call that follows
+it. Other providers never see such an item (providers.openai_responses drops it). A call that has
+no signature (made by another model, or replayed without its reasoning item) gets Google's
+documented placeholder for Gemini 3 and later models, which would refuse it otherwise.
+
 Tools (providers.tooling): function, custom and namespaced tools become function declarations;
 the hosted `web_search` becomes Gemini's Google Search grounding (`google_search`); other hosted
 tools follow the entry's `unsupported_tools` policy.
@@ -17,6 +26,7 @@ tools follow the entry's `unsupported_tools` policy.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +39,7 @@ from responses_app.providers.base import (
     Event,
     Finish,
     FinishReason,
+    OutputItem,
     Provider,
     ProviderError,
     ProviderRequest,
@@ -66,6 +77,12 @@ def _user_part(part: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+# Marks a reasoning item that carries a Gemini thought signature (see the module docstring).
+SIGNATURE_PREFIX = "gemini-thought-signature:"
+# Google's documented stand-in for a signature a replayed function call never had.
+UNSIGNED = "skip_thought_signature_validator"
+
+
 def _function_response(output: Any) -> dict[str, Any]:
     text = output_text(output)
     # Gemini wants an object; a tool that already answered with a JSON object is passed as is.
@@ -76,12 +93,28 @@ def _function_response(output: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"output": text}
 
 
-def to_contents(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def signature_of(item: dict[str, Any]) -> str | None:
+    """The Gemini thought signature a reasoning item carries, if it is one of ours."""
+    content = item.get("encrypted_content")
+    if item.get("type") == "reasoning" and isinstance(content, str) and content.startswith(SIGNATURE_PREFIX):
+        return content[len(SIGNATURE_PREFIX):]
+    return None
+
+
+def signature_item(signature: str) -> dict[str, Any]:
+    return {"id": new_id("rs"), "type": "reasoning", "summary": [], "encrypted_content": SIGNATURE_PREFIX + signature}
+
+
+def to_contents(items: list[dict[str, Any]], *, sign_calls: bool = False) -> list[dict[str, Any]]:
     names = {item["call_id"]: history_call(item)[0] for item in items
              if item.get("type") in ("function_call", "custom_tool_call")}
     contents: list[dict[str, Any]] = []
+    signature: str | None = None  # for the next function call
     for item in items:
         kind = item.get("type")
+        if kind == "reasoning":
+            signature = signature_of(item)
+            continue
         if kind == "message":
             role = item["role"]
             if role in ("system", "developer"):
@@ -94,7 +127,10 @@ def to_contents(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 merge_turn(contents, "user", parts, key="parts")
         elif kind in ("function_call", "custom_tool_call"):
             name, arguments = history_call(item)
-            part = {"functionCall": {"name": name, "args": arguments_object(arguments)}}
+            part: dict[str, Any] = {"functionCall": {"name": name, "args": arguments_object(arguments)}}
+            if signature is not None:
+                part["thoughtSignature"] = signature
+                signature = None
             merge_turn(contents, "model", [part], key="parts")
         elif kind in ("function_call_output", "custom_tool_call_output"):
             called = names.get(item["call_id"])
@@ -103,7 +139,27 @@ def to_contents(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                     "function_call_output; Gemini needs the function's name.")
             part = {"functionResponse": {"name": called, "response": _function_response(item["output"])}}
             merge_turn(contents, "user", [part], key="parts")
+    if sign_calls:
+        _sign_unsigned_calls(contents)
     return contents
+
+
+def _sign_unsigned_calls(contents: list[dict[str, Any]]) -> None:
+    """Gemini 3 refuses a model turn whose (first) function call has no signature. Calls that never
+    had one (made by another model, or replayed by a client that dropped reasoning items) get the
+    placeholder Google documents for that case."""
+    for content in contents:
+        if content["role"] != "model":
+            continue
+        calls = [part for part in content["parts"] if "functionCall" in part]
+        if calls and not calls[0].get("thoughtSignature"):
+            calls[0]["thoughtSignature"] = UNSIGNED
+
+
+def needs_signatures(model: str) -> bool:
+    """Gemini 3 and later validate thought signatures on replayed function calls."""
+    match = re.match(r"(?:models/)?gemini-(\d+)", model)
+    return match is not None and int(match.group(1)) >= 3
 
 
 def _tool_config(request: ProviderRequest, toolset: Toolset) -> dict[str, Any] | None:
@@ -120,7 +176,7 @@ def build_payload(request: ProviderRequest, *, provider: str = "google",
     toolset = Toolset.of(request.tools)
     search = [tool for tool in toolset.hosted if live_web_search(tool)]
     unsupported(request, provider, unsupported_tools, [tool for tool in toolset.hosted if tool not in search])
-    payload: dict[str, Any] = {"contents": to_contents(request.items)}
+    payload: dict[str, Any] = {"contents": to_contents(request.items, sign_calls=needs_signatures(request.model))}
     if system := system_text(request.instructions, request.items):
         payload["systemInstruction"] = {"parts": [{"text": system}]}
     config: dict[str, Any] = {}
@@ -196,6 +252,8 @@ class _Answer:
                 if part.get("text"):
                     yield TextDelta(part["text"])
                 elif "functionCall" in part:
+                    if part.get("thoughtSignature"):
+                        yield OutputItem(signature_item(part["thoughtSignature"]))
                     call = part["functionCall"] or {}
                     yield tool_call(self.toolset, self.calls, call.get("id") or new_id("call"), call.get("name"),
                                     json.dumps(call.get("args") or {}))

@@ -32,6 +32,7 @@ from responses_app.providers.base import (
     ToolCallDelta,
     Usage,
 )
+from responses_app.providers.google import signature_of
 from responses_app.providers.openai_chat import OpenAICompatibleProvider
 
 # The item types whose ids and statuses the gateway may have minted (responses_app.items): those
@@ -41,8 +42,8 @@ _GATEWAY_BUILT = {"message", "function_call", "function_call_output", "custom_to
 
 def _input_item(item: dict[str, Any]) -> dict[str, Any] | None:
     kind = item.get("type")
-    if kind == "reasoning" and not item.get("encrypted_content"):
-        return None
+    if kind == "reasoning" and (not item.get("encrypted_content") or signature_of(item) is not None):
+        return None  # nothing to replay, or a Gemini thought signature that OpenAI could not read
     if kind not in _GATEWAY_BUILT:
         return item
     out = {k: v for k, v in item.items() if k not in ("id", "status")}

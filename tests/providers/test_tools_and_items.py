@@ -267,3 +267,83 @@ def test_a_search_anthropic_runs_itself_is_no_call_for_the_client(api: ApiClient
                                                      "tools": [WEB_SEARCH]}), stream)
     assert [item["type"] for item in body["output"]] == ["message"]
     assert output_text(body) == "The docs say hello."
+
+
+# A valid value for every field of the pinned SDK's ResponseCreateParams. When an SDK upgrade adds a
+# field, the first assertion below names it: add it here and see that it is accepted.
+EVERY_PARAMETER: dict[str, Any] = {
+    "model": "responses-model", "input": "hi", "instructions": "Be brief.", "previous_response_id": None,
+    "store": True, "background": False, "background_options": {"completion_window": "soonest"},
+    "access_programs": {"cyber": "standard"}, "context_management": [{"type": "compaction", "compact_threshold": 1000}],
+    "image": {"context_compression": "auto"}, "include": ["reasoning.encrypted_content"], "max_output_tokens": 500,
+    "max_tool_calls": 3, "metadata": {"k": "v"}, "moderation": {"model": "omni-moderation-latest"},
+    "parallel_tool_calls": True, "prompt": {"id": "pmpt_1", "version": "2"}, "prompt_cache_key": "key",
+    "prompt_cache_options": {"mode": "implicit"}, "prompt_cache_retention": "24h",
+    "reasoning": {"effort": "low", "summary": "auto"}, "safety_identifier": "user-hash", "service_tier": "auto",
+    "stream_options": {"include_obfuscation": False}, "temperature": 0.5, "text": {"verbosity": "low"},
+    "tool_choice": "auto", "tools": [FUNCTION], "top_logprobs": 2, "top_p": 0.9, "truncation": "auto",
+    "user": "u1",
+}
+# `conversation` is the one field refused (400 unsupported_parameter): the Conversations API is not
+# served yet, and silently ignoring it would answer without the conversation the client named.
+REFUSED = {"conversation"}
+
+
+@pytest.mark.parametrize("model", ["responses-model", "chat-model"])
+def test_every_parameter_of_the_sdk_is_accepted(api: ApiClient, fakes: Fakes, model: str):
+    from openai.types.responses.response_create_params import ResponseCreateParamsBase
+
+    assert set(ResponseCreateParamsBase.__annotations__) - REFUSED == set(EVERY_PARAMETER)
+    fakes.responses.script(resp.Reply(text="ok"))
+    fakes.chat.script(chat.Reply(text="ok"))
+    response = api.post("/v1/responses", {**EVERY_PARAMETER, "model": model})
+    assert response.status_code == 200, response.content
+    if model == "responses-model":
+        sent = fakes.responses.last.json
+        for name in ("include", "max_tool_calls", "prompt", "prompt_cache_key", "reasoning", "service_tier",
+                     "truncation", "context_management", "moderation", "top_logprobs", "safety_identifier"):
+            assert sent[name] == EVERY_PARAMETER[name], name
+    refused = api.post("/v1/responses", {**EVERY_PARAMETER, "model": model, "conversation": "conv_1"})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "unsupported_parameter")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_gemini_thought_signatures_go_back_on_the_calls_they_signed(api: ApiClient, fakes: Fakes, stream: bool):
+    fakes.gemini.script(gem.Reply(text="", thought_signature="c2lnLTE=", function_calls=[
+        {"name": "get_weather", "args": {}}, {"name": "get_weather", "args": {"again": True}}]))
+    body = final_response(api.post("/v1/responses", {"model": "gemini", "input": "weather?", "tools": [FUNCTION],
+                                                     "stream": stream}), stream)
+    reasoning, first, second = body["output"]
+    assert reasoning == {"id": reasoning["id"], "type": "reasoning", "summary": [],
+                         "encrypted_content": "gemini-thought-signature:c2lnLTE="}
+    assert (first["type"], second["type"]) == ("function_call", "function_call")
+
+    # Chained, and as a client replays the whole history (Codex, the Agents SDK): signed again.
+    outputs = [{"type": "function_call_output", "call_id": call["call_id"], "output": "sunny"}
+               for call in (first, second)]
+    for follow in ({"previous_response_id": body["id"], "input": outputs},
+                   {"input": [{"role": "user", "content": "weather?"}, *body["output"], *outputs]}):
+        fakes.gemini.script(gem.Reply(text="Sunny."))
+        assert api.post("/v1/responses", {"model": "gemini", "tools": [FUNCTION], **follow}).status_code == 200
+        [model_turn] = [c for c in fakes.gemini.last.json["contents"] if c["role"] == "model"]
+        assert [p.get("thoughtSignature") for p in model_turn["parts"]] == ["c2lnLTE=", None]
+
+    # A Responses-native upstream never gets Gemini's signature (OpenAI could not read it).
+    fakes.responses.script(resp.Reply(text="ok"))
+    api.post("/v1/responses", {"model": "responses-model", "previous_response_id": body["id"], "input": outputs})
+    assert "gemini-thought-signature" not in json.dumps(fakes.responses.last.json)
+
+
+def test_gemini_3_gets_a_placeholder_for_calls_that_were_never_signed(db: None, settings: Any, fakes: Fakes):
+    settings.GATEWAY = providers_config(fakes, models=[
+        {"name": "gemini-3", "provider": "google", "provider_model_id": "gemini-3-pro-preview"},
+        {"name": "gemini-2", "provider": "google", "provider_model_id": "gemini-2.5-flash"}])
+    history = [{"role": "user", "content": "weather?"},
+               {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{}"},
+               {"type": "function_call_output", "call_id": "call_1", "output": "sunny"}]
+    for model, expected in (("gemini-3", "skip_thought_signature_validator"), ("gemini-2", None)):
+        fakes.gemini.script(gem.Reply(text="Sunny."))
+        response = ApiClient().post("/v1/responses", {"model": model, "input": history, "tools": [FUNCTION]})
+        assert response.status_code == 200
+        [model_turn] = [c for c in fakes.gemini.last.json["contents"] if c["role"] == "model"]
+        assert model_turn["parts"][0].get("thoughtSignature") == expected
