@@ -59,6 +59,29 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class WebSocketConfig(_Section):
+    """The WebSocket mode on /v1/responses (docs/api.md#websocket-mode)."""
+
+    enabled: bool = True
+    # Largest client message; a larger one closes the connection with 1009. Default: the body limit.
+    max_message_size: int | None = Field(default=None, gt=0)
+    # A connection with no message and no running response for this long is closed (1001).
+    idle_timeout: Duration = Field(default=300.0, gt=0)
+    # Ping a silent client after ping_interval; no pong within ping_timeout closes it (1011).
+    ping_interval: Duration = Field(default=20.0, gt=0)
+    ping_timeout: Duration = Field(default=20.0, gt=0)
+    # A client that reads nothing for this long while events wait for it is disconnected.
+    write_timeout: Duration = Field(default=30.0, gt=0)
+    # OpenAI's limit: after this a connection takes no new response and closes once idle.
+    max_connection_age: Duration = Field(default=3600.0, gt=0)
+
+    @field_validator("idle_timeout", "ping_interval", "ping_timeout", "write_timeout", "max_connection_age",
+                     mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
 class ServerConfig(_Section):
     address: str = ":8080"
     max_request_body_size: int = Field(default=10 * 1024 * 1024, gt=0)
@@ -68,6 +91,7 @@ class ServerConfig(_Section):
     # A stream that has sent nothing for this long gets an SSE comment, so proxies and load
     # balancers with idle timeouts (often 60 s) do not cut a model that is still thinking. 0: off.
     sse_keepalive: Duration = 15.0
+    websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)
 
     @field_validator("turn_timeout", "sse_keepalive", mode="before")
     @classmethod

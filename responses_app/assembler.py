@@ -165,14 +165,36 @@ class OutputAssembler:
         return [*events, {"type": "response.output_item.added", "output_index": output_index, "item": item},
                 {"type": "response.output_item.done", "output_index": output_index, "item": item}]
 
+    def at_boundary(self, event: Event) -> bool:
+        """Whether the answer can end cleanly before `event`: nothing has been said yet, or `event`
+        begins a new item after nothing but messages (a steered response ends here, and a response
+        with a client tool call must not end without it)."""
+        if not isinstance(event, (TextDelta, RefusalDelta, ToolCallDelta, OutputItem)):
+            return False
+        if not self.output:
+            return True
+        if any(item["type"] != "message" for item in self.output):
+            return False
+        if isinstance(event, ToolCallDelta):
+            return event.index not in self._calls
+        return isinstance(event, OutputItem)
+
+    def end_steered(self) -> list[StreamEvent]:
+        """End at a boundary for steering: what was said is complete; the response is `incomplete`
+        with reason `steered`."""
+        self.finish_reason = "steered"
+        return self._close_message("completed")
+
     # --- ending ----------------------------------------------------------------------------
 
     @property
     def status(self) -> str:
-        return "incomplete" if self.finish_reason in ("length", "content_filter") else "completed"
+        return "incomplete" if self.finish_reason in ("length", "content_filter", "steered") else "completed"
 
     @property
     def incomplete_details(self) -> dict[str, str] | None:
+        if self.finish_reason == "steered":
+            return {"reason": "steered"}
         if self.finish_reason == "length":
             return {"reason": "max_output_tokens"}
         if self.finish_reason == "content_filter":

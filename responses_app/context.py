@@ -21,6 +21,7 @@ from responses_app.cancellation import CancelToken
 if TYPE_CHECKING:
     from gateway_project.middleware.ratelimit import RateGate, Ticket
     from identity_app.identity import Identity
+    from responses_app.connection_cache import ConnectionCache
 
 
 @dataclass
@@ -38,6 +39,8 @@ class TurnContext:
     # The rate limiter's gate for this request (None when limits are off) and, once admitted, its ticket.
     gate: RateGate | None = None
     ticket: Ticket | None = None
+    # A WebSocket connection's unstored responses, which `previous_response_id` may also name.
+    connection_cache: ConnectionCache | None = None
 
     @classmethod
     def for_request(cls, request: HttpRequest) -> TurnContext:

@@ -16,7 +16,7 @@ notices it where it waits on the upstream (providers/guard.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -61,8 +61,19 @@ class Turn:
     # Written `in_progress` (a stream): settled in place. Otherwise written whole when it settles.
     announced: bool = False
     settled: bool = False
+    # How it ended: completed | incomplete | failed | cancelled ('' while it runs; failed when discarded).
+    final_status: str = ""
     _opening: OpenTurn | None = None
     _upstream_request: ProviderRequest | None = None
+
+    @property
+    def steered(self) -> bool:
+        """Ended at a boundary to take queued steering input (responses_app.steering)."""
+        return self.assembler.finish_reason == "steered"
+
+    @property
+    def compacts_automatically(self) -> bool:
+        return bool(self.request.passthrough.get("context_management"))
 
     def provider_request(self) -> ProviderRequest:
         if self._upstream_request is None:
@@ -116,10 +127,10 @@ class Turn:
         self._opening = OpenTurn(
             response_id=self.response_id, owner=self.ctx.owner, model=self.request.model,
             provider=self.route.provider.key, created_at=self.created_at, instructions=self.request.instructions,
-            settings=stored_settings, input_items=self.input_items, worker=worker_lifecycle.lease_id())
+            settings=stored_settings, input_items=self._stored_input(), worker=worker_lifecycle.lease_id())
         try:
             if announced:
-                self.conversation_id = store.open_turn(self._opening, parent=self.chain)
+                self.conversation_id = store.open_turn(self._opening, parent=self._stored_parent)
                 self.announced = True
             else:
                 store.check_available()
@@ -138,6 +149,7 @@ class Turn:
         if self.settled:
             return True
         self.settled = True
+        self.final_status = status
         self._close()
         assembler = self.assembler
         usage = _usage(assembler)
@@ -153,7 +165,7 @@ class Turn:
             message_count=(len(self.chain.items) if self.chain else 0) + len(self.input_items) + len(assembler.output),
         )
         write = (partial(store.finish_turn, settlement) if self.announced
-                 else partial(store.save_turn, self._opening, settlement, parent=self.chain))
+                 else partial(store.save_turn, self._opening, settlement, parent=self._stored_parent))
         try:
             write()
             return True
@@ -167,17 +179,39 @@ class Turn:
         finally:
             release_connection()
 
+    @property
+    def _stored_parent(self) -> Chain | None:
+        """The stored response this one follows; None for a chain's first, and for one that follows
+        an unstored response of its WebSocket connection (responses_app.connection_cache)."""
+        return self.chain if self.chain is not None and self.chain.conversation_id else None
+
+    def _stored_input(self) -> list[dict[str, Any]]:
+        # After an unstored predecessor, the stored turn starts a chain of its own and holds the
+        # whole context it was given, so it can be continued over HTTP like any stored response.
+        if self.chain is not None and not self.chain.conversation_id:
+            return self.chain.items + self.input_items
+        return self.input_items
+
+    def context_after(self) -> Chain:
+        """Everything said up to the end of this turn, as a WebSocket connection keeps it."""
+        history = self.chain.items if self.chain else []
+        return Chain(self.response_id, self.conversation_id if self.request.store else "",
+                     (self.chain.depth + 1) if self.chain else 0,
+                     history + self.input_items + self.assembler.output)
+
     def discard(self) -> None:
         """The upstream failed before the client heard of this turn: remove it if it was written
         (the client gets an error status)."""
         if self.settled:
             return
         self.settled = True
+        self.final_status = "failed"
         self._close()
         if not self.announced:
             return
         try:
-            store.discard_turn(self.response_id, self.conversation_id, new_conversation=self.chain is None)
+            store.discard_turn(self.response_id, self.conversation_id,
+                               new_conversation=self._stored_parent is None)
         except DatabaseError:
             logger.warning("could not discard response %s", self.response_id, exc_info=True)
             worker_lifecycle.defer(partial(store.finish_turn, Settlement(
@@ -215,10 +249,7 @@ def start_turn(ctx: TurnContext, request: CreateResponseRequest, *, body_bytes: 
     ctx.admit(body_bytes=body_bytes, max_output_tokens=request.max_output_tokens)
     chain = None
     if request.previous_response_id:
-        try:
-            chain = store.get_chain(request.previous_response_id, ctx.owner)
-        finally:
-            release_connection()
+        chain = _previous(ctx, request.previous_response_id)
         if chain is None:
             raise invalid_request(f"Previous response with id '{request.previous_response_id}' not found.",
                                   param="previous_response_id", code="previous_response_not_found")
@@ -242,6 +273,19 @@ def start_turn(ctx: TurnContext, request: CreateResponseRequest, *, body_bytes: 
     # A stream's or a background turn's id reaches the client before the turn ends.
     turn.open(announced=request.stream or bool(request.background))
     return turn
+
+
+def _previous(ctx: TurnContext, response_id: str) -> Chain | None:
+    """The chain `previous_response_id` names: an unstored response of this WebSocket connection,
+    or a stored one of this owner."""
+    if ctx.connection_cache is not None:
+        cached = ctx.connection_cache.get(response_id)
+        if cached is not None:
+            return cached
+    try:
+        return store.get_chain(response_id, ctx.owner)
+    finally:
+        release_connection()
 
 
 def _api_error(error: ProviderError) -> ApiError:
@@ -299,8 +343,15 @@ def respond_json(turn: Turn) -> dict[str, Any]:
 # --- SSE --------------------------------------------------------------------------------------
 
 def respond_stream(turn: Turn) -> Iterator[str]:
+    """The stream as SSE frames (see open_stream)."""
+    return _frames(open_stream(turn))
+
+
+def open_stream(turn: Turn, steer: Callable[[], bool] | None = None) -> Iterator[dict[str, Any] | None]:
     """Wait for the upstream's first event (or its first heartbeat) so that a failure before it is
-    still an HTTP status (retries and fallbacks happen there), then return the frames."""
+    still an error status (retries and fallbacks happen there), then return the stream's events.
+    `steer` (WebSocket mode) is asked at each safe output boundary whether to end the response
+    there for steering (responses_app.steering)."""
     events = turn.route.provider.stream(turn.provider_request())
     try:
         first = next(events, None)
@@ -316,16 +367,20 @@ def respond_stream(turn: Turn) -> Iterator[str]:
         events.close()  # type: ignore[attr-defined]
         turn.discard()
         raise
-    return _frames(turn, first, events)
+    return turn_events(turn, first, events, steer)
 
 
-def _frames(turn: Turn, first: Event | None, events: Iterator[Event]) -> Iterator[str]:
+def _frames(events: Iterator[dict[str, Any] | None]) -> Iterator[str]:
     sse = SseEncoder()
-    for event in turn_events(turn, first, events):
-        yield sse.comment("keep-alive") if event is None else sse.frame(event)
+    try:
+        for event in events:
+            yield sse.comment("keep-alive") if event is None else sse.frame(event)
+    finally:
+        events.close()  # type: ignore[attr-defined]
 
 
-def turn_events(turn: Turn, first: Event | None, events: Iterator[Event]) -> Iterator[dict[str, Any] | None]:
+def turn_events(turn: Turn, first: Event | None, events: Iterator[Event],
+                steer: Callable[[], bool] | None = None) -> Iterator[dict[str, Any] | None]:
     """The stream's events, from `response.created` to the terminal one, settling the turn before
     the terminal event; None where a keep-alive belongs (the upstream is silent)."""
     assembler = turn.assembler
@@ -337,9 +392,15 @@ def turn_events(turn: Turn, first: Event | None, events: Iterator[Event]) -> Ite
                 if isinstance(event, Heartbeat):
                     yield None
                     continue
+                if steer is not None and assembler.at_boundary(event) and steer():
+                    break  # steered: the upstream is closed below, the answer ends here
                 yield from assembler.feed(event)
-            if assembler.finish_reason is None:
-                raise _truncated(turn)
+            else:
+                if assembler.finish_reason is None:
+                    raise _truncated(turn)
+            if assembler.finish_reason is None:  # steered
+                events.close()  # type: ignore[attr-defined]
+                yield from assembler.end_steered()
         except ProviderError as error:
             logger.warning("upstream failed mid-stream: %s", error.message)
             assembler.abandon()

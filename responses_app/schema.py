@@ -449,7 +449,11 @@ def _first_error(exc: ValidationError, data: dict[str, Any], prefix: tuple[Any, 
 
 def parse_create_request(body: bytes) -> CreateResponseRequest:
     # Refuses, before anything is spent, what Postgres or a JSON encoder further on cannot hold.
-    data = parse_json_object(body)
+    return create_request_from(parse_json_object(body))
+
+
+def create_request_from(data: dict[str, Any]) -> CreateResponseRequest:
+    """The create request a JSON object (already checked by `parse_json_object`) asks for."""
     if "input" not in data or data["input"] is None:
         raise invalid_request("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
     try:

@@ -17,7 +17,8 @@ from gateway_project.config import ModelEntry
 from gateway_project.middleware.ratelimit import admitted_by_view
 from gateway_project.readiness import check_database
 from gateway_project.request_notes import notes_of
-from responses_app import background, input_tokens, pipeline, replay
+from gateway_project.websocket import is_upgrade
+from responses_app import background, input_tokens, pipeline, replay, websocket_mode
 from responses_app.client_watch import until_done, watch_client
 from responses_app.context import TurnContext
 from responses_app.providers.registry import get_registry
@@ -26,9 +27,10 @@ from responses_app.schema import CreateResponseRequest, parse_create_request
 View = Callable[..., HttpResponse | StreamingHttpResponse]
 
 
-def api_view(*methods: str) -> Callable[[View], View]:
+def api_view(*methods: str, websocket: View | None = None) -> Callable[[View], View]:
     """CSRF-exempt (the SDK sends a bearer token, no cookie) and a JSON 405 for other methods. A GET
-    route answers HEAD too, as HTTP expects (load balancers probe with it); the server sends no body."""
+    route answers HEAD too, as HTTP expects (load balancers probe with it); the server sends no body.
+    `websocket`: the view that takes a WebSocket upgrade of this route over."""
     if "GET" in methods:
         methods = (*methods, "HEAD")
 
@@ -36,6 +38,8 @@ def api_view(*methods: str) -> Callable[[View], View]:
         @csrf_exempt
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse | StreamingHttpResponse:
+            if websocket is not None and is_upgrade(request):
+                return websocket(request, *args, **kwargs)
             if request.method not in methods:
                 error = ApiError(405, f"Method {request.method} is not allowed on {request.path}.",
                                  code="method_not_allowed", headers={"Allow": ", ".join(methods)})
@@ -52,7 +56,7 @@ def owner_of(request: HttpRequest) -> str:
     return notes_of(request).owner
 
 
-@api_view("POST")
+@api_view("POST", websocket=websocket_mode.serve)
 @admitted_by_view
 def create_response(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     create = parse_create_request(request.body)

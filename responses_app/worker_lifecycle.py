@@ -212,6 +212,10 @@ def _poll_cancellations() -> None:
 def _shut_down(graceful_timeout: float) -> None:
     """The worker stopped accepting. Let open turns finish until shortly before gunicorn's graceful
     timeout would kill them wherever they are, then cancel them so each settles itself."""
+    from responses_app import websocket_mode  # it imports the pipeline, which imports this module
+
+    # WebSocket clients are told to reconnect elsewhere (1001) as soon as nothing runs for them.
+    websocket_mode.drain_all()
     margin = min(5.0, graceful_timeout / 3)
     cut_at = time.monotonic() + graceful_timeout - margin
     while len(live_turns) and time.monotonic() < cut_at:

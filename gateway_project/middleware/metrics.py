@@ -49,14 +49,9 @@ class MetricsMiddleware:
     @staticmethod
     def _observe(request: HttpRequest, response: HttpResponse | StreamingHttpResponse, started: float,
                  response_size: int) -> None:
-        elapsed = time.perf_counter() - started
         match = request.resolver_match
-        path = metrics.route_label(match.route if match else None)
-        method = request.method if request.method in _METHODS else "OTHER"
-        metrics.http_requests_total.labels(method, path, str(response.status_code)).inc()
-        metrics.http_request_duration_seconds.labels(method, path).observe(elapsed)
-        metrics.http_request_size_bytes.labels(method, path).observe(_content_length(request))
-        metrics.http_response_size_bytes.labels(method, path).observe(response_size)
         scope = context.current.get()
-        if scope is not None and scope.upstream_seconds > 0:
-            metrics.gateway_overhead_seconds.labels(path).observe(max(0.0, elapsed - scope.upstream_seconds))
+        metrics.observe_request(request.method if request.method in _METHODS else "OTHER",
+                                match.route if match else None, response.status_code,
+                                time.perf_counter() - started, request_size=_content_length(request),
+                                response_size=response_size, upstream_seconds=scope.upstream_seconds if scope else 0.0)

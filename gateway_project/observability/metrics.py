@@ -91,6 +91,9 @@ turns_in_flight = Gauge(
 upstream_calls_in_flight = Gauge(
     "gateway_upstream_calls_in_flight", "Upstream calls this worker's helpers are reading now, including "
     "abandoned ones that have not ended yet (responses_app.providers.guard).", multiprocess_mode="livesum")
+websocket_connections = Gauge(
+    "gateway_websocket_connections", "WebSocket connections open on /v1/responses (docs/api.md#websocket-mode).",
+    multiprocess_mode="livesum")
 turns_recovered_total = Counter(
     "gateway_turns_recovered", "Turns left in_progress that were settled by someone other than their own "
     "request: `worker_lost` (its worker died), `expired` (older than any turn can run), `deferred` (stored "
@@ -113,6 +116,19 @@ rate_limit_backend_errors_total = Counter(
 
 UNMATCHED_PATH = "unmatched"
 _CONVERTER = re.compile(r"<(?:[^>:]+:)?([^>]+)>")
+
+
+def observe_request(method: str, route: str | None, status: int, elapsed: float, *, request_size: int,
+                    response_size: int, upstream_seconds: float) -> None:
+    """One request in the seed's http_* families (a WebSocket's response.create counts as one,
+    with method `WEBSOCKET`), and the gateway's own share of its time."""
+    path = route_label(route)
+    http_requests_total.labels(method, path, str(status)).inc()
+    http_request_duration_seconds.labels(method, path).observe(elapsed)
+    http_request_size_bytes.labels(method, path).observe(request_size)
+    http_response_size_bytes.labels(method, path).observe(response_size)
+    if upstream_seconds > 0:
+        gateway_overhead_seconds.labels(path).observe(max(0.0, elapsed - upstream_seconds))
 
 
 def route_label(route: str | None) -> str:

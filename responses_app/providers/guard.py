@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextvars
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -91,17 +92,29 @@ class GuardedProvider(Provider):
         self.inner.close()
 
 
+# Upstream events a helper may read ahead of the request consuming them.
+BUFFERED = 256
+
+
 def _guarded(call: Callable[[ProviderRequest], Iterator[Event]], request: ProviderRequest, timeouts: Timeouts,
              key: str) -> Iterator[Event]:
     attempt = request.cancel.child()
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    attempt.on_cancel(lambda _reason: inbox.put(_WAKE))
+    # The helper may run at most BUFFERED events ahead of the reader: a client that reads slowly
+    # stalls the upstream read (TCP backpressure) instead of growing the worker's memory.
+    credits = threading.Semaphore(BUFFERED)
+
+    def wake(_reason: str) -> None:
+        inbox.put(_WAKE)
+        credits.release(BUFFERED)  # a helper waiting for room sees the cancel at once
+
+    attempt.on_cancel(wake)
     started = time.monotonic()
     deadline = started + timeouts.total
     if request.deadline is not None:
         deadline = min(deadline, request.deadline)
     concurrency.start(contextvars.copy_context().run, _pump, call, replace(request, cancel=attempt), attempt, inbox,
-                      name=f"upstream-{key}")
+                      credits, name=f"upstream-{key}")
     heartbeat = request.heartbeat
     received = False
     last = beat_from = started
@@ -136,6 +149,7 @@ def _guarded(call: Callable[[ProviderRequest], Iterator[Event]], request: Provid
                 raise item.error
             received = True
             last = beat_from = time.monotonic()
+            credits.release()
             yield item
     finally:
         if not done:
@@ -145,7 +159,7 @@ def _guarded(call: Callable[[ProviderRequest], Iterator[Event]], request: Provid
 
 
 def _pump(call: Callable[[ProviderRequest], Iterator[Event]], request: ProviderRequest, attempt: CancelToken,
-          inbox: queue.SimpleQueue[Any]) -> None:
+          inbox: queue.SimpleQueue[Any], credits: threading.Semaphore) -> None:
     """The helper: read the upstream, hand every event over. Whatever it raises is handed over too,
     unless the attempt was abandoned meanwhile (nobody is waiting for it then)."""
     events: Iterator[Event] | None = None
@@ -155,6 +169,7 @@ def _pump(call: Callable[[ProviderRequest], Iterator[Event]], request: ProviderR
     try:
         events = call(request)
         for event in events:
+            credits.acquire()  # room for one more event: the reader is not too far behind
             if attempt.cancelled:
                 return
             inbox.put(event)
