@@ -17,7 +17,13 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 from openai._models import validate_type
-from openai.types.responses import Response, ResponseItem, ResponseStreamEvent
+from openai.types.responses import (
+    Response,
+    ResponseCompactionItem,
+    ResponseInputMessageItem,
+    ResponseItem,
+    ResponseStreamEvent,
+)
 from openai.types.responses.response_item_list import ResponseItemList
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -30,6 +36,9 @@ _SDK_TYPES: dict[str, Any] = {
     "ResponseStreamEvent": ResponseStreamEvent,
     "ResponseItemList": ResponseItemList,
     "ResponseItem": ResponseItem,
+    # The items of a CompactedResponse (tests/providers/test_compaction.py).
+    "ResponseCompactionItem": ResponseCompactionItem,
+    "ResponseInputMessageItem": ResponseInputMessageItem,
 }
 
 
