@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 
 from conversations_app.models import Item, StoredResponse
 from responses_app.compaction import SUMMARY_HEADER
@@ -377,3 +378,17 @@ def test_context_management_is_validated(api: ApiClient, fakes: Fakes, value: An
     assert refused.status_code == 400, refused.content
     assert refused.json()["error"]["param"] == param
     assert fakes.chat.requests == []
+
+
+def test_an_item_sealed_under_a_rotated_out_key_opens_while_that_key_is_listed(api: ApiClient, fakes: Fakes,
+                                                                              settings: Any):
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.GATEWAY_COMPACTION_KEYS = [old]
+    output = _sealed_output(api, fakes)
+    settings.GATEWAY_COMPACTION_KEYS = [new, old]
+    fakes.chat.script(chat.Reply(text="ok"))
+    assert api.post("/v1/responses", {"model": "chat-model", "input": output}).status_code == 200
+    assert SUMMARY in sent_text(fakes.chat)
+    settings.GATEWAY_COMPACTION_KEYS = [new]
+    refused = api.post("/v1/responses", {"model": "chat-model", "input": output})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "invalid_encrypted_content")
