@@ -8,18 +8,19 @@ What each upstream received is asserted on the fakes' recorded requests: the sum
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
 
 from conversations_app.models import Item, StoredResponse
-from responses_app.compaction import SUMMARY_HEADER
+from responses_app.compaction import SUMMARY_HEADER, SUMMARY_PROMPT
 from tests.conftest import ApiClient, sse_events
 from tests.contract import validate, validate_against_sdk, validate_against_spec
 from tests.fakes import openai_responses_upstream as resp
 from tests.fakes import openai_upstream as chat
-from tests.providers.harness import KINDS, Fakes, expected_usage, final_response, output_text
+from tests.providers.harness import KINDS, Fakes, expected_usage, final_response, output_text, providers_config
 
 TRANSLATING = ["openai-chat", "azure", "anthropic", "google"]
 PROMPT_START = "You are compacting a conversation between a user and an AI assistant"
@@ -392,3 +393,19 @@ def test_an_item_sealed_under_a_rotated_out_key_opens_while_that_key_is_listed(a
     settings.GATEWAY_COMPACTION_KEYS = [new]
     refused = api.post("/v1/responses", {"model": "chat-model", "input": output})
     assert (refused.status_code, refused.json()["error"]["code"]) == (400, "invalid_encrypted_content")
+
+
+def test_the_documented_summarisation_prompt_is_the_one_sent():
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "providers.md").read_text()
+    assert f"```text\n{SUMMARY_PROMPT}\n```" in docs
+    assert SUMMARY_HEADER.split("\n")[0] in (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+
+
+def test_the_demo_model_compacts_too(api: ApiClient, fakes: Fakes, settings: Any):
+    settings.GATEWAY = providers_config(fakes, provider_overrides={"demo": {"type": "demo"}},
+                                        models=[{"name": "demo", "provider": "demo"}])
+    body = compact(api, model="demo", input=HISTORY).json()
+    check_compacted(body)
+    follow = api.post("/v1/responses", {"model": "demo", "input": [*body["output"], {"role": "user",
+                                                                                     "content": "Pack?"}]})
+    assert follow.status_code == 200 and "Pack?" in output_text(follow.json())
