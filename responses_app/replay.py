@@ -120,7 +120,8 @@ def _output_events(stored: StoredTurn) -> list[StreamEvent]:
     limit = None
     if stored.status == "incomplete" and stored.incomplete_details:
         limit = _LIMIT_REASONS.get(str(stored.incomplete_details.get("reason")))
-    ids = iter([str(item.get("id")) for item in output])
+    # The ids the assembler mints, in order: messages' and calls' (a whole item brings its own).
+    ids = iter([str(item.get("id")) for item in output if item.get("type") != "compaction"])
     assembler = OutputAssembler(new_id=lambda _prefix: next(ids, ""))
     events: list[StreamEvent] = []
     for index, item in enumerate(output):

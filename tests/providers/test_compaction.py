@@ -326,6 +326,13 @@ def test_a_context_past_the_threshold_is_compacted_before_the_answer(api: ApiCli
         {"role": "user", "content": "Thanks!"}]
     replayed = api.get(f"/v1/responses/{body['id']}")
     assert replayed.json()["output"] == body["output"]
+    # Its stream replayed announces the item as the live stream did.
+    again = sse_events(api.get(f"/v1/responses/{body['id']}", stream="true"))
+    for event in again:
+        _check_event(event)
+    assert [(e["type"], e.get("output_index")) for e in again[2:5]] == [
+        ("response.output_item.added", 0), ("response.compaction.compacting", 0), ("response.output_item.done", 0)]
+    assert again[-1]["response"]["output"] == body["output"]
 
 
 def test_a_context_under_the_threshold_is_not_compacted(api: ApiClient, fakes: Fakes):
