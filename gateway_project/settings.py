@@ -14,6 +14,7 @@ import environ
 
 from gateway_project.config import ConfigError, load_config
 from gateway_project.observability.logging import logging_config
+from gateway_project.sealing import check_keys
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -32,6 +33,16 @@ except ConfigError as exc:
     raise SystemExit(2) from None
 
 REDIS_URL = env.str("REDIS_URL", default="")
+
+# Fernet keys that seal the gateway's compaction items (gateway_project/sealing.py): the first seals,
+# every one opens, so a key is rotated by putting the new one first and dropping the old one once
+# the items it sealed are no longer needed. Unset: a key derived from SECRET_KEY (HKDF-SHA256).
+GATEWAY_COMPACTION_KEYS = [key.strip() for key in env.list("GATEWAY_COMPACTION_KEYS", default=[]) if key.strip()]
+try:
+    check_keys(GATEWAY_COMPACTION_KEYS)
+except ValueError as exc:
+    sys.stderr.write(f"config error: GATEWAY_COMPACTION_KEYS: {exc}\n")
+    raise SystemExit(2) from None
 
 INSTALLED_APPS = [
     "django.contrib.admin",

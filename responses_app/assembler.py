@@ -162,8 +162,13 @@ class OutputAssembler:
         events = self._close_message("completed")
         output_index = len(self.output)
         self.output.append(item)
-        return [*events, {"type": "response.output_item.added", "output_index": output_index, "item": item},
-                {"type": "response.output_item.done", "output_index": output_index, "item": item}]
+        events.append({"type": "response.output_item.added", "output_index": output_index, "item": item})
+        if item.get("type") == "compaction":
+            # The SDK's ResponseCompactionCompactingEvent, between the item's added and done.
+            events.append({"type": "response.compaction.compacting", "item_id": item.get("id"),
+                           "output_index": output_index})
+        events.append({"type": "response.output_item.done", "output_index": output_index, "item": item})
+        return events
 
     def at_boundary(self, event: Event) -> bool:
         """Whether the answer can end cleanly before `event`: nothing has been said yet, or `event`

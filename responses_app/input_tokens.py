@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conversations_app.store import release_connection, store
-from gateway_project.api_errors import ApiError, invalid_request
+from gateway_project.api_errors import invalid_request
 from gateway_project.json_body import parse_json_object
-from responses_app.cancellation import Cancelled
+from responses_app import compaction
 from responses_app.context import TurnContext
 from responses_app.items import canonical_items
-from responses_app.providers.base import ProviderError, ProviderRequest
+from responses_app.pipeline import load_chain, upstream_errors
+from responses_app.providers.base import ProviderRequest
 from responses_app.providers.registry import get_registry
 from responses_app.response_object import echoed_settings
 from responses_app.schema import CreateResponseRequest, parse_create_request
@@ -55,49 +55,24 @@ def parse_count_request(body: bytes) -> CreateResponseRequest:
     return request
 
 
-def _count_failed(error: ProviderError) -> ApiError:
-    """The upstream's count failed: the status create would answer with for the same failure."""
-    if error.kind == "bad_request":
-        return ApiError(400, error.message, code="upstream_bad_request")
-    if error.kind == "rate_limited":
-        return ApiError(429, error.message, type="requests", code="rate_limit_exceeded",
-                        headers={"Retry-After": str(max(1, round(error.retry_after or 1)))})
-    return ApiError(error.status, error.message, type="server_error",
-                    code="upstream_timeout" if error.kind == "timeout" else "upstream_error")
-
-
 def count_input_tokens(ctx: TurnContext, body: bytes) -> dict[str, Any]:
     """The `response.input_tokens` object for a count request's body."""
     request = parse_count_request(body)
     route = get_registry(ctx.config).route(request.model, ctx.may_use)
-    history: list[dict[str, Any]] = []
-    if request.previous_response_id:
-        try:
-            chain = store.get_chain(request.previous_response_id, ctx.owner)
-        finally:
-            release_connection()
-        if chain is None:
-            raise invalid_request(f"Previous response with id '{request.previous_response_id}' not found.",
-                                  param="previous_response_id", code="previous_response_not_found")
-        if chain.in_progress:
-            raise invalid_request(f"Previous response with id '{request.previous_response_id}' is still in "
-                                  "progress; wait for it to finish.", param="previous_response_id",
-                                  code="previous_response_in_progress")
-        history = chain.items
+    chain = load_chain(request.previous_response_id, ctx.owner)
+    history = chain.items if chain else []
     settings = echoed_settings(request)
     # The model's first provider entry that can serve it (a fallback's, when the model's own has no key).
     candidate = route.provider.candidates[0]
+    # What create would send: the gateway's compaction items opened into their summaries.
+    items = compaction.open_context(history + canonical_items(request.input_items), owner=ctx.owner,
+                                    first_input=len(history), native=compaction.native(route))
     provider_request = ProviderRequest(
-        model=candidate.model.upstream_model, items=history + canonical_items(request.input_items),
+        model=candidate.model.upstream_model, items=items,
         instructions=request.instructions, tools=settings["tools"], tool_choice=settings["tool_choice"],
         parallel_tool_calls=request.parallel_tool_calls, text_format=settings["text"].get("format"),
         cancel=ctx.cancel, deadline=ctx.deadline,
     )
-    try:
+    with upstream_errors("the count"):
         count = candidate.provider.count_input_tokens(provider_request)
-    except ProviderError as error:
-        raise _count_failed(error) from None
-    except Cancelled:
-        raise ApiError(499, "The client closed the connection before the count was ready.",
-                       code="client_closed") from None
     return {"object": "response.input_tokens", "input_tokens": count}

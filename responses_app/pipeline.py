@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -28,9 +29,10 @@ from django.utils import timezone
 from conversations_app.store import Chain, OpenTurn, Settlement, release_connection, store
 from gateway_project.api_errors import ApiError, invalid_request
 from gateway_project.observability import metrics, metrics_enabled
-from responses_app import worker_lifecycle
+from responses_app import compaction, worker_lifecycle
 from responses_app.assembler import OutputAssembler
 from responses_app.cancellation import CANCELLED, CLIENT_GONE, SHUTDOWN, Cancelled, live_turns
+from responses_app.connection_cache import ConnectionCache
 from responses_app.context import TurnContext
 from responses_app.ids import new_id
 from responses_app.items import UnknownReference, canonical_items
@@ -65,6 +67,9 @@ class Turn:
     final_status: str = ""
     _opening: OpenTurn | None = None
     _upstream_request: ProviderRequest | None = None
+    # What the upstream is given: the chain and the input, with the gateway's compaction items
+    # opened (responses_app.compaction); None: the chain and the input as they are.
+    context: list[dict[str, Any]] | None = None
 
     @property
     def steered(self) -> bool:
@@ -73,7 +78,7 @@ class Turn:
 
     @property
     def compacts_automatically(self) -> bool:
-        return bool(self.request.passthrough.get("context_management"))
+        return bool(self.request.context_management)
 
     def provider_request(self) -> ProviderRequest:
         if self._upstream_request is None:
@@ -87,9 +92,11 @@ class Turn:
 
     def _build_provider_request(self) -> ProviderRequest:
         req = self.request
-        history = self.chain.items if self.chain else []
+        items = self.context
+        if items is None:
+            items = (self.chain.items if self.chain else []) + self.input_items
         return ProviderRequest(
-            model=self.route.upstream_model, items=history + self.input_items, instructions=req.instructions,
+            model=self.route.upstream_model, items=items, instructions=req.instructions,
             temperature=req.temperature, top_p=req.top_p, max_output_tokens=req.max_output_tokens,
             tools=req.raw_tools, tool_choice=req.raw_tool_choice,
             parallel_tool_calls=req.parallel_tool_calls, text_format=self.settings["text"].get("format"),
@@ -242,32 +249,61 @@ def _cost(route: Route, usage: dict[str, int] | None) -> float | None:
 
 # --- start ------------------------------------------------------------------------------------
 
+def load_chain(previous_response_id: str | None, owner: str,
+               connection_cache: ConnectionCache | None = None) -> Chain | None:
+    """The caller's own stored chain that `previous_response_id` names (None without one), or an
+    unstored response its WebSocket connection keeps; the documented 400s for one that does not
+    exist (or is another owner's) or is still running."""
+    if not previous_response_id:
+        return None
+    chain = connection_cache.get(previous_response_id) if connection_cache is not None else None
+    if chain is None:
+        try:
+            chain = store.get_chain(previous_response_id, owner)
+        finally:
+            release_connection()
+    if chain is None:
+        raise invalid_request(f"Previous response with id '{previous_response_id}' not found.",
+                              param="previous_response_id", code="previous_response_not_found")
+    if chain.in_progress:
+        raise invalid_request(f"Previous response with id '{previous_response_id}' is still in "
+                              "progress; wait for it to finish.", param="previous_response_id",
+                              code="previous_response_in_progress")
+    return chain
+
+
+def request_items(request: CreateResponseRequest, chain: Chain | None) -> list[dict[str, Any]]:
+    """The request's input items as stored (responses_app.items), references resolved."""
+    try:
+        return canonical_items(request.input_items, chain.items if chain else ())
+    except UnknownReference as unknown:
+        raise invalid_request(f"Item with id '{unknown.item_id}' not found.", param=f"input[{unknown.index}]",
+                              code="item_not_found") from None
+
+
 def start_turn(ctx: TurnContext, request: CreateResponseRequest, *, body_bytes: int) -> Turn:
     """Everything before the upstream call. Raises ApiError (nothing stored, nothing spent) when the
     turn cannot start."""
     route = get_registry(ctx.config).route(request.model, ctx.may_use)
     ctx.admit(body_bytes=body_bytes, max_output_tokens=request.max_output_tokens)
-    chain = None
-    if request.previous_response_id:
-        chain = _previous(ctx, request.previous_response_id)
-        if chain is None:
-            raise invalid_request(f"Previous response with id '{request.previous_response_id}' not found.",
-                                  param="previous_response_id", code="previous_response_not_found")
-        if chain.in_progress:
-            raise invalid_request(f"Previous response with id '{request.previous_response_id}' is still in "
-                                  "progress; wait for it to finish.", param="previous_response_id",
-                                  code="previous_response_in_progress")
+    chain = load_chain(request.previous_response_id, ctx.owner, ctx.connection_cache)
     if request.unknown_parameters:
         logger.debug("parameters the gateway does not know, passed on to Responses-native upstreams only: %s",
                      ", ".join(request.unknown_parameters))
-    try:
-        input_items = canonical_items(request.input_items, chain.items if chain else ())
-    except UnknownReference as unknown:
-        raise invalid_request(f"Item with id '{unknown.item_id}' not found.", param=f"input[{unknown.index}]",
-                              code="item_not_found") from None
+    input_items = request_items(request, chain)
+    history = chain.items if chain else []
+    native = compaction.native(route)
+    context = compaction.open_context(history + input_items, owner=ctx.owner, first_input=len(history),
+                                      native=native)
+    # `context_management`: a Responses-native upstream is given it and compacts itself; for any other
+    # the gateway compacts first when the context has reached the threshold.
+    if (request.compact_threshold is not None and not native
+            and compaction.estimate_tokens(context, request.instructions, request.raw_tools)
+            >= request.compact_threshold):
+        route = Route(route.model, compaction.CompactFirst(route.provider, history + input_items, ctx.owner))
     turn = Turn(ctx=ctx, request=request, route=route, chain=chain,
                 input_items=input_items, response_id=new_id("resp"),
-                created_at=timezone.now(), settings=echoed_settings(request))
+                created_at=timezone.now(), settings=echoed_settings(request), context=context)
     if ctx.cancel.cancelled:
         raise _client_gone()  # gone before anything was written or spent: nothing to keep
     # A stream's or a background turn's id reaches the client before the turn ends.
@@ -275,20 +311,7 @@ def start_turn(ctx: TurnContext, request: CreateResponseRequest, *, body_bytes: 
     return turn
 
 
-def _previous(ctx: TurnContext, response_id: str) -> Chain | None:
-    """The chain `previous_response_id` names: an unstored response of this WebSocket connection,
-    or a stored one of this owner."""
-    if ctx.connection_cache is not None:
-        cached = ctx.connection_cache.get(response_id)
-        if cached is not None:
-            return cached
-    try:
-        return store.get_chain(response_id, ctx.owner)
-    finally:
-        release_connection()
-
-
-def _api_error(error: ProviderError) -> ApiError:
+def api_error(error: ProviderError) -> ApiError:
     if error.kind == "bad_request":
         return ApiError(400, error.message, code="upstream_bad_request")
     if error.kind == "rate_limited":
@@ -296,6 +319,19 @@ def _api_error(error: ProviderError) -> ApiError:
                         headers={"Retry-After": str(max(1, round(error.retry_after or 1)))})
     return ApiError(error.status, error.message, type="server_error",
                     code="upstream_timeout" if error.kind == "timeout" else "upstream_error")
+
+
+@contextmanager
+def upstream_errors(what: str) -> Iterator[None]:
+    """For one upstream call outside a turn (a count, a compaction): its failure as create would
+    answer the same failure, and a client gone meanwhile as 499."""
+    try:
+        yield
+    except ProviderError as error:
+        raise api_error(error) from None
+    except Cancelled:
+        raise ApiError(499, f"The client closed the connection before {what} was ready.",
+                       code="client_closed") from None
 
 
 def _error_object(error: ProviderError) -> dict[str, str]:
@@ -323,7 +359,7 @@ def respond_json(turn: Turn) -> dict[str, Any]:
             raise _truncated(turn)
     except ProviderError as error:
         turn.discard()
-        raise _api_error(error) from None
+        raise api_error(error) from None
     except Cancelled as stop:
         assembler.abandon()
         turn.settle("incomplete", interrupted=stop.reason)
@@ -358,7 +394,7 @@ def open_stream(turn: Turn, steer: Callable[[], bool] | None = None) -> Iterator
     except ProviderError as error:
         events.close()  # type: ignore[attr-defined]
         turn.discard()
-        raise _api_error(error) from None
+        raise api_error(error) from None
     except Cancelled as stop:
         events.close()  # type: ignore[attr-defined]
         turn.settle("incomplete", interrupted=stop.reason)

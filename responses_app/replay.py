@@ -36,7 +36,15 @@ from gateway_project.config import GatewayConfig
 from responses_app import worker_lifecycle
 from responses_app.assembler import OutputAssembler, StreamEvent
 from responses_app.cancellation import CancelToken
-from responses_app.providers.base import Event, Finish, FinishReason, RefusalDelta, TextDelta, ToolCallDelta
+from responses_app.providers.base import (
+    Event,
+    Finish,
+    FinishReason,
+    OutputItem,
+    RefusalDelta,
+    TextDelta,
+    ToolCallDelta,
+)
 from responses_app.response_object import render_response
 from responses_app.sse import SseEncoder
 
@@ -96,6 +104,8 @@ def _deltas(item: dict[str, Any], index: int) -> list[Event] | None:
         return events
     if item.get("type") == "function_call":
         return [ToolCallDelta(index, item.get("call_id"), item.get("name"), item.get("arguments") or "")]
+    if item.get("type") == "compaction":
+        return [OutputItem(item)]  # announced as the live stream did, its `compacting` event included
     return None
 
 
@@ -110,7 +120,8 @@ def _output_events(stored: StoredTurn) -> list[StreamEvent]:
     limit = None
     if stored.status == "incomplete" and stored.incomplete_details:
         limit = _LIMIT_REASONS.get(str(stored.incomplete_details.get("reason")))
-    ids = iter([str(item.get("id")) for item in output])
+    # The ids the assembler mints, in order: messages' and calls' (a whole item brings its own).
+    ids = iter([str(item.get("id")) for item in output if item.get("type") != "compaction"])
     assembler = OutputAssembler(new_id=lambda _prefix: next(ids, ""))
     events: list[StreamEvent] = []
     for index, item in enumerate(output):

@@ -173,8 +173,17 @@ class OpaqueItem(_Strict):
     id: ItemId = None
 
 
+class CompactionItem(OpaqueItem):
+    """A `compaction` item: sealed by the gateway (it opens it and gives the upstream the summary), or
+    an upstream's own (kept opaque for that upstream); see responses_app.compaction."""
+
+    type: Literal["compaction"]
+    encrypted_content: str = Field(min_length=1)
+    created_by: str | None = None
+
+
 _KNOWN_ITEMS = {"message", "function_call", "function_call_output", "reasoning", "custom_tool_call",
-                "custom_tool_call_output"}
+                "custom_tool_call_output", "compaction"}
 
 
 def _item_tag(value: Any) -> str | None:
@@ -194,6 +203,7 @@ InputItem = Annotated[
     | Annotated[ReasoningItem, Tag("reasoning")]
     | Annotated[CustomToolCallItem, Tag("custom_tool_call")]
     | Annotated[CustomToolCallOutputItem, Tag("custom_tool_call_output")]
+    | Annotated[CompactionItem, Tag("compaction")]
     | Annotated[OpaqueItem, Tag("opaque")],
     Discriminator(_item_tag, custom_error_type="invalid_item",
                   custom_error_message="Invalid input item: expected an object with a `type` "
@@ -361,7 +371,8 @@ class CreateResponseRequest(_Strict):
     prompt: dict[str, Any] | None = None
     prompt_cache_options: dict[str, Any] | None = None
     prompt_cache_retention: str | None = None
-    context_management: list[Any] | dict[str, Any] | None = None
+    # Validated by parse_create_request (CONTEXT_MANAGEMENT) and echoed back as sent.
+    context_management: list[Any] | None = None
     moderation: Any = None
     background_options: dict[str, Any] | None = None
     access_programs: dict[str, Any] | None = None
@@ -386,11 +397,26 @@ class CreateResponseRequest(_Strict):
     # Tools and tool_choice exactly as sent, for upstreams (the echo is the normalised form).
     raw_tools: list[dict[str, Any]] = Field(default_factory=list, exclude=True)
     raw_tool_choice: Any = Field(default="auto", exclude=True)
+    # `context_management`'s compaction entry: the token count at which the gateway compacts first.
+    compact_threshold: int | None = Field(default=None, exclude=True)
 
     @property
     def unknown_parameters(self) -> list[str]:
         """Parameters the gateway has no field for (kept for Responses-native upstreams)."""
         return sorted(self.model_extra or {})
+
+
+class ContextManagementEntry(_Strict):
+    """`context_management: [{"type": "compaction", "compact_threshold": N}]`, the one type OpenAI has."""
+
+    type: Literal["compaction"]
+    compact_threshold: int | None = Field(default=None, ge=1000, le=INT32_MAX)
+
+
+CONTEXT_MANAGEMENT = TypeAdapter(Annotated[list[ContextManagementEntry], Field(min_length=1)])
+# What a compaction entry without `compact_threshold` means to the gateway: OpenAI picks one per model;
+# the gateway does not know models' context windows, so it takes one that suits today's large ones.
+DEFAULT_COMPACT_THRESHOLD = 200_000
 
 
 # Parameters the gateway acts on itself or translates for every upstream; all the others are passed
@@ -475,6 +501,12 @@ def create_request_from(data: dict[str, Any]) -> CreateResponseRequest:
     else:
         raise invalid_request("Invalid type for 'input': expected a string or an array of input items.",
                               param="input", code="invalid_type")
+    if request.context_management is not None:
+        try:
+            entries = CONTEXT_MANAGEMENT.validate_python(request.context_management)
+        except ValidationError as exc:
+            raise _first_error(exc, data, prefix=("context_management",)) from None
+        request.compact_threshold = entries[0].compact_threshold or DEFAULT_COMPACT_THRESHOLD
     if request.previous_response_id is not None and request.conversation is not None:
         raise invalid_request("Cannot use 'previous_response_id' together with 'conversation'.",
                               param="previous_response_id", code="mutually_exclusive_parameters")

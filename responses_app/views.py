@@ -18,7 +18,7 @@ from gateway_project.middleware.ratelimit import admitted_by_view
 from gateway_project.readiness import check_database
 from gateway_project.request_notes import notes_of
 from gateway_project.websocket import is_upgrade
-from responses_app import background, input_tokens, pipeline, replay, websocket_mode
+from responses_app import background, compact, input_tokens, pipeline, replay, websocket_mode
 from responses_app.client_watch import until_done, watch_client
 from responses_app.context import TurnContext
 from responses_app.providers.registry import get_registry
@@ -109,16 +109,28 @@ def _response_not_found(response_id: str) -> ApiError:
     return not_found(f"Response with id '{response_id}' not found.")
 
 
+def _one_call(request: HttpRequest, work: Callable[[TurnContext, bytes], dict[str, Any]]) -> HttpResponse:
+    """A JSON answer made with one upstream call, which a client that hangs up cancels."""
+    ctx = TurnContext.for_request(request)
+    watch = watch_client(request, ctx.cancel)
+    try:
+        return JsonResponse(work(ctx, request.body))
+    finally:
+        watch.stop()
+
+
 @api_view("POST")
 def count_input_tokens(request: HttpRequest) -> HttpResponse:
     """POST /v1/responses/input_tokens (responses_app.input_tokens). Not `admitted_by_view`: the
     rate limiter charges it one request and no tokens, as it generates nothing."""
-    ctx = TurnContext.for_request(request)
-    watch = watch_client(request, ctx.cancel)
-    try:
-        return JsonResponse(input_tokens.count_input_tokens(ctx, request.body))
-    finally:
-        watch.stop()
+    return _one_call(request, input_tokens.count_input_tokens)
+
+
+@api_view("POST")
+@admitted_by_view
+def compact_response(request: HttpRequest) -> HttpResponse:
+    """POST /v1/responses/compact (responses_app.compact): charged as a turn, once the body is read."""
+    return _one_call(request, compact.compact)
 
 
 def _stream_param(request: HttpRequest) -> bool:

@@ -17,7 +17,13 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 from openai._models import validate_type
-from openai.types.responses import Response, ResponseItem, ResponseStreamEvent
+from openai.types.responses import (
+    Response,
+    ResponseCompactionItem,
+    ResponseInputMessageItem,
+    ResponseItem,
+    ResponseStreamEvent,
+)
 from openai.types.responses.response_item_list import ResponseItemList
 from openai.types.responses.responses_server_event import ResponsesServerEvent
 from referencing import Registry, Resource
@@ -33,6 +39,9 @@ _SDK_TYPES: dict[str, Any] = {
     "ResponseItem": ResponseItem,
     # What the WebSocket mode sends: the stream's events with `stream_id`, `error`, steering events.
     "ResponsesServerEvent": ResponsesServerEvent,
+    # The items of a CompactedResponse (tests/providers/test_compaction.py).
+    "ResponseCompactionItem": ResponseCompactionItem,
+    "ResponseInputMessageItem": ResponseInputMessageItem,
 }
 
 

@@ -51,6 +51,11 @@ class Usage:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
 
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens,
+                     self.cached_tokens + other.cached_tokens, self.cache_write_tokens + other.cache_write_tokens,
+                     self.reasoning_tokens + other.reasoning_tokens)
+
     def as_dict(self) -> dict[str, int]:
         return {
             "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
@@ -120,6 +125,18 @@ class ProviderError(Exception):
         return self.STATUS.get(self.kind, 502)
 
 
+@dataclass(frozen=True)
+class Compaction:
+    """What one compaction pass produced (`Provider.compact`): a summary the gateway asked the model
+    for (translating providers: the gateway seals it into its own compaction item), or the output of
+    an upstream that compacts itself (Responses-native: user messages and its compaction item, kept
+    opaque). `usage` is the pass's own, as the upstream reported it."""
+
+    usage: Usage | None
+    summary: str | None = None
+    output: list[dict[str, Any]] | None = None
+
+
 @dataclass
 class ProviderRequest:
     """A turn in Responses terms. `items` are canonical input items (see responses_app.items):
@@ -178,6 +195,25 @@ class Provider:
         from responses_app.providers.openai_chat import build_payload
 
         return tokenizer.count_chat_payload(build_payload(request, stream=False))
+
+    def compact(self, request: ProviderRequest) -> Compaction:
+        """Compact the context in `request.items` (`POST /v1/responses/compact`, and `context_management`
+        thresholds). By default the gateway asks the model itself, in one non-streamed call, for a
+        summary of the context written out as a transcript (responses_app.compaction); upstreams with
+        a compact endpoint of their own use it instead."""
+        from responses_app import compaction
+
+        summary: list[str] = []
+        usage: Usage | None = None
+        for event in self.generate(compaction.summary_request(request)):
+            if isinstance(event, TextDelta):
+                summary.append(event.text)
+            elif isinstance(event, Usage):
+                usage = event
+        text = "".join(summary).strip()
+        if not text:
+            raise ProviderError("upstream", f"Provider {self.key!r} answered the compaction with no summary.")
+        return Compaction(usage=usage, summary=text)
 
     def close(self) -> None:
         """Release pooled connections."""

@@ -26,12 +26,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway_project import concurrency
 from gateway_project.observability import metrics, metrics_enabled
 from responses_app.cancellation import Cancelled, CancelToken
-from responses_app.providers.base import Event, Heartbeat, Provider, ProviderError, ProviderRequest, Usage
+from responses_app.providers.base import Compaction, Event, Heartbeat, Provider, ProviderError, ProviderRequest
 from responses_app.providers.http import Timeouts
 
 # Why an attempt was abandoned, and what the client is told.
@@ -41,6 +41,7 @@ _TIMEOUT_MESSAGES = {
     "total": "Provider {key!r} exceeded the total time allowed for an answer.",
 }
 ABANDONED = "abandoned"
+_T = TypeVar("_T")
 
 
 class _Wake:
@@ -77,16 +78,25 @@ class GuardedProvider(Provider):
         return _guarded(self.inner.stream, request, self.timeouts, self.key)
 
     def count_input_tokens(self, request: ProviderRequest) -> int:
-        """One upstream call under generate()'s limits (first_byte bounds it; the token cancels it)."""
-        inner = self.inner
+        return self._once(self.inner.count_input_tokens, request, "the token count")
 
-        def count(attempt: ProviderRequest) -> Iterator[Event]:
-            return iter([Usage(input_tokens=inner.count_input_tokens(attempt))])
+    def compact(self, request: ProviderRequest) -> Compaction:
+        return self._once(self.inner.compact, request, "the compaction")
 
-        for event in list(_guarded(count, replace(request, heartbeat=None), self.timeouts, self.key)):
-            if isinstance(event, Usage):
-                return event.input_tokens
-        raise ProviderError("upstream", f"Provider {self.key!r} answered the token count without a count.")
+    def _once(self, call: Callable[[ProviderRequest], _T], request: ProviderRequest, what: str) -> _T:
+        """One upstream call that is not an answer, under generate()'s limits (first_byte bounds it;
+        the token cancels it)."""
+        results: list[_T] = []
+
+        def run(attempt: ProviderRequest) -> Iterator[Event]:
+            results.append(call(attempt))
+            return iter(())
+
+        for _event in _guarded(run, replace(request, heartbeat=None), self.timeouts, self.key):
+            pass
+        if not results:
+            raise ProviderError("upstream", f"Provider {self.key!r} answered {what} without a result.")
+        return results[0]
 
     def close(self) -> None:
         self.inner.close()

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import Token
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from opentelemetry import context as otel_context
@@ -22,9 +22,10 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from gateway_project.observability import context, metrics, metrics_enabled, tracing, tracing_enabled
 from responses_app.cancellation import Cancelled
-from responses_app.providers.base import Event, Heartbeat, Provider, ProviderError, ProviderRequest, Usage
+from responses_app.providers.base import Compaction, Event, Heartbeat, Provider, ProviderError, ProviderRequest, Usage
 
 logger = logging.getLogger("gateway.provider")
+_T = TypeVar("_T")
 
 
 class _Call:
@@ -132,12 +133,23 @@ class InstrumentedProvider(Provider):
         return getattr(self.inner, name)
 
     def generate(self, request: ProviderRequest) -> Iterator[Event]:
-        call = _Call(self.inner, request, "generate")
+        # A non-streamed answer is one upstream round trip: take all of it inside the span.
+        events = self._measured(request, "generate", lambda: list(self.inner.generate(request)), lambda seen: seen)
+        return iter(events)
+
+    def compact(self, request: ProviderRequest) -> Compaction:
+        """Counted, timed and traced as operation `compact` (`provider.compact`), with the pass's usage."""
+        return self._measured(request, "compact", lambda: self.inner.compact(request),
+                              lambda result: [result.usage] if result.usage is not None else [])
+
+    def _measured(self, request: ProviderRequest, operation: str, run: Callable[[], _T],
+                  events_of: Callable[[_T], list[Event]]) -> _T:
+        """One upstream round trip, whole, inside its span."""
+        call = _Call(self.inner, request, operation)
         token = call.current()
         try:
-            # A non-streamed answer is one upstream round trip: take all of it inside the span.
-            events = list(self.inner.generate(request))
-            for event in events:
+            result = run()
+            for event in events_of(result):
                 call.see(event)
         except ProviderError as error:
             call.finish(_status(error), error)
@@ -152,7 +164,7 @@ class InstrumentedProvider(Provider):
             otel_context.detach(token)
             context.add_upstream_time(time.perf_counter() - call.started)
         call.finish("success")
-        return iter(events)
+        return result
 
     def stream(self, request: ProviderRequest) -> Iterator[Event]:
         return self._stream(request)

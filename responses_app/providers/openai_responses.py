@@ -21,6 +21,7 @@ from typing import Any
 
 from responses_app.providers import http
 from responses_app.providers.base import (
+    Compaction,
     Event,
     Finish,
     FinishReason,
@@ -176,6 +177,23 @@ class OpenAIResponsesProvider(OpenAICompatibleProvider):
             raise ProviderError("upstream", f"Provider {self.key!r} ended the stream before response.completed.")
         finally:
             response.close()
+
+    def compact(self, request: ProviderRequest) -> Compaction:
+        """The upstream's own `POST /v1/responses/compact`: the context as `input` (exactly as create
+        would send it), `instructions`, and the compact parameters the client sent, as sent. Its
+        output (user messages and its `compaction` item) comes back opaque: the gateway never reads
+        the item, and replays it verbatim to this upstream on later turns."""
+        payload: dict[str, Any] = {"model": request.model, "input": build_payload(request, stream=False)["input"]}
+        if request.instructions is not None:
+            payload["instructions"] = request.instructions
+        payload.update(request.passthrough)
+        with http.post(self.session, self.key, self.url + "/compact", payload=payload, headers=self.headers(),
+                       timeout=self.timeout, stream=False, cancel=request.cancel) as response:
+            body = http.read_json(self.key, response)
+        output = body.get("output")
+        if not isinstance(output, list) or not all(isinstance(item, dict) for item in output):
+            raise ProviderError("upstream", f"Provider {self.key!r} answered the compaction without output.")
+        return Compaction(usage=parse_usage(body.get("usage")), output=output)
 
     def count_input_tokens(self, request: ProviderRequest) -> int:
         """The upstream's own count: `POST /v1/responses/input_tokens` takes the create payload's

@@ -24,20 +24,21 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, TypeVar
 
 from gateway_project.config import CircuitBreakerConfig, ModelEntry, RetryConfig
 from gateway_project.observability import metrics
 from responses_app.cancellation import Cancelled
-from responses_app.providers.base import Event, Heartbeat, Provider, ProviderError, ProviderRequest, Usage
+from responses_app.providers.base import Compaction, Event, Heartbeat, Provider, ProviderError, ProviderRequest, Usage
 
 logger = logging.getLogger(__name__)
 
 State = Literal["closed", "open", "half-open"]
 Outcome = Literal["success", "failure", "neutral"]
 _STATE_VALUE = {"closed": 0, "open": 1, "half-open": 2}
+_T = TypeVar("_T")
 
 
 def clock() -> float:
@@ -153,10 +154,18 @@ class ResilientProvider:
         return self.serving.provider.key
 
     def generate(self, request: ProviderRequest) -> Iterator[Event]:
+        return iter(self._once(request, lambda provider, attempt: list(provider.generate(attempt))))
+
+    def compact(self, request: ProviderRequest) -> Compaction:
+        """A compaction pass (Provider.compact), with the same retries, fallbacks and breakers as an answer."""
+        return self._once(request, lambda provider, attempt: provider.compact(attempt))
+
+    def _once(self, request: ProviderRequest, call: Callable[[Provider, ProviderRequest], _T]) -> _T:
+        """One whole upstream round trip per attempt; the first that succeeds is the result."""
         attempts = _Attempts(self.candidates, request)
         for candidate, upstream_request in attempts:
             try:
-                events = list(candidate.provider.generate(upstream_request))
+                result = call(candidate.provider, upstream_request)
             except ProviderError as error:
                 attempts.failed(error)
                 continue
@@ -165,7 +174,7 @@ class ResilientProvider:
                 raise
             attempts.ended("success")
             self.serving = candidate
-            return iter(events)
+            return result
         raise attempts.exhausted()
 
     def stream(self, request: ProviderRequest) -> Iterator[Event]:

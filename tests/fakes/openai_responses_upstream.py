@@ -9,6 +9,15 @@ Besides text and function calls (namespaced or not), a `Reply` can answer with a
 their own events, so tests assert what the gateway passes through in both directions.
 `quote_tool_result` appends the last `function_call_output` the request carried to the text: the
 final answer of a tool round trip then shows that the tool's result really reached the upstream.
+
+Compaction as OpenAI does it: `POST /v1/responses/compact` (the params of the SDK's
+`ResponseCompactParams` only) answers a `response.compaction` whose output is the input's user
+messages followed by one `compaction` item of its own (script its content and usage with
+`Compacted`); a create request with `context_management` whose input passes the threshold (a rough
+count: a token per 4 bytes of its JSON) starts its output with such an item, streamed as
+output_item.added, response.compaction.compacting, output_item.done. Its items are opaque tokens
+starting `gAAAA` (Fernet, as OpenAI's are): a `compaction` item whose `encrypted_content` is not
+one, on create or compact, is refused with OpenAI's 400, as OpenAI refuses what it cannot decrypt.
 """
 
 from __future__ import annotations
@@ -20,6 +29,22 @@ from typing import Any
 
 from tests.fakes.server import FakeServer, Recorded, Writer
 from tests.fakes.steps import Count, Fail, Pacing, wait_first_byte, write_frames
+
+# The SDK's ResponseCompactParams: anything else in a compact request is a 400.
+COMPACT_FIELDS = {"model", "input", "instructions", "previous_response_id", "prompt_cache_key", "prompt_cache_options",
+                  "prompt_cache_retention", "service_tier", "image"}
+# How this fake's (and OpenAI's) opaque compaction content starts.
+OWN_ITEMS = "gAAAA"
+
+
+@dataclass
+class Compacted:
+    """The answer of `POST /v1/responses/compact`, or the item a create's `context_management` makes."""
+
+    encrypted_content: str = "gAAAAfake-compaction-1"
+    input_tokens: int = 40
+    output_tokens: int = 12
+
 
 # The SDK's InputTokenCountParams: anything else in a count request is a 400.
 INPUT_TOKENS_FIELDS = {"conversation", "input", "instructions", "model", "parallel_tool_calls", "personality",
@@ -43,6 +68,8 @@ class Reply(Pacing):
     reasoning_summary: str | None = None
     encrypted_content: str | None = None
     quote_tool_result: bool = False
+    # What a create's context_management compaction makes, when the input passes its threshold.
+    compaction: Compacted = field(default_factory=Compacted)
 
     @property
     def reasons(self) -> bool:
@@ -76,6 +103,13 @@ class FakeOpenAIResponses(FakeServer):
         if recorded.path == "/v1/responses/input_tokens":
             self._count(recorded, step, writer)
             return
+        if (refused := foreign_compaction(recorded.json or {})) is not None:
+            writer.json(400, {"error": {"message": refused, "type": "invalid_request_error", "param": "input",
+                                        "code": "invalid_encrypted_content"}})
+            return
+        if recorded.path == "/v1/responses/compact":
+            self._compact(recorded, step, writer)
+            return
         if recorded.path != "/v1/responses":
             writer.json(404, {"error": {"message": f"no route {recorded.path}", "type": "invalid_request_error"}})
             return
@@ -108,6 +142,28 @@ class FakeOpenAIResponses(FakeServer):
             count = step.input_tokens if isinstance(step, Count) else self.default_count
             writer.json(200, {"object": "response.input_tokens", "input_tokens": count})
 
+    def _compact(self, recorded: Recorded, step: Any, writer: Writer) -> None:
+        request = recorded.json or {}
+        if isinstance(step, Fail):
+            writer.json(step.status, {"error": {"message": step.message, "type": "server_error", "param": None,
+                                                "code": None}}, headers=step.headers)
+            return
+        if extra := sorted(set(request) - COMPACT_FIELDS):
+            writer.json(400, {"error": {"message": f"Unknown parameter: '{extra[0]}'.", "type": "invalid_request_error",
+                                        "param": extra[0], "code": "unknown_parameter"}})
+            return
+        compacted = step if isinstance(step, Compacted) else Compacted()
+        items = request.get("input")
+        items = [{"role": "user", "content": items}] if isinstance(items, str) else items or []
+        output = [{"id": f"msg_upc{n}", "type": "message", "status": "completed", "role": "user",
+                   "content": [{"type": "input_text", "text": item["content"]}] if isinstance(item["content"], str)
+                   else item["content"]}
+                  for n, item in enumerate(items) if item.get("type", "message") == "message"
+                  and item.get("role") == "user"]
+        output.append(compaction_item(compacted))
+        writer.json(200, {"id": "resp_upcompact", "object": "response.compaction", "created_at": int(time.time()),
+                          "output": output, "usage": _usage(compacted.input_tokens, compacted.output_tokens)})
+
     @staticmethod
     def _message(step: Reply) -> dict[str, Any]:
         return {"id": "msg_up1", "type": "message", "role": "assistant", "status": "completed",
@@ -125,6 +181,7 @@ class FakeOpenAIResponses(FakeServer):
     def _response(self, step: Reply, request: dict[str, Any], *, done: bool) -> dict[str, Any]:
         output: list[dict[str, Any]] = []
         if done:
+            output += [compaction_item(step.compaction)] if compacts(request) else []
             output += [self._reasoning(step, request)] if step.reasons else []
             output += [dict(item) for item in step.items_before]
             output += [self._message(step)] if step.text else []
@@ -135,16 +192,20 @@ class FakeOpenAIResponses(FakeServer):
             "id": "resp_up1", "object": "response", "created_at": int(time.time()), "status": status,
             "model": request.get("model"), "output": output, "store": False,
             "incomplete_details": {"reason": step.incomplete_reason} if step.incomplete_reason and done else None,
-            "usage": {"input_tokens": step.input_tokens, "output_tokens": step.output_tokens,
-                      "total_tokens": step.input_tokens + step.output_tokens,
-                      "input_tokens_details": {"cached_tokens": step.cached_tokens},
-                      "output_tokens_details": {"reasoning_tokens": step.reasoning_tokens}} if done else None,
+            "usage": _usage(step.input_tokens, step.output_tokens, step.cached_tokens,
+                            step.reasoning_tokens) if done else None,
         }
 
     def _frames(self, step: Reply, request: dict[str, Any]) -> list[str]:
         events: list[dict[str, Any]] = [{"type": "response.created",
                                          "response": self._response(step, request, done=False)}]
         index = 0
+        if compacts(request):
+            item = compaction_item(step.compaction)
+            events += [{"type": "response.output_item.added", "output_index": index, "item": item},
+                       {"type": "response.compaction.compacting", "item_id": item["id"], "output_index": index},
+                       {"type": "response.output_item.done", "output_index": index, "item": item}]
+            index += 1
         if step.reasons:
             events += self._reasoning_events(self._reasoning(step, request), index)
             index += 1
@@ -208,3 +269,28 @@ class FakeOpenAIResponses(FakeServer):
                    for phase in phases]
         events.append({"type": "response.output_item.done", "output_index": index, "item": item})
         return events
+
+
+def _usage(input_tokens: int, output_tokens: int, cached: int = 0, reasoning: int = 0) -> dict[str, Any]:
+    return {"input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens,
+            "input_tokens_details": {"cached_tokens": cached}, "output_tokens_details": {"reasoning_tokens": reasoning}}
+
+
+def compaction_item(compacted: Compacted) -> dict[str, Any]:
+    return {"id": "cmp_up1", "type": "compaction", "encrypted_content": compacted.encrypted_content}
+
+
+def foreign_compaction(request: dict[str, Any]) -> str | None:
+    """Why the request is refused, when it carries a compaction item this upstream did not make."""
+    items = request.get("input")
+    for index, item in enumerate(items if isinstance(items, list) else []):
+        if item.get("type") == "compaction" and not str(item.get("encrypted_content", "")).startswith(OWN_ITEMS):
+            return f"The encrypted content of input[{index}] could not be decrypted or parsed."
+    return None
+
+
+def compacts(request: dict[str, Any]) -> bool:
+    """A create whose context_management compaction threshold its input has reached (roughly)."""
+    entries = request.get("context_management") or []
+    thresholds = [e.get("compact_threshold") or 0 for e in entries if e.get("type") == "compaction"]
+    return bool(thresholds) and len(json.dumps(request.get("input"))) // 4 >= thresholds[0]

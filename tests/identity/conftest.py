@@ -76,6 +76,17 @@ def make_key(db: None) -> Callable[..., IssuedKey]:
     return make
 
 
+@pytest.fixture
+def tenants(configure: Callable[..., GatewayConfig], make_key: Callable[..., IssuedKey]) -> dict[str, GatewayClient]:
+    """Auth on; two keys of owner `acme` (alice, alice2) and one of `globex` (bob)."""
+    configure(auth={"enabled": True})
+    return {
+        "alice": GatewayClient(make_key(owner="acme", name="alice").key),
+        "alice2": GatewayClient(make_key(owner="acme", name="alice-second-key").key),
+        "bob": GatewayClient(make_key(owner="globex", name="bob").key),
+    }
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from tests.conftest import sse_events
-from tests.identity.conftest import GatewayClient
 
 pytestmark = pytest.mark.django_db
 
@@ -18,16 +17,6 @@ def _same_as_missing(response, missing, real_id):
     """Status and body equal to the nonexistent id's, once the id in the message is swapped."""
     assert response.status_code == missing.status_code
     assert json.loads(response.content.decode().replace(real_id, MISSING)) == missing.json()
-
-
-@pytest.fixture
-def tenants(configure, make_key):
-    configure(auth={"enabled": True})
-    return {
-        "alice": GatewayClient(make_key(owner="acme", name="alice").key),
-        "alice2": GatewayClient(make_key(owner="acme", name="alice-second-key").key),
-        "bob": GatewayClient(make_key(owner="globex", name="bob").key),
-    }
 
 
 @pytest.fixture

@@ -151,9 +151,14 @@ def test_item_types_the_gateway_does_not_translate_are_kept_and_replayed_verbati
     assert stored[0] == compaction and stored[1] == reasoning
     # A translating upstream never sees them.
     fakes.chat.script(chat.Reply(text="ok"))
-    api.post("/v1/responses", {"model": "chat-model", "input": [compaction, reasoning,
-                                                                {"role": "user", "content": "go on"}]})
+    api.post("/v1/responses", {"model": "chat-model", "input": [reasoning, {"role": "user", "content": "go on"}]})
     assert fakes.chat.last.json["messages"] == [{"role": "user", "content": "go on"}]
+    # Except an upstream's compaction item: it holds the whole earlier context, which a translating
+    # upstream cannot read, so leaving it out silently would answer without it (tests/responses/test_compaction.py).
+    refused = api.post("/v1/responses", {"model": "chat-model", "input": [compaction, reasoning,
+                                                                          {"role": "user", "content": "go on"}]})
+    assert (refused.status_code, refused.json()["error"]["param"]) == (400, "input[0]")
+    assert len(fakes.chat.requests) == 1
 
 
 @pytest.mark.parametrize("stream", [False, True])
