@@ -13,11 +13,9 @@ applications do.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cryptography.fernet import Fernet
 from openai import OpenAI
 from pydantic import BaseModel
 
@@ -39,45 +37,14 @@ HISTORY: list[dict[str, Any]] = [
 ]
 
 
-def config_yaml(fakes: dict[str, FakeServer]) -> str:
-    quick = "read_timeout: 10, retry: {max_retries: 0}"
-    return f"""
-logging: {{format: text, level: warn}}
-providers:
-  chat: {{type: openai, api_key: sk-chat, endpoint: "{fakes['chat'].url}/v1", {quick}}}
-  responses: {{type: openai, api: responses, api_key: sk-resp, endpoint: "{fakes['responses'].url}/v1", {quick}}}
-  anthropic: {{type: anthropic, api_key: sk-ant, endpoint: "{fakes['anthropic'].url}", {quick}}}
-  google: {{type: google, api_key: goog, endpoint: "{fakes['google'].url}/v1beta", {quick}}}
-models:
-  - {{name: chat-model, provider: chat, provider_model_id: gpt-upstream}}
-  - {{name: responses-model, provider: responses, provider_model_id: gpt-responses-upstream}}
-  - {{name: claude, provider: anthropic, provider_model_id: claude-upstream}}
-  - {{name: gemini, provider: google, provider_model_id: gemini-upstream}}
-"""
-
-
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[dict[str, FakeServer]]:
-    servers: dict[str, FakeServer] = {"chat": chat.FakeOpenAI(), "responses": resp.FakeOpenAIResponses(),
-                                      "anthropic": anth.FakeAnthropic(), "google": gem.FakeGemini()}
-    yield servers
-    for server in servers.values():
-        server.close()
-
-
-@pytest.fixture(scope="module")
-def gateway(fakes: dict[str, FakeServer]) -> Iterator[GatewayProcess]:
-    with GatewayProcess(config_yaml(fakes), env={"GATEWAY_COMPACTION_KEYS": Fernet.generate_key().decode()}) as gw:
-        yield gw
-
-
 @pytest.fixture
-def clients(gateway: GatewayProcess, fakes: dict[str, FakeServer]) -> tuple[OpenAI, OpenAI]:
+def clients(provider_gateway: GatewayProcess, provider_fakes: dict[str, FakeServer]) -> tuple[OpenAI, OpenAI]:
     """(strict, default): the SDK in strict validation mode, and in its default mode."""
-    for fake in fakes.values():
+    for fake in provider_fakes.values():
         fake.reset()
-    return (OpenAI(base_url=gateway.base_url, api_key="sk-client", max_retries=0, _strict_response_validation=True),
-            OpenAI(base_url=gateway.base_url, api_key="sk-client", max_retries=0))
+    url = provider_gateway.base_url
+    return (OpenAI(base_url=url, api_key="sk-client", max_retries=0, _strict_response_validation=True),
+            OpenAI(base_url=url, api_key="sk-client", max_retries=0))
 
 
 def _wire(model: BaseModel) -> dict[str, Any]:
@@ -94,10 +61,10 @@ CASES = {
 
 
 @pytest.mark.parametrize("kind", list(CASES))
-def test_compact_then_a_new_chain_from_its_output(clients, fakes, kind):
+def test_compact_then_a_new_chain_from_its_output(clients, provider_fakes, kind):
     strict, default = clients
     model, fake_name, summary_step, answer_step = CASES[kind]
-    fake = fakes[fake_name]
+    fake = provider_fakes[fake_name]
     fake.script(summary_step)
     raw = strict.responses.with_raw_response.compact(model=model, input=HISTORY, instructions="Travel agent.",
                                                      extra_body={"a_future_knob": True} if kind != "openai-responses"
@@ -131,10 +98,10 @@ def test_compact_then_a_new_chain_from_its_output(clients, fakes, kind):
     assert again.output_text == "Pack light."
 
 
-def test_a_threshold_streamed_to_a_strict_client(clients, fakes):
+def test_a_threshold_streamed_to_a_strict_client(clients, provider_fakes):
     strict, _ = clients
     big = " ".join(f"paragraph {n} of a long document" for n in range(600))
-    fakes["chat"].script(chat.Reply(text=SUMMARY), chat.Reply(text="Done."))
+    provider_fakes["chat"].script(chat.Reply(text=SUMMARY), chat.Reply(text="Done."))
     events = list(strict.responses.create(
         model="chat-model", input=[{"role": "user", "content": "Read this."},
                                    {"role": "assistant", "content": big},
@@ -144,9 +111,9 @@ def test_a_threshold_streamed_to_a_strict_client(clients, fakes):
     assert types[2:5] == ["response.output_item.added", "response.compaction.compacting", "response.output_item.done"]
     final = events[-1].response
     assert [item.type for item in final.output] == ["compaction", "message"] and final.output_text == "Done."
-    assert big[:100] not in json.dumps(fakes["chat"].last.json)
+    assert big[:100] not in json.dumps(provider_fakes["chat"].last.json)
     # Continued with previous_response_id: the summary, not the long document.
-    fakes["chat"].script(chat.Reply(text="Sure."))
+    provider_fakes["chat"].script(chat.Reply(text="Sure."))
     strict.responses.create(model="chat-model", input="Thanks.", previous_response_id=final.id)
-    received = json.dumps(fakes["chat"].last.json)
+    received = json.dumps(provider_fakes["chat"].last.json)
     assert SUMMARY in received and big[:100] not in received
