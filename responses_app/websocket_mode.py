@@ -39,6 +39,7 @@ from gateway_project import concurrency
 from gateway_project.api_errors import ApiError, invalid_request
 from gateway_project.config import GatewayConfig
 from gateway_project.json_body import parse_json_object
+from gateway_project.middleware.errors import database_unavailable_error, internal_error, is_database_unavailable
 from gateway_project.observability import context as obs_context
 from gateway_project.observability import metrics, metrics_enabled, tracing
 from gateway_project.request_notes import notes_of
@@ -270,7 +271,8 @@ class Session:
             outcome.response_id = turn.response_id
             running = self.steering.started(lane, turn)
             events = pipeline.open_stream(turn, steer=running.boundary_check if running.steerable else None)
-        except ApiError as error:
+        except Exception as failure:  # noqa: BLE001 - every failure is told to the client as HTTP would
+            error = _as_api_error(failure)
             outcome.status = error.status
             outcome.error = error
             if job.steers:  # the steering input is handed back; no response was created
@@ -287,6 +289,10 @@ class Session:
                 outcome.sent_bytes += self.send_numbered(event, running, lane.stream_id)
         except ConnectionClosed:
             outcome.status = 499
+        except Exception as failure:  # noqa: BLE001 - the turn settled itself; the lane goes on
+            error = outcome.error = _as_api_error(failure)
+            outcome.status = error.status
+            self.send_error(error, lane.stream_id)
         finally:
             events.close()  # type: ignore[attr-defined]
             self.steering.ended(lane, turn, running)
@@ -405,6 +411,16 @@ class Session:
         self.draining = True
         if self.idle:
             self.ws.close(1001, "server restarting")
+
+
+def _as_api_error(failure: Exception) -> ApiError:
+    """What HTTP would have answered (gateway_project.middleware.errors), as an `error` event's content."""
+    if isinstance(failure, ApiError):
+        return failure
+    where = f"{WEBSOCKET_METHOD} /{ROUTE}"
+    if is_database_unavailable(failure):
+        return database_unavailable_error(failure, where)
+    return internal_error(failure, where)
 
 
 def _with_steering(steering_items: list[MessageItem], items: list[Any]) -> list[Any]:

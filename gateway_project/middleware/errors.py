@@ -34,19 +34,28 @@ def is_database_unavailable(exception: BaseException | None) -> TypeGuard[Operat
 
 
 def database_unavailable(request: HttpRequest, exception: BaseException) -> HttpResponse:
+    return database_unavailable_error(exception, f"{request.method} {request.path}").response()
+
+
+def database_unavailable_error(exception: BaseException, where: str) -> ApiError:
+    """The 503 for a request that found no usable database connection (`where`: for the log)."""
     # One line per request: during an outage every request fails the same way, and a traceback
     # each would bury the first useful line of the log.
     first_line = str(exception).strip().splitlines()[0] if str(exception).strip() else ""
-    logger.warning("database unavailable on %s %s: %s: %s", request.method, request.path,
-                   type(exception).__name__, first_line)
+    logger.warning("database unavailable on %s: %s: %s", where, type(exception).__name__, first_line)
     if isinstance(exception.__cause__, PoolBusy):
         # Postgres answers, but every pooled connection stayed busy: say so, it is a sizing problem.
         return ApiError(503, "The gateway's database is busy. Retry shortly.", type="server_error",
-                        code="database_busy", headers={"Retry-After": DATABASE_RETRY_AFTER}).response()
+                        code="database_busy", headers={"Retry-After": DATABASE_RETRY_AFTER})
     return ApiError(
         503, "The gateway's database is unavailable. Retry shortly.",
         type="server_error", code="database_unavailable", headers={"Retry-After": DATABASE_RETRY_AFTER},
-    ).response()
+    )
+
+
+def internal_error(exception: BaseException, where: str) -> ApiError:
+    logger.error("unhandled error on %s", where, exc_info=exception)
+    return ApiError(500, "The gateway hit an internal error.", type="server_error", code="server_error")
 
 
 def request_too_large() -> ApiError:
@@ -70,7 +79,5 @@ class ApiErrorMiddleware:
         if is_api_path(request.path):
             if is_database_unavailable(exception):
                 return database_unavailable(request, exception)
-            logger.error("unhandled error on %s", request.path, exc_info=exception)
-            return ApiError(500, "The gateway hit an internal error.", type="server_error",
-                            code="server_error").response()
+            return internal_error(exception, request.path).response()
         return None

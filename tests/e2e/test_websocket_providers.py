@@ -106,3 +106,22 @@ def test_a_compacted_context_starts_a_new_chain_over_the_socket(client, provider
     assert _text(answer) == "Pack light."
     received = json.dumps(fake.last.json)
     assert "The user plans a trip to Paris in May." in received and "When do you go?" not in received
+
+
+def test_automatic_compaction_at_a_threshold_over_the_socket(client, provider_fakes):
+    fake = provider_fakes["google"]
+    summary = "The user shared a long document and asked what to do next."
+    fake.script(gem.Reply(text=summary), gem.Reply(text="Next, summarise it."))
+    big = " ".join(f"paragraph {n} of a long document" for n in range(600))
+    with client.responses.connect() as connection:
+        events = Events(connection)
+        connection.response.create(model="gemini", input=[{"role": "user", "content": "Read this."},
+                                                          {"role": "assistant", "content": big},
+                                                          {"role": "user", "content": "Now what?"}],
+                                   context_management=[{"type": "compaction", "compact_threshold": 1000}])
+        seen = events.until_terminal()
+    assert [e["type"] for e in seen[2:5]] == ["response.output_item.added", "response.compaction.compacting",
+                                              "response.output_item.done"]
+    final = seen[-1]["response"]
+    assert [item["type"] for item in final["output"]] == ["compaction", "message"]
+    assert _text(seen) == "Next, summarise it." and big[:100] not in json.dumps(fake.last.json)
