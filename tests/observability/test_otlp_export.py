@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -122,3 +123,29 @@ def test_an_unreachable_collector_logs_one_error_and_never_slows_requests(fake_o
     errors = [line for line in log.splitlines() if "cannot export spans" in line]
     assert len(errors) == 1, log
     assert '"level": "ERROR"' in errors[0]
+
+
+def test_each_websocket_response_is_a_span_under_the_connection(fake_openai: FakeOpenAI, grpc_receiver):
+    from websockets.sync.client import connect
+
+    config = gateway_yaml(fake_openai.url, tracing=tracing(grpc_receiver, {"type": "always"}, "grpc"))
+    with GatewayProcess(config, workers=1) as gw:
+        url = gw.url.replace("http://", "ws://") + "/v1/responses"
+        with connect(url, additional_headers={"X-Request-ID": "conn-1"}) as ws:
+            for lane in ("a", "b"):
+                ws.send(json.dumps({"type": "response.create", "model": "gpt-test", "input": "hi", "stream_id": lane}))
+            done = 0
+            while done < 2:
+                done += json.loads(ws.recv(timeout=20))["type"] == "response.completed"
+    connection = next(s for s in server_spans(grpc_receiver, "v1/responses") if s.name == "GET v1/responses")
+    assert connection.attributes["http.request_id"] == "conn-1" and connection.attributes["http.status_code"] == 101
+    responses = [s for s in grpc_receiver.spans if s.name == "websocket response.create"]
+    assert len(responses) == 2
+    for span in responses:
+        assert (span.trace_id, span.parent_span_id) == (connection.trace_id, connection.span_id)
+        assert span.attributes["gateway.transport"] == "websocket"
+        assert span.attributes["websocket.connection_id"] == "conn-1"
+        assert span.attributes["http.request_id"] not in ("conn-1", "")
+        children = {s.name for s in grpc_receiver.spans if s.parent_span_id == span.span_id}
+        assert {"provider.generate_stream", "conversation.create", "conversation.update"} <= children
+    assert {s.attributes["websocket.stream_id"] for s in responses} == {"a", "b"}
