@@ -128,3 +128,49 @@ class InstrumentedStore:
 
     def purge_idle(self, idle_seconds: float, **kwargs: Any) -> int:
         return self._observe("purge", lambda: self.inner.purge_idle(idle_seconds, **kwargs))
+
+
+class InstrumentedApiStore(InstrumentedStore):
+    """The same metrics and spans around the Conversations API's store (conversations_app.api_store):
+    reads are `conversation.get` spans, writes `conversation.create` / `conversation.update`."""
+
+    def create_conversation(self, owner: str, metadata: Any, items: list[Any]) -> Any:
+        return self._observe("create", lambda: self.inner.create_conversation(owner, metadata, items),
+                             span_name="conversation.create", attributes={"conversation.message_count": len(items)},
+                             describe=lambda conversation, span: span.set_attribute("conversation.id", conversation.id))
+
+    def get_conversation(self, conversation_id: str, owner: str) -> Any:
+        return self._observe("get", lambda: self.inner.get_conversation(conversation_id, owner),
+                             span_name="conversation.get", attributes={"conversation.id": conversation_id})
+
+    def update_conversation(self, conversation_id: str, owner: str, metadata: Any) -> Any:
+        return self._observe("update", lambda: self.inner.update_conversation(conversation_id, owner, metadata),
+                             span_name="conversation.update", attributes={"conversation.id": conversation_id})
+
+    def delete_conversation(self, conversation_id: str, owner: str) -> bool:
+        return self._observe("delete", lambda: self.inner.delete_conversation(conversation_id, owner) or None,
+                             span_name="conversation.update", attributes={"conversation.id": conversation_id}) or False
+
+    def add_items(self, conversation_id: str, owner: str, items: list[Any]) -> Any:
+        return self._observe("append", lambda: self.inner.add_items(conversation_id, owner, items),
+                             span_name="conversation.update",
+                             attributes={"conversation.id": conversation_id, "conversation.message_count": len(items)})
+
+    def items(self, conversation_id: str, owner: str) -> Any:
+        def describe(items: list[Any], span: Span) -> None:
+            span.set_attribute("conversation.message_count", len(items))
+
+        return self._observe("get", lambda: self.inner.items(conversation_id, owner), span_name="conversation.get",
+                             attributes={"conversation.id": conversation_id}, describe=describe)
+
+    def list_items(self, conversation_id: str, owner: str, **kwargs: Any) -> Any:
+        return self._observe("list_items", lambda: self.inner.list_items(conversation_id, owner, **kwargs),
+                             span_name="conversation.get", attributes={"conversation.id": conversation_id})
+
+    def get_item(self, conversation_id: str, owner: str, item_id: str) -> Any:
+        return self._observe("get_item", lambda: self.inner.get_item(conversation_id, owner, item_id),
+                             span_name="conversation.get", attributes={"conversation.id": conversation_id})
+
+    def delete_item(self, conversation_id: str, owner: str, item_id: str) -> Any:
+        return self._observe("delete_item", lambda: self.inner.delete_item(conversation_id, owner, item_id),
+                             span_name="conversation.update", attributes={"conversation.id": conversation_id})

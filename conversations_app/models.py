@@ -21,9 +21,23 @@ from django_prometheus.models import ExportModelOperationsMixin
 
 
 class Conversation(ExportModelOperationsMixin("conversation"), models.Model):  # type: ignore[misc]
-    """One per chain root; branches from any response stay in the root's conversation."""
+    """Either a chain: one per chain root, branches from any response stay in the root's
+    conversation; or a conversation of the Conversations API, created by a client, whose items are
+    listed, in order, by its `ConversationItem` rows."""
+
+    class Kind(models.TextChoices):
+        CHAIN = "chain"
+        API = "api"
 
     id = models.CharField(primary_key=True, max_length=64)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CHAIN)
+    # The Conversations API's metadata (16 string pairs); unused for chains.
+    metadata = models.JSONField(default=dict, blank=True)
+    # The sequence number the next appended item gets: taken (with the row lock) by the
+    # transaction that appends, so items are ordered as their transactions commit.
+    next_item_seq = models.BigIntegerField(default=0)
+    # Deleted through the API: hidden at once, its rows removed in batches afterwards.
+    deleted_at = models.DateTimeField(null=True, blank=True)
     owner = models.CharField(max_length=200, blank=True, default="", db_index=True)
     model = models.CharField(max_length=200)
     created_at = models.DateTimeField()
@@ -105,7 +119,9 @@ class Item(ExportModelOperationsMixin("item"), models.Model):  # type: ignore[mi
         INPUT = 0
         OUTPUT = 1
 
-    response = models.ForeignKey(StoredResponse, on_delete=models.CASCADE, related_name="items")
+    # None for an item a client added to an API conversation directly (not a turn's input or output).
+    response = models.ForeignKey(StoredResponse, null=True, blank=True, on_delete=models.CASCADE,
+                                 related_name="items")
     kind = models.PositiveSmallIntegerField(choices=Kind.choices)
     position = models.PositiveIntegerField()
     # The public id (msg_..., fc_...). Not unique: a client may replay items with their ids.
@@ -121,6 +137,27 @@ class Item(ExportModelOperationsMixin("item"), models.Model):  # type: ignore[mi
 
     def __str__(self) -> str:
         return self.item_id
+
+
+class ConversationItem(ExportModelOperationsMixin("conversation_item"), models.Model):  # type: ignore[misc]
+    """An item's place in an API conversation. The item itself is an `Item` (a turn's input or
+    output, or one the client added), so responses chained with previous_response_id and responses
+    in a conversation share one model of stored items; this row only says where it comes in order."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="entries")
+    seq = models.BigIntegerField()
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="+")
+    # The item's public id, unique in the conversation: GET/DELETE .../items/{item_id} and `after`.
+    public_id = models.CharField(max_length=100)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "seq"], name="conversation_item_seq"),
+            models.UniqueConstraint(fields=["conversation", "public_id"], name="conversation_item_public_id"),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
 
 
 class WorkerLease(ExportModelOperationsMixin("worker_lease"), models.Model):  # type: ignore[misc]

@@ -31,6 +31,8 @@ from conversations_app.models import Conversation, Item, StoredResponse, WorkerL
 
 IN_PROGRESS = StoredResponse.Status.IN_PROGRESS.value
 CANCELLED = StoredResponse.Status.CANCELLED.value
+COMPLETED = StoredResponse.Status.COMPLETED.value
+INCOMPLETE = StoredResponse.Status.INCOMPLETE.value
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class OpenTurn:
     input_items: list[dict[str, Any]]
     # The WorkerLease id of the process running it ('' outside a gunicorn worker).
     worker: str = ""
+    # The API conversation it runs in (conversations_app.api_store), '' for a chain's turn.
+    api_conversation: str = ""
 
 
 @dataclass
@@ -82,6 +86,12 @@ class Settlement:
     interrupted: str = ""
     # Items in the whole chain after this turn, for the span (not stored).
     message_count: int = 0
+    # The API conversation its items are appended to when it ends completed or incomplete.
+    api_conversation: str = ""
+
+    @property
+    def appends(self) -> bool:
+        return bool(self.api_conversation) and self.status in (COMPLETED, INCOMPLETE)
 
 
 @dataclass(frozen=True)
@@ -180,7 +190,10 @@ class ConversationStore:
     def open_turn(self, turn: OpenTurn, parent: Chain | None) -> str:
         """Write a starting turn atomically; it is committed when this returns. Returns its conversation id."""
         with transaction.atomic():
-            if parent is None:
+            if turn.api_conversation:
+                # Its items join the conversation when it ends (Settlement.appends), not before.
+                conversation_id, depth = turn.api_conversation, 0
+            elif parent is None:
                 conversation = Conversation.objects.create(
                     id=new_conversation_id(), owner=turn.owner, model=turn.model,
                     created_at=turn.created_at, updated_at=turn.created_at, turn_count=1,
@@ -208,7 +221,9 @@ class ConversationStore:
         usage = settlement.usage or {}
         tokens = {"input_tokens": usage.get("input_tokens", 0), "output_tokens": usage.get("output_tokens", 0)}
         with transaction.atomic():
-            if parent is None:
+            if turn.api_conversation:
+                conversation_id, depth = turn.api_conversation, 0
+            elif parent is None:
                 conversation = Conversation.objects.create(
                     id=new_conversation_id(), owner=turn.owner, model=turn.model,
                     created_at=turn.created_at, updated_at=turn.created_at, turn_count=1, **tokens)
@@ -232,6 +247,8 @@ class ConversationStore:
                 [_item(turn.response_id, Item.Kind.INPUT, i, data) for i, data in enumerate(turn.input_items)]
                 + [_item(turn.response_id, Item.Kind.OUTPUT, i, data)
                    for i, data in enumerate(settlement.output_items)])
+            if settlement.appends:
+                _append_turn(conversation_id, turn.response_id, turn.model, tokens)
         return conversation_id
 
     def check_available(self) -> None:
@@ -258,15 +275,24 @@ class ConversationStore:
             Item.objects.bulk_create(
                 [_item(settlement.response_id, Item.Kind.OUTPUT, i, data)
                  for i, data in enumerate(settlement.output_items)])
-            Conversation.objects.filter(pk=settlement.conversation_id).update(
-                updated_at=timezone.now(), input_tokens=F("input_tokens") + usage.get("input_tokens", 0),
-                output_tokens=F("output_tokens") + usage.get("output_tokens", 0),
-            )
+            if settlement.appends:
+                model = StoredResponse.objects.filter(pk=settlement.response_id).values_list("model", flat=True).get()
+                _append_turn(settlement.conversation_id, settlement.response_id, model,
+                             {"input_tokens": usage.get("input_tokens", 0),
+                              "output_tokens": usage.get("output_tokens", 0)})
+            else:
+                Conversation.objects.filter(pk=settlement.conversation_id).update(
+                    updated_at=timezone.now(), input_tokens=F("input_tokens") + usage.get("input_tokens", 0),
+                    output_tokens=F("output_tokens") + usage.get("output_tokens", 0),
+                )
 
-    def discard_turn(self, response_id: str, conversation_id: str, *, new_conversation: bool) -> None:
+    def discard_turn(self, response_id: str, conversation_id: str, *, new_conversation: bool,
+                     api_conversation: bool = False) -> None:
         """Remove an opened turn the client never heard of (its upstream failed first)."""
         with transaction.atomic():
-            if new_conversation:
+            if api_conversation:  # not yet counted nor appended: that happens when a turn ends
+                StoredResponse.objects.filter(pk=response_id).delete()
+            elif new_conversation:
                 Conversation.objects.filter(pk=conversation_id).delete()  # with the response and its items
             else:
                 StoredResponse.objects.filter(pk=response_id).delete()
@@ -377,6 +403,16 @@ class ConversationStore:
 _MAX_ID_LENGTH = 100
 
 _USAGE_FIELDS = ("input_tokens", "cached_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+
+
+def _append_turn(conversation_id: str, response_id: str, model: str, tokens: dict[str, int]) -> None:
+    """Inside the transaction that settles a turn of an API conversation: count it, and put its items
+    at the end of the conversation (conversations_app.api_store)."""
+    from conversations_app.api_store import api_conversations  # it imports this module
+
+    Conversation.objects.filter(pk=conversation_id).update(
+        model=model, turn_count=F("turn_count") + 1, **{name: F(name) + value for name, value in tokens.items()})
+    api_conversations.append_turn(conversation_id, response_id)
 
 
 def _item(response_id: str, kind: int, position: int, data: dict[str, Any]) -> Item:

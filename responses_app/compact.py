@@ -56,7 +56,7 @@ def compact(ctx: TurnContext, body: bytes) -> dict[str, Any]:
     ctx.admit(body_bytes=len(body), max_output_tokens=None)
     chain = load_chain(request.previous_response_id, ctx.owner)
     history = chain.items if chain else []
-    items = history + request_items(request, chain)
+    items = history + request_items(request, history)
     if not items:
         raise invalid_request("There is nothing to compact: 'input' is empty.", param="input", code="empty_array")
     context = compaction.open_context(items, owner=ctx.owner, first_input=len(history),

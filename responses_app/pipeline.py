@@ -16,7 +16,7 @@ notices it where it waits on the upstream (providers/guard.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +26,7 @@ from typing import Any
 from django.db import DatabaseError
 from django.utils import timezone
 
+from conversations_app.api_store import api_conversations
 from conversations_app.store import Chain, OpenTurn, Settlement, release_connection, store
 from gateway_project.api_errors import ApiError, invalid_request
 from gateway_project.observability import metrics, metrics_enabled
@@ -70,6 +71,14 @@ class Turn:
     # What the upstream is given: the chain and the input, with the gateway's compaction items
     # opened (responses_app.compaction); None: the chain and the input as they are.
     context: list[dict[str, Any]] | None = None
+    # A turn in a conversation of the Conversations API: its id, and its items before this turn.
+    api_conversation: str = ""
+    conversation_items: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """What was said before this turn: its chain's items, or its conversation's."""
+        return self.chain.items if self.chain is not None else self.conversation_items
 
     @property
     def steered(self) -> bool:
@@ -94,7 +103,7 @@ class Turn:
         req = self.request
         items = self.context
         if items is None:
-            items = (self.chain.items if self.chain else []) + self.input_items
+            items = self.history + self.input_items
         return ProviderRequest(
             model=self.route.upstream_model, items=items, instructions=req.instructions,
             temperature=req.temperature, top_p=req.top_p, max_output_tokens=req.max_output_tokens,
@@ -134,7 +143,8 @@ class Turn:
         self._opening = OpenTurn(
             response_id=self.response_id, owner=self.ctx.owner, model=self.request.model,
             provider=self.route.provider.key, created_at=self.created_at, instructions=self.request.instructions,
-            settings=stored_settings, input_items=self._stored_input(), worker=worker_lifecycle.lease_id())
+            settings=stored_settings, input_items=self._stored_input(), worker=worker_lifecycle.lease_id(),
+            api_conversation=self.api_conversation)
         try:
             if announced:
                 self.conversation_id = store.open_turn(self._opening, parent=self._stored_parent)
@@ -169,7 +179,8 @@ class Turn:
             output_items=assembler.output, error=error,
             incomplete_details=assembler.incomplete_details if status == "incomplete" else None,
             cost_usd=_cost(self.route, usage), interrupted=interrupted,
-            message_count=(len(self.chain.items) if self.chain else 0) + len(self.input_items) + len(assembler.output),
+            message_count=len(self.history) + len(self.input_items) + len(assembler.output),
+            api_conversation=self.api_conversation,
         )
         write = (partial(store.finish_turn, settlement) if self.announced
                  else partial(store.save_turn, self._opening, settlement, parent=self._stored_parent))
@@ -201,7 +212,7 @@ class Turn:
 
     def context_after(self) -> Chain:
         """Everything said up to the end of this turn, as a WebSocket connection keeps it."""
-        history = self.chain.items if self.chain else []
+        history = self.history
         return Chain(self.response_id, self.conversation_id if self.request.store else "",
                      (self.chain.depth + 1) if self.chain else 0,
                      history + self.input_items + self.assembler.output)
@@ -218,7 +229,8 @@ class Turn:
             return
         try:
             store.discard_turn(self.response_id, self.conversation_id,
-                               new_conversation=self._stored_parent is None)
+                               new_conversation=self._stored_parent is None,
+                               api_conversation=bool(self.api_conversation))
         except DatabaseError:
             logger.warning("could not discard response %s", self.response_id, exc_info=True)
             worker_lifecycle.defer(partial(store.finish_turn, Settlement(
@@ -272,10 +284,25 @@ def load_chain(previous_response_id: str | None, owner: str,
     return chain
 
 
-def request_items(request: CreateResponseRequest, chain: Chain | None) -> list[dict[str, Any]]:
+def load_conversation(conversation_id: str | None, owner: str) -> list[dict[str, Any]] | None:
+    """The items of the caller's own API conversation (None without one); 404 for one that does not
+    exist, is deleted, or is another owner's."""
+    if not conversation_id:
+        return None
+    try:
+        items = api_conversations.items(conversation_id, owner)
+    finally:
+        release_connection()
+    if items is None:
+        raise ApiError(404, f"Conversation with id '{conversation_id}' not found.", param="conversation",
+                       code="not_found")
+    return items
+
+
+def request_items(request: CreateResponseRequest, earlier: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The request's input items as stored (responses_app.items), references resolved."""
     try:
-        return canonical_items(request.input_items, chain.items if chain else ())
+        return canonical_items(request.input_items, earlier)
     except UnknownReference as unknown:
         raise invalid_request(f"Item with id '{unknown.item_id}' not found.", param=f"input[{unknown.index}]",
                               code="item_not_found") from None
@@ -287,11 +314,12 @@ def start_turn(ctx: TurnContext, request: CreateResponseRequest, *, body_bytes: 
     route = get_registry(ctx.config).route(request.model, ctx.may_use)
     ctx.admit(body_bytes=body_bytes, max_output_tokens=request.max_output_tokens)
     chain = load_chain(request.previous_response_id, ctx.owner, ctx.connection_cache)
+    conversation_items = load_conversation(request.conversation_id, ctx.owner)
     if request.unknown_parameters:
         logger.debug("parameters the gateway does not know, passed on to Responses-native upstreams only: %s",
                      ", ".join(request.unknown_parameters))
-    input_items = request_items(request, chain)
-    history = chain.items if chain else []
+    history = chain.items if chain else conversation_items or []
+    input_items = request_items(request, history)
     native = compaction.native(route)
     context = compaction.open_context(history + input_items, owner=ctx.owner, first_input=len(history),
                                       native=native)
@@ -301,7 +329,8 @@ def start_turn(ctx: TurnContext, request: CreateResponseRequest, *, body_bytes: 
             and compaction.estimate_tokens(context, request.instructions, request.raw_tools)
             >= request.compact_threshold):
         route = Route(route.model, compaction.CompactFirst(route.provider, history + input_items, ctx.owner))
-    turn = Turn(ctx=ctx, request=request, route=route, chain=chain,
+    turn = Turn(ctx=ctx, request=request, route=route, chain=chain, api_conversation=request.conversation_id or "",
+                conversation_items=conversation_items or [],
                 input_items=input_items, response_id=new_id("resp"),
                 created_at=timezone.now(), settings=echoed_settings(request), context=context)
     if ctx.cancel.cancelled:

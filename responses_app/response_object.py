@@ -38,6 +38,7 @@ def echoed_settings(request: CreateResponseRequest) -> dict[str, Any]:
         settings.setdefault(name, default if value is None else value)
     # null when not sent, as OpenAI answers (the spec file's non-nullable typing is a known defect).
     settings["user"] = request.user
+    settings["conversation"] = {"id": request.conversation_id} if request.conversation_id else None
     # Documented fields the gateway does not act on are still echoed back when sent.
     for name in _ECHOED_WHEN_SENT:
         if (value := getattr(request, name)) is not None:
@@ -87,7 +88,7 @@ def render_response(
         "instructions": instructions,
         "model": model,
         "output": output,
-        "conversation": None,
+        "conversation": settings.get("conversation"),
     }
     body.update({k: v for k, v in settings.items() if k not in body})
     # null while in progress, or when the upstream reported none (never an estimate), as OpenAI sends it.

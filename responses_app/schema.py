@@ -399,6 +399,8 @@ class CreateResponseRequest(_Strict):
     raw_tool_choice: Any = Field(default="auto", exclude=True)
     # `context_management`'s compaction entry: the token count at which the gateway compacts first.
     compact_threshold: int | None = Field(default=None, exclude=True)
+    # `conversation`'s id (it may be sent as the id or as {"id": ...}).
+    conversation_id: str | None = Field(default=None, exclude=True)
 
     @property
     def unknown_parameters(self) -> list[str]:
@@ -478,6 +480,15 @@ def parse_create_request(body: bytes) -> CreateResponseRequest:
     return create_request_from(parse_json_object(body))
 
 
+def _conversation_id(value: str | dict[str, Any]) -> str:
+    """`conversation`: the id, or `{"id": ...}` (the SDK sends either)."""
+    conversation_id = value.get("id") if isinstance(value, dict) else value
+    if not isinstance(conversation_id, str) or not conversation_id:
+        raise invalid_request("Invalid value for 'conversation': expected a conversation id or {\"id\": ...}.",
+                              param="conversation", code="invalid_value")
+    return conversation_id
+
+
 def create_request_from(data: dict[str, Any]) -> CreateResponseRequest:
     """The create request a JSON object (already checked by `parse_json_object`) asks for."""
     if "input" not in data or data["input"] is None:
@@ -511,9 +522,11 @@ def create_request_from(data: dict[str, Any]) -> CreateResponseRequest:
         raise invalid_request("Cannot use 'previous_response_id' together with 'conversation'.",
                               param="previous_response_id", code="mutually_exclusive_parameters")
     if request.conversation is not None:
-        raise invalid_request("The 'conversation' parameter is not supported by this gateway; "
-                              "chain turns with 'previous_response_id'.", param="conversation",
-                              code="unsupported_parameter")
+        request.conversation_id = _conversation_id(request.conversation)
+        if not request.store:
+            # The turn's items are stored with the conversation, which needs the turn stored.
+            raise invalid_request("A response in a conversation is stored with it: 'store: false' cannot be used "
+                                  "with 'conversation'.", param="store", code="invalid_value")
     if request.background and not request.store:
         # A background response is only reachable through storage (polling, replay, cancel).
         raise invalid_request("Background responses must be stored: 'background: true' needs 'store: true'.",

@@ -1,0 +1,217 @@
+"""The Conversations API's storage: conversations a client creates, their items in order, and the
+turns that run in them (`conversation` on POST /v1/responses).
+
+A conversation of the API is a `Conversation` row of kind `api`. Its items are `Item` rows, the
+same model that holds every response's input and output: a turn's items belong to its response,
+an item the client adds directly belongs to none. `ConversationItem` rows put them in order: each
+append takes the next sequence numbers from the conversation row, whose lock it holds until it
+commits, so concurrent turns land in the order they commit and none is lost. Appending writes
+only the new items; loading a conversation is one query whatever its length; listing pages by
+(conversation, seq), never with an OFFSET.
+
+Deleting a conversation hides it at once and removes its rows in batches (`purge_deleted`).
+Only this module and conversations_app.store touch the models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from django.db import connection, transaction
+from django.db.models import F, QuerySet
+from django.utils import timezone
+
+from conversations_app.instrumented import InstrumentedApiStore
+from conversations_app.models import Conversation, ConversationItem, Item, StoredResponse
+from conversations_app.store import ItemPage, UnknownCursor, can_exist, new_conversation_id
+
+API = Conversation.Kind.API
+
+
+@dataclass
+class ApiConversation:
+    id: str
+    created_at: datetime
+    metadata: dict[str, str]
+
+
+def _conversation(row: Conversation) -> ApiConversation:
+    return ApiConversation(row.id, row.created_at, row.metadata)
+
+
+class ApiConversationStore:
+    @property
+    def backend(self) -> str:
+        return "postgres" if connection.vendor == "postgresql" else connection.vendor
+
+    def _visible(self, conversation_id: str, owner: str) -> QuerySet[Conversation]:
+        if not can_exist(conversation_id):
+            return Conversation.objects.none()
+        return Conversation.objects.filter(pk=conversation_id, owner=owner, kind=API, deleted_at__isnull=True)
+
+    # --- conversations -------------------------------------------------------------------
+
+    def create_conversation(self, owner: str, metadata: dict[str, str], items: list[dict[str, Any]]) -> ApiConversation:
+        now = timezone.now()
+        with transaction.atomic():
+            row = Conversation.objects.create(id=new_conversation_id(), kind=API, owner=owner, model="",
+                                              created_at=now, updated_at=now, metadata=metadata)
+            if items:
+                self._append(row.id, Item.objects.bulk_create(
+                    [_free_item(position, data) for position, data in enumerate(items)]))
+        return _conversation(row)
+
+    def get_conversation(self, conversation_id: str, owner: str) -> ApiConversation | None:
+        row = self._visible(conversation_id, owner).first()
+        return _conversation(row) if row is not None else None
+
+    def update_conversation(self, conversation_id: str, owner: str,
+                            metadata: dict[str, str]) -> ApiConversation | None:
+        if not self._visible(conversation_id, owner).update(metadata=metadata, updated_at=timezone.now()):
+            return None
+        return self.get_conversation(conversation_id, owner)
+
+    def delete_conversation(self, conversation_id: str, owner: str) -> bool:
+        """Hidden from now on (every route answers 404); its rows go in batches (purge_deleted)."""
+        return self._visible(conversation_id, owner).update(deleted_at=timezone.now()) == 1
+
+    # --- items ---------------------------------------------------------------------------
+
+    def add_items(self, conversation_id: str, owner: str, items: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """Append items the client gives; the items as stored (an id already in the conversation is
+        replaced by a new one), or None when there is no such conversation."""
+        with transaction.atomic():
+            if not self._visible(conversation_id, owner).select_for_update().exists():
+                return None
+            rows = Item.objects.bulk_create([_free_item(position, data) for position, data in enumerate(items)])
+            return self._append(conversation_id, rows)
+
+    def items(self, conversation_id: str, owner: str) -> list[dict[str, Any]] | None:
+        """Every item in order (a turn's context): one query, whatever the length."""
+        if not self._visible(conversation_id, owner).exists():
+            return None
+        return list(ConversationItem.objects.filter(conversation_id=conversation_id).order_by("seq")
+                    .values_list("item__data", flat=True))
+
+    def list_items(self, conversation_id: str, owner: str, *, limit: int, order: Literal["asc", "desc"],
+                   after: str | None) -> ItemPage | None:
+        if not self._visible(conversation_id, owner).exists():
+            return None
+        entries = ConversationItem.objects.filter(conversation_id=conversation_id)
+        if after:
+            seq = entries.filter(public_id=after).values_list("seq", flat=True).first() if can_exist(after) else None
+            if seq is None:
+                raise UnknownCursor(after)
+            entries = entries.filter(seq__gt=seq) if order == "asc" else entries.filter(seq__lt=seq)
+        entries = entries.order_by("seq" if order == "asc" else "-seq")
+        page = list(entries.values_list("item__data", flat=True)[: limit + 1])
+        return ItemPage(page[:limit], has_more=len(page) > limit)
+
+    def get_item(self, conversation_id: str, owner: str, item_id: str) -> dict[str, Any] | Literal[False] | None:
+        """The item; None when the conversation does not exist, False when the item does not."""
+        if not self._visible(conversation_id, owner).exists():
+            return None
+        data = (ConversationItem.objects.filter(conversation_id=conversation_id, public_id=item_id)
+                .values_list("item__data", flat=True).first()) if can_exist(item_id) else None
+        return data if data is not None else False
+
+    def delete_item(self, conversation_id: str, owner: str, item_id: str) -> bool | None:
+        """Take the item out of the conversation (a turn's item stays with its response); None when
+        the conversation does not exist, False when the item does not."""
+        with transaction.atomic():
+            if not self._visible(conversation_id, owner).select_for_update().exists():
+                return None
+            entry = (ConversationItem.objects.filter(conversation_id=conversation_id, public_id=item_id)
+                     .select_related("item").first()) if can_exist(item_id) else None
+            if entry is None:
+                return False
+            entry.delete()
+            if entry.item.response_id is None:
+                entry.item.delete()
+            Conversation.objects.filter(pk=conversation_id).update(updated_at=timezone.now())
+            return True
+
+    # --- turns ---------------------------------------------------------------------------
+
+    def append_turn(self, conversation_id: str, response_id: str) -> int:
+        """Put a turn's input and output items at the end of its conversation (inside the
+        transaction that settles the turn). Returns how many were appended."""
+        rows = list(Item.objects.filter(response_id=response_id).order_by("kind", "position"))
+        return len(self._append(conversation_id, rows))
+
+    def _append(self, conversation_id: str, rows: list[Item]) -> list[dict[str, Any]]:
+        """Number the rows after the conversation's last item and list them in it. The UPDATE takes
+        the conversation row's lock, held until this transaction commits: appends are serialised, in
+        commit order."""
+        if not rows:
+            return []
+        with transaction.atomic():
+            Conversation.objects.filter(pk=conversation_id).update(
+                next_item_seq=F("next_item_seq") + len(rows), updated_at=timezone.now())
+            end = Conversation.objects.filter(pk=conversation_id).values_list("next_item_seq", flat=True).get()
+            taken = set(ConversationItem.objects.filter(
+                conversation_id=conversation_id, public_id__in=[row.item_id for row in rows])
+                .values_list("public_id", flat=True))
+            for row in rows:
+                if row.item_id in taken or not row.item_id:
+                    row.item_id = _fresh_id(row.item_id)
+                    row.data = {**row.data, "id": row.item_id}
+                    row.save(update_fields=["item_id", "data"])
+                taken.add(row.item_id)
+            ConversationItem.objects.bulk_create([
+                ConversationItem(conversation_id=conversation_id, seq=end - len(rows) + index, item=row,
+                                 public_id=row.item_id) for index, row in enumerate(rows)])
+        return [row.data for row in rows]
+
+    # --- removal -------------------------------------------------------------------------
+
+    def purge_deleted(self, *, batch_size: int = 500, progress: Callable[[str], None] | None = None) -> int:
+        """Remove conversations deleted through the API: their entries, items and turns, in batches
+        of `batch_size` rows, each its own short transaction. Returns how many conversations went."""
+        purged = 0
+        for conversation_id in list(Conversation.objects.filter(kind=API, deleted_at__isnull=False)
+                                    .values_list("pk", flat=True)):
+            for removed in self.remove_in_batches(conversation_id, batch_size=batch_size):
+                if progress is not None:
+                    progress(f"{conversation_id}: {removed}")
+            purged += 1
+        return purged
+
+    def remove_in_batches(self, conversation_id: str, *, batch_size: int = 500) -> Iterator[str]:
+        """Delete one conversation's rows, a batch per transaction, saying what each batch removed:
+        the items the client added (their entries go with them), the other entries, then its turns
+        (their items go with them), then the conversation."""
+        entries = ConversationItem.objects.filter(conversation_id=conversation_id)
+        for label, rows in (
+            ("added items", Item.objects.filter(response__isnull=True,
+                                                pk__in=entries.values("item_id"))),
+            ("entries", entries),
+            ("turns", StoredResponse.objects.filter(conversation_id=conversation_id)),
+        ):
+            total = 0
+            while ids := list(rows.values_list("pk", flat=True)[:batch_size]):
+                with transaction.atomic():
+                    rows.model.objects.filter(pk__in=ids).delete()
+                total += len(ids)
+                yield f"{total} {label}"
+        Conversation.objects.filter(pk=conversation_id).delete()
+        yield "conversation"
+
+
+def _free_item(position: int, data: dict[str, Any]) -> Item:
+    """An item the client adds to a conversation itself: it belongs to no response."""
+    return Item(response=None, kind=Item.Kind.INPUT, position=position, item_id=data.get("id", ""),
+                type=data.get("type", "message"), data=data)
+
+
+def _fresh_id(old: str) -> str:
+    from responses_app.ids import new_id
+
+    return new_id(old.partition("_")[0] or "item")
+
+
+# Callers import this: every operation is counted, timed and traced (conversations_app.instrumented).
+api_conversations = InstrumentedApiStore(ApiConversationStore())
