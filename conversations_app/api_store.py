@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from django.db import connection, transaction
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from conversations_app.instrumented import InstrumentedApiStore
@@ -136,34 +136,33 @@ class ApiConversationStore:
 
     # --- turns ---------------------------------------------------------------------------
 
-    def append_turn(self, conversation_id: str, response_id: str) -> int:
-        """Put a turn's input and output items at the end of its conversation (inside the
-        transaction that settles the turn). Returns how many were appended."""
+    def append_turn(self, conversation_id: str, response_id: str, model: str, tokens: dict[str, int]) -> int:
+        """Count a turn of the conversation and put its input and output items at its end; called
+        inside the transaction that settles the turn. Returns how many items were appended."""
         rows = list(Item.objects.filter(response_id=response_id).order_by("kind", "position"))
-        return len(self._append(conversation_id, rows))
+        return len(self._append(conversation_id, rows, turn=(model, tokens)))
 
-    def _append(self, conversation_id: str, rows: list[Item]) -> list[dict[str, Any]]:
-        """Number the rows after the conversation's last item and list them in it. The UPDATE takes
-        the conversation row's lock, held until this transaction commits: appends are serialised, in
-        commit order."""
-        if not rows:
+    def _append(self, conversation_id: str, rows: list[Item],
+                turn: tuple[str, dict[str, int]] | None = None) -> list[dict[str, Any]]:
+        """Number the rows after the conversation's last item and list them in it, inside the
+        caller's transaction. The UPDATE takes the conversation row's lock, held until that
+        transaction commits: appends are serialised, in commit order. `turn`: the turn's model and
+        token counts, counted in the same statement."""
+        if not rows and turn is None:
             return []
-        with transaction.atomic():
-            Conversation.objects.filter(pk=conversation_id).update(
-                next_item_seq=F("next_item_seq") + len(rows), updated_at=timezone.now())
-            end = Conversation.objects.filter(pk=conversation_id).values_list("next_item_seq", flat=True).get()
-            taken = set(ConversationItem.objects.filter(
-                conversation_id=conversation_id, public_id__in=[row.item_id for row in rows])
-                .values_list("public_id", flat=True))
-            for row in rows:
-                if row.item_id in taken or not row.item_id:
-                    row.item_id = _fresh_id(row.item_id)
-                    row.data = {**row.data, "id": row.item_id}
-                    row.save(update_fields=["item_id", "data"])
-                taken.add(row.item_id)
-            ConversationItem.objects.bulk_create([
-                ConversationItem(conversation_id=conversation_id, seq=end - len(rows) + index, item=row,
-                                 public_id=row.item_id) for index, row in enumerate(rows)])
+        end = _take_sequence(conversation_id, len(rows), turn)
+        taken = set(ConversationItem.objects.filter(
+            conversation_id=conversation_id, public_id__in=[row.item_id for row in rows])
+            .values_list("public_id", flat=True))
+        for row in rows:
+            if row.item_id in taken or not row.item_id:
+                row.item_id = _fresh_id(row.item_id)
+                row.data = {**row.data, "id": row.item_id}
+                row.save(update_fields=["item_id", "data"])
+            taken.add(row.item_id)
+        ConversationItem.objects.bulk_create([
+            ConversationItem(conversation_id=conversation_id, seq=end - len(rows) + index, item=row,
+                             public_id=row.item_id) for index, row in enumerate(rows)])
         return [row.data for row in rows]
 
     # --- removal -------------------------------------------------------------------------
@@ -199,6 +198,25 @@ class ApiConversationStore:
                 yield f"{total} {label}"
         Conversation.objects.filter(pk=conversation_id).delete()
         yield "conversation"
+
+
+def _take_sequence(conversation_id: str, count: int, turn: tuple[str, dict[str, int]] | None) -> int:
+    """Reserve `count` sequence numbers (and count the turn, when there is one) in one UPDATE ...
+    RETURNING, which locks the conversation row until the caller's transaction ends. Returns the
+    conversation's next sequence number after the reservation."""
+    assert connection.in_atomic_block, "appends must run inside the transaction that writes them"  # noqa: S101
+    table = Conversation._meta.db_table
+    sets = ["next_item_seq = next_item_seq + %s", "updated_at = %s"]
+    params: list[Any] = [count, timezone.now()]
+    if turn is not None:
+        model, tokens = turn
+        sets += ["model = %s", "turn_count = turn_count + 1", "input_tokens = input_tokens + %s",
+                 "output_tokens = output_tokens + %s"]
+        params += [model, tokens.get("input_tokens", 0), tokens.get("output_tokens", 0)]
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET {', '.join(sets)} WHERE id = %s RETURNING next_item_seq",  # noqa: S608 - constant names
+                       [*params, conversation_id])
+        return int(cursor.fetchone()[0])
 
 
 def _free_item(position: int, data: dict[str, Any]) -> Item:

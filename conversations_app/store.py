@@ -410,9 +410,7 @@ def _append_turn(conversation_id: str, response_id: str, model: str, tokens: dic
     at the end of the conversation (conversations_app.api_store)."""
     from conversations_app.api_store import api_conversations  # it imports this module
 
-    Conversation.objects.filter(pk=conversation_id).update(
-        model=model, turn_count=F("turn_count") + 1, **{name: F(name) + value for name, value in tokens.items()})
-    api_conversations.append_turn(conversation_id, response_id)
+    api_conversations.inner.append_turn(conversation_id, response_id, model, tokens)
 
 
 def _item(response_id: str, kind: int, position: int, data: dict[str, Any]) -> Item:
