@@ -35,6 +35,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from conversations_app.store import release_connection
 from gateway_project import concurrency
 from gateway_project.api_errors import ApiError, invalid_request
 from gateway_project.config import GatewayConfig
@@ -152,6 +153,9 @@ class Session:
     # --- the reader ----------------------------------------------------------------------
 
     def run(self) -> None:
+        # The upgrade's own database work (the API key, the rate limits) is done: give its pooled
+        # connection back, or every open socket would hold one for its whole life.
+        release_connection()
         _sessions.add(self)
         if metrics_enabled():
             metrics.websocket_connections.inc()

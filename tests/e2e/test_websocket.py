@@ -390,3 +390,30 @@ def test_every_response_is_logged_and_counted_with_its_own_request_id(client: Op
     metrics = requests.get(f"{gateway.url}/metrics", timeout=5).text
     assert 'http_requests_total{method="WEBSOCKET",path="/v1/responses",status="200"}' in metrics
     assert "gateway_websocket_connections" in metrics
+
+
+def test_open_authenticated_sockets_hold_no_database_connection(upstream: FakeOpenAI):
+    """The upgrade reads the API key from Postgres; the socket must give that connection back to the
+    pool, or each open socket would hold one for its whole life: with a pool of 2, a third socket's
+    upgrade (and every stored response) would wait for a connection that never comes."""
+    upstream.reset()
+    config = _config(upstream).replace("rate_limit: {enabled: true", "rate_limit: {enabled: false")
+    with GatewayProcess(config, workers=1, env={"DB_POOL_MIN_SIZE": "1", "DB_POOL_MAX_SIZE": "2",
+                                                "DB_POOL_BUSY_TIMEOUT": "3"}) as gw:
+        key = _create_key(gw)
+        url = gw.url.replace("http://", "ws://") + "/v1/responses"
+        sockets = [ws_connect(url, additional_headers={"Authorization": f"Bearer {key}"}, open_timeout=5)
+                   for _ in range(5)]
+        try:
+            upstream.script(*(Reply(text="ok") for _ in range(3)))
+            for ws in sockets[-2:]:
+                ws.send(json.dumps({"type": "response.create", "model": "m", "input": "hi"}))
+                while (event := json.loads(ws.recv(timeout=10)))["type"] not in TERMINAL:
+                    pass
+                assert event["type"] == "response.completed", event
+            answer = requests.post(f"{gw.base_url}/responses", json={"model": "m", "input": "hi"},
+                                   headers={"Authorization": f"Bearer {key}"}, timeout=10)
+            assert answer.status_code == 200, answer.text
+        finally:
+            for ws in sockets:
+                ws.close()
