@@ -129,7 +129,8 @@ class Steering:
             return
         if not running.steerable:
             self._failed(None, target_id, given, "steering_not_supported",
-                         "Responses that compact their context automatically cannot be steered.", running)
+                         "Responses bound to a conversation or compacting their context automatically cannot be "
+                         "steered.", running)
             return
         self._accept(running, target_id, given, items)
 
@@ -153,7 +154,8 @@ class Steering:
     # --- the running response's life ---------------------------------------------------------
 
     def started(self, lane: Lane, turn: Turn) -> Running:
-        running = Running(lane, turn.response_id, steerable=not turn.compacts_automatically)
+        running = Running(lane, turn.response_id,
+                          steerable=not (turn.compacts_automatically or turn.api_conversation))
         self.running[turn.response_id] = running
         return running
 
