@@ -19,7 +19,7 @@ from gateway_project.json_body import parse_json_object
 from responses_app import compaction
 from responses_app.context import TurnContext
 from responses_app.items import canonical_items
-from responses_app.pipeline import load_chain, upstream_errors
+from responses_app.pipeline import load_chain, load_conversation, upstream_errors
 from responses_app.providers.base import ProviderRequest
 from responses_app.providers.registry import get_registry
 from responses_app.response_object import echoed_settings
@@ -45,7 +45,7 @@ def parse_count_request(body: bytes) -> CreateResponseRequest:
                               param="personality", code="invalid_value")
     # `input` may be left out when a previous response gives the context: a placeholder passes
     # create's validation and is dropped again (it names nothing an error could point at).
-    without_input = data.get("input") is None and bool(data.get("previous_response_id"))
+    without_input = data.get("input") is None and bool(data.get("previous_response_id") or data.get("conversation"))
     if without_input:
         data["input"] = "-"
     # Create's own validation, so errors (and their `param`) are exactly create's.
@@ -60,7 +60,7 @@ def count_input_tokens(ctx: TurnContext, body: bytes) -> dict[str, Any]:
     request = parse_count_request(body)
     route = get_registry(ctx.config).route(request.model, ctx.may_use)
     chain = load_chain(request.previous_response_id, ctx.owner)
-    history = chain.items if chain else []
+    history = chain.items if chain else load_conversation(request.conversation_id, ctx.owner) or []
     settings = echoed_settings(request)
     # The model's first provider entry that can serve it (a fallback's, when the model's own has no key).
     candidate = route.provider.candidates[0]

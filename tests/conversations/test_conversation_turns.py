@@ -135,3 +135,15 @@ def _canonical(item: dict[str, Any]) -> dict[str, Any]:
     from responses_app.schema import _INPUT_ITEMS
 
     return canonical_items(_INPUT_ITEMS.validate_python([item]))[0]
+
+
+def test_input_tokens_counts_the_conversation_first(api: ApiClient):
+    conversation = _new(items=[_canonical({"type": "message", "role": "user", "content": "word " * 200})])
+    alone = api.post("/v1/responses/input_tokens", {"model": "gpt-test", "input": "hi"}).json()["input_tokens"]
+    with_history = api.post("/v1/responses/input_tokens", {"model": "gpt-test", "input": "hi",
+                                                           "conversation": conversation}).json()["input_tokens"]
+    assert with_history >= alone + 200
+    history_only = api.post("/v1/responses/input_tokens", {"model": "gpt-test", "conversation": conversation})
+    assert history_only.status_code == 200 and history_only.json()["input_tokens"] >= 200
+    unknown = api.post("/v1/responses/input_tokens", {"model": "gpt-test", "conversation": "conv_nope"})
+    assert (unknown.status_code, unknown.json()["error"]["param"]) == (404, "conversation")

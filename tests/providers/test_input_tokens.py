@@ -138,7 +138,6 @@ def test_the_demo_count_is_what_its_usage_will_say(api: ApiClient, settings: Any
     ({"model": "claude"}, "input", "missing_required_parameter"),
     ({"model": "nope", "input": "x"}, "model", "model_not_found"),
     ({"model": "claude", "input": [{"role": "user", "content": 5}]}, "input[0].content", "invalid_type"),
-    ({"model": "claude", "input": "x", "conversation": "conv_1"}, "conversation", "unsupported_parameter"),
     ({"model": "claude", "input": "x", "previous_response_id": "resp_nope"}, "previous_response_id",
      "previous_response_not_found"),
     ({"model": "claude", "input": "x", "personality": 5}, "personality", "invalid_type"),

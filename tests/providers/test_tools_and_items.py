@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from conversations_app.api_store import api_conversations
 from conversations_app.models import Item
 from tests.conftest import ApiClient, sse_events
 from tests.fakes import anthropic_upstream as anth
@@ -289,27 +290,26 @@ EVERY_PARAMETER: dict[str, Any] = {
     "tool_choice": "auto", "tools": [FUNCTION], "top_logprobs": 2, "top_p": 0.9, "truncation": "auto",
     "user": "u1",
 }
-# `conversation` is the one field refused (400 unsupported_parameter): the Conversations API is not
-# served yet, and silently ignoring it would answer without the conversation the client named.
-REFUSED = {"conversation"}
+# `conversation` must name a conversation that exists: the test creates one.
+CREATED_BY_THE_TEST = {"conversation"}
 
 
 @pytest.mark.parametrize("model", ["responses-model", "chat-model"])
 def test_every_parameter_of_the_sdk_is_accepted(api: ApiClient, fakes: Fakes, model: str):
     from openai.types.responses.response_create_params import ResponseCreateParamsBase
 
-    assert set(ResponseCreateParamsBase.__annotations__) - REFUSED == set(EVERY_PARAMETER)
+    assert set(ResponseCreateParamsBase.__annotations__) - CREATED_BY_THE_TEST == set(EVERY_PARAMETER)
     fakes.responses.script(resp.Reply(text="ok"))
     fakes.chat.script(chat.Reply(text="ok"))
-    response = api.post("/v1/responses", {**EVERY_PARAMETER, "model": model})
+    conversation = api_conversations.create_conversation("", {}, []).id
+    response = api.post("/v1/responses", {**EVERY_PARAMETER, "model": model, "conversation": {"id": conversation}})
     assert response.status_code == 200, response.content
+    assert response.json()["conversation"] == {"id": conversation}
     if model == "responses-model":
         sent = fakes.responses.last.json
         for name in ("include", "max_tool_calls", "prompt", "prompt_cache_key", "reasoning", "service_tier",
                      "truncation", "context_management", "moderation", "top_logprobs", "safety_identifier"):
             assert sent[name] == EVERY_PARAMETER[name], name
-    refused = api.post("/v1/responses", {**EVERY_PARAMETER, "model": model, "conversation": "conv_1"})
-    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "unsupported_parameter")
 
 
 @pytest.mark.parametrize("stream", [False, True])
