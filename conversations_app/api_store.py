@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from django.db import connection, transaction
@@ -89,6 +89,15 @@ class ApiConversationStore:
             rows = Item.objects.bulk_create([_free_item(position, data) for position, data in enumerate(items)])
             return self._append(conversation_id, rows)
 
+    def referenced_items(self, conversation_id: str, owner: str, item_ids: list[str]) -> list[dict[str, Any]] | None:
+        """The conversation's items with these ids (what `item_reference`s among new items name), or
+        None when there is no such conversation: one indexed read for the ids, not the whole history."""
+        if not self._visible(conversation_id, owner).exists():
+            return None
+        wanted = [item_id for item_id in item_ids if can_exist(item_id)]
+        return list(ConversationItem.objects.filter(conversation_id=conversation_id, public_id__in=wanted)
+                    .order_by("seq").values_list("item__data", flat=True))
+
     def items(self, conversation_id: str, owner: str) -> list[dict[str, Any]] | None:
         """Every item in order (a turn's context): one query, whatever the length."""
         if not self._visible(conversation_id, owner).exists():
@@ -102,7 +111,9 @@ class ApiConversationStore:
             return None
         entries = ConversationItem.objects.filter(conversation_id=conversation_id)
         if after:
-            seq = entries.filter(public_id=after).values_list("seq", flat=True).first() if can_exist(after) else None
+            # (conversation, public_id) is unique: no ORDER BY for the planner to honour (.first() adds one).
+            found = list(entries.filter(public_id=after).values_list("seq", flat=True)[:1]) if can_exist(after) else []
+            seq = found[0] if found else None
             if seq is None:
                 raise UnknownCursor(after)
             entries = entries.filter(seq__gt=seq) if order == "asc" else entries.filter(seq__lt=seq)
@@ -114,9 +125,9 @@ class ApiConversationStore:
         """The item; None when the conversation does not exist, False when the item does not."""
         if not self._visible(conversation_id, owner).exists():
             return None
-        data = (ConversationItem.objects.filter(conversation_id=conversation_id, public_id=item_id)
-                .values_list("item__data", flat=True).first()) if can_exist(item_id) else None
-        return data if data is not None else False
+        found = list(ConversationItem.objects.filter(conversation_id=conversation_id, public_id=item_id)
+                     .values_list("item__data", flat=True)[:1]) if can_exist(item_id) else []
+        return found[0] if found else False
 
     def delete_item(self, conversation_id: str, owner: str, item_id: str) -> bool | None:
         """Take the item out of the conversation (a turn's item stays with its response); None when
@@ -167,12 +178,28 @@ class ApiConversationStore:
 
     # --- removal -------------------------------------------------------------------------
 
-    def purge_deleted(self, *, batch_size: int = 500, progress: Callable[[str], None] | None = None) -> int:
+    def purge_deleted(self, *, batch_size: int = 500, progress: Callable[[str], None] | None = None,
+                      dry_run: bool = False) -> int:
         """Remove conversations deleted through the API: their entries, items and turns, in batches
-        of `batch_size` rows, each its own short transaction. Returns how many conversations went."""
+        of `batch_size` rows, each its own short transaction. Returns how many conversations went
+        (or would go, with dry_run)."""
+        return self._purge(Conversation.objects.filter(kind=API, deleted_at__isnull=False),
+                           batch_size=batch_size, progress=progress, dry_run=dry_run)
+
+    def purge_idle(self, idle_seconds: float, *, batch_size: int = 500,
+                   progress: Callable[[str], None] | None = None, dry_run: bool = False) -> int:
+        """Remove conversations of the API (not deleted) with no change for `idle_seconds`, in
+        batches like `purge_deleted`. (Chains are purged by ConversationStore.purge_idle.)"""
+        idle = Conversation.objects.filter(kind=API, deleted_at__isnull=True,
+                                           updated_at__lt=timezone.now() - timedelta(seconds=idle_seconds))
+        return self._purge(idle, batch_size=batch_size, progress=progress, dry_run=dry_run)
+
+    def _purge(self, conversations: QuerySet[Conversation], *, batch_size: int,
+               progress: Callable[[str], None] | None, dry_run: bool) -> int:
+        if dry_run:
+            return conversations.count()
         purged = 0
-        for conversation_id in list(Conversation.objects.filter(kind=API, deleted_at__isnull=False)
-                                    .values_list("pk", flat=True)):
+        for conversation_id in list(conversations.order_by().values_list("pk", flat=True)):
             for removed in self.remove_in_batches(conversation_id, batch_size=batch_size):
                 if progress is not None:
                     progress(f"{conversation_id}: {removed}")
@@ -181,19 +208,23 @@ class ApiConversationStore:
 
     def remove_in_batches(self, conversation_id: str, *, batch_size: int = 500) -> Iterator[str]:
         """Delete one conversation's rows, a batch per transaction, saying what each batch removed:
-        the items the client added (their entries go with them), the other entries, then its turns
-        (their items go with them), then the conversation."""
+        the items the client added (their entries go with them), the other entries, its turns'
+        items, its turns (the latest first, so no batch cascades down a chain), then the conversation.
+        Each batch is read as ids and deleted by id, so no transaction holds more than
+        `batch_size` rows whatever the conversation's size."""
         entries = ConversationItem.objects.filter(conversation_id=conversation_id)
-        for label, rows in (
-            ("added items", Item.objects.filter(response__isnull=True,
-                                                pk__in=entries.values("item_id"))),
-            ("entries", entries),
-            ("turns", StoredResponse.objects.filter(conversation_id=conversation_id)),
-        ):
+        turns = StoredResponse.objects.filter(conversation_id=conversation_id)
+        steps: tuple[tuple[str, QuerySet[Any]], ...] = (
+            ("added items", Item.objects.filter(response__isnull=True, pk__in=entries.values("item_id")).order_by()),
+            ("entries", entries.order_by()),
+            ("turn items", Item.objects.filter(response__in=turns.values("pk")).order_by()),
+            ("turns", turns.order_by("-depth")),
+        )
+        for label, rows in steps:
             total = 0
             while ids := list(rows.values_list("pk", flat=True)[:batch_size]):
                 with transaction.atomic():
-                    rows.model.objects.filter(pk__in=ids).delete()
+                    rows.model.objects.filter(pk__in=ids).only("pk").delete()
                 total += len(ids)
                 yield f"{total} {label}"
         Conversation.objects.filter(pk=conversation_id).delete()

@@ -174,3 +174,6 @@ class InstrumentedApiStore(InstrumentedStore):
     def delete_item(self, conversation_id: str, owner: str, item_id: str) -> Any:
         return self._observe("delete_item", lambda: self.inner.delete_item(conversation_id, owner, item_id),
                              span_name="conversation.update", attributes={"conversation.id": conversation_id})
+
+    def purge_deleted(self, **kwargs: Any) -> int:
+        return self._observe("purge", lambda: self.inner.purge_deleted(**kwargs))

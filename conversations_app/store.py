@@ -383,12 +383,14 @@ class ConversationStore:
         return Conversation.objects.filter(updated_at__gte=timezone.now() - timedelta(seconds=ttl_seconds)).count()
 
     def purge_idle(self, idle_seconds: float, *, batch_size: int = 500, dry_run: bool = False) -> int:
-        """Delete conversations (with their responses and items) without a turn for `idle_seconds`.
+        """Delete chains (with their responses and items) without a turn for `idle_seconds`.
 
         In batches, each its own transaction, so a large purge never holds long locks or one huge
-        transaction; returns how many conversations went (or would go, with dry_run).
+        transaction; returns how many conversations went (or would go, with dry_run). Conversations
+        of the Conversations API are purged row batch by row batch instead (ApiConversationStore).
         """
-        idle = Conversation.objects.filter(updated_at__lt=timezone.now() - timedelta(seconds=idle_seconds))
+        idle = Conversation.objects.filter(kind=Conversation.Kind.CHAIN,
+                                           updated_at__lt=timezone.now() - timedelta(seconds=idle_seconds))
         if dry_run:
             return idle.count()
         purged = 0

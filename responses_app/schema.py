@@ -169,7 +169,9 @@ class OpaqueItem(_Strict):
     local_shell_call_output, item_reference, ...): kept verbatim, replayed to Responses-native
     upstreams, left out by translating ones (docs/providers.md)."""
 
-    type: str = Field(min_length=1, max_length=64)
+    # At most the width of conversations_app.models.Item.type, varchar(40): a longer type failed the
+    # write after the upstream was paid for (a 503). OpenAI's item types are far shorter (`local_shell_call_output`).
+    type: str = Field(min_length=1, max_length=40)
     id: ItemId = None
 
 

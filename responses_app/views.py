@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from functools import wraps
+from functools import partial, wraps
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from conversations_app.store import StoredTurn, UnknownCursor, store
+from conversations_app.store import ItemPage, StoredTurn, UnknownCursor, store
 from gateway_project.api_errors import ApiError, invalid_request, not_found
 from gateway_project.config import ModelEntry
 from gateway_project.middleware.ratelimit import admitted_by_view
@@ -218,18 +218,24 @@ def _limit(raw: str | None) -> int:
     return int(raw)
 
 
-@api_view("GET")
-def response_input_items(request: HttpRequest, response_id: str) -> HttpResponse:
+def list_page(request: HttpRequest, lister: Callable[..., ItemPage | None], of: str) -> ItemPage | None:
+    """One page of a list route, with its cursor paging: `limit` 1-100 (default 20), `order`
+    (default desc), `after` (an item id; one that names no item of the `of` being listed is a 400).
+    `lister` is called with them; None from it means the listed thing does not exist."""
     order = request.GET.get("order", "desc")
     if order not in ("asc", "desc"):
         raise invalid_request("Invalid value for 'order': expected 'asc' or 'desc'.", param="order",
                               code="invalid_value")
     try:
-        page = store.list_input_items(response_id, owner_of(request), limit=_limit(request.GET.get("limit")),
-                                      order=order, after=request.GET.get("after"))
+        return lister(limit=_limit(request.GET.get("limit")), order=order, after=request.GET.get("after"))
     except UnknownCursor:
-        raise invalid_request("Invalid value for 'after': no such item in this response.", param="after",
+        raise invalid_request(f"Invalid value for 'after': no such item in this {of}.", param="after",
                               code="invalid_value") from None
+
+
+@api_view("GET")
+def response_input_items(request: HttpRequest, response_id: str) -> HttpResponse:
+    page = list_page(request, partial(store.list_input_items, response_id, owner_of(request)), "response")
     if page is None:
         raise _response_not_found(response_id)
     return JsonResponse({

@@ -17,6 +17,8 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 from openai._models import validate_type
+from openai.types.conversations import Conversation, ConversationDeletedResource, ConversationItem
+from openai.types.conversations.conversation_item_list import ConversationItemList
 from openai.types.responses import (
     Response,
     ResponseCompactionItem,
@@ -42,7 +44,15 @@ _SDK_TYPES: dict[str, Any] = {
     # The items of a CompactedResponse (tests/providers/test_compaction.py).
     "ResponseCompactionItem": ResponseCompactionItem,
     "ResponseInputMessageItem": ResponseInputMessageItem,
+    # The Conversations API (conversations_app): client.conversations and client.conversations.items.
+    "Conversation": Conversation,
+    "ConversationItem": ConversationItem,
+    "ConversationItemList": ConversationItemList,
+    "ConversationDeletedResource": ConversationDeletedResource,
 }
+
+# Where the spec file's name for a schema is not the SDK's.
+_SPEC_NAMES = {"Conversation": "ConversationResource", "ConversationDeletedResource": "DeletedConversationResource"}
 
 
 @functools.cache
@@ -121,7 +131,7 @@ def validate_against_spec(schema_name: str, value: dict[str, Any]) -> None:
         specific = _server_event_schemas().get(value.get("type", ""))
         assert specific, f"event type {value.get('type')!r} is not a ResponsesServerEvent in the spec"
         schema_name = specific
-    validator = _validator(schema_name)
+    validator = _validator(_SPEC_NAMES.get(schema_name, schema_name))
     if validator is None:
         return
     errors = sorted((e for e in validator.iter_errors(value) if not _known_spec_defect(e)),

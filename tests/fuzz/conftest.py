@@ -7,7 +7,8 @@ must hold for every request, whatever it carries.
   pydantic union branch such as `dict[str,any]`).
 - A method a route does not serve is a 405 with `Allow`.
 - Only an accepted (2xx) create may add rows to the conversations tables or reach the upstream;
-  an accepted create with `store: false` adds no rows either.
+  an accepted create with `store: false` adds no rows either. On the Conversations API only an
+  accepted POST or DELETE may change rows, and nothing there reaches the upstream.
 - An accepted stream parses as SSE and ends with exactly one terminal event; an accepted JSON
   create is a Response object, and a stored one can be retrieved with its input items.
 
@@ -35,11 +36,17 @@ from django.urls import Resolver404, resolve
 from hypothesis import HealthCheck, settings
 from pydantic import BaseModel
 
-from conversations_app.models import Conversation, Item, StoredResponse
+from conversations_app.models import Conversation, ConversationItem, Item, StoredResponse
 from responses_app import schema
 from tests.conftest import gateway_config_for
 from tests.fakes.openai_upstream import FakeOpenAI, Reply
-from tests.fuzz.strategies import EXISTING, EXISTING_ITEM, fill_in
+from tests.fuzz.strategies import (
+    EXISTING,
+    EXISTING_CONVERSATION,
+    EXISTING_CONVERSATION_ITEM,
+    EXISTING_ITEM,
+    fill_in,
+)
 
 REPORT = Path(__file__).resolve().parents[2] / "var" / "fuzz" / "cases.json"
 
@@ -68,8 +75,8 @@ ANSWERS: Counter[tuple[str, str]] = Counter()
 SECONDS: dict[str, float] = {}
 
 
-# One round trip for the three counts: they are taken twice per case, and were half its queries.
-_TABLES = [model._meta.db_table for model in (Conversation, StoredResponse, Item)]
+# One round trip for the counts: they are taken twice per case, and were half its queries.
+_TABLES = [model._meta.db_table for model in (Conversation, StoredResponse, Item, ConversationItem)]
 _ROWS_SQL = "SELECT " + ", ".join(f"(SELECT count(*) FROM {table})" for table in _TABLES)  # noqa: S608 - the models' tables
 
 
@@ -91,6 +98,10 @@ ROUTES: dict[str, tuple[str, tuple[str, ...]]] = {
     "health": ("/health", ("GET", "HEAD")),
     "ready": ("/ready", ("GET", "HEAD")),
     "metrics": ("/metrics", ("GET", "HEAD")),
+    "create_conversation": ("/v1/conversations", ("POST",)),
+    "conversation_detail": ("/v1/conversations/{id}", ("GET", "HEAD", "POST", "DELETE")),
+    "conversation_items": ("/v1/conversations/{id}/items", ("GET", "HEAD", "POST")),
+    "conversation_item": ("/v1/conversations/{id}/items/{item_id}", ("GET", "HEAD", "DELETE")),
 }
 
 
@@ -122,6 +133,8 @@ class Fuzzer:
         label = f"{'any method' if not allowed else method if method in allowed else 'other methods'} {route}"
         CASES[label] += 1
         is_create = route == "/v1/responses" and method == "POST"
+        # The Conversations API's writes: accepted, they change rows (and never call the upstream).
+        is_conversation_write = route.startswith("/v1/conversations") and method in ("POST", "DELETE")
         with transaction.atomic():
             rows_before, upstream_before = _rows(), len(self.fake.requests)
             response = self.client.generic(method, "/", data=body, PATH_INFO=path_info, QUERY_STRING=query,
@@ -137,6 +150,9 @@ class Fuzzer:
                 assert status == 405 and response.has_header("Allow"), f"{where}: an unsupported method"
             if is_create and 200 <= status < 300:
                 self._check_accepted_create(response, events, rows_before, upstream_before, where)
+            elif is_conversation_write and 200 <= status < 300:
+                assert len(self.fake.requests) == upstream_before, f"{where}: the upstream was called"
+                _check_json_or_metrics(response, where)
             elif events is not None:
                 _check_replay(response, events, route, method, where)
                 assert _rows() == rows_before, f"{where}: rows written by a replay"
@@ -274,9 +290,16 @@ def fuzzer(db: None, settings: Any, fake_openai: FakeOpenAI, request: pytest.Fix
     response_id = seed.json()["id"]
     # The middle one: a page after it has items in either order.
     item_id = Client().get(f"/v1/responses/{response_id}/input_items").json()["data"][1]["id"]
+    # And a conversation of the Conversations API with a few items, the middle one named.
+    conversation = Client().post("/v1/conversations", data=json.dumps({"items": questions, "metadata": {"k": "v"}}),
+                                 content_type="application/json")
+    assert conversation.status_code == 200, conversation.content
+    conversation_id = conversation.json()["id"]
+    conversation_item = Client().get(f"/v1/conversations/{conversation_id}/items").json()["data"][1]["id"]
     fake_openai.reset()
     started = time.monotonic()
-    yield Fuzzer(fake_openai, {EXISTING: response_id, EXISTING_ITEM: item_id})
+    yield Fuzzer(fake_openai, {EXISTING: response_id, EXISTING_ITEM: item_id, EXISTING_CONVERSATION: conversation_id,
+                               EXISTING_CONVERSATION_ITEM: conversation_item})
     SECONDS[request.node.name] = time.monotonic() - started
 
 

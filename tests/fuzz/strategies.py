@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 # Unreserved characters only, so they survive percent-encoding into paths and query strings.
 EXISTING = "__EXISTING_RESPONSE__"  # the id of a stored, completed response (ends in a function call)
 EXISTING_ITEM = "__EXISTING_ITEM__"  # the id of one of its input items
-PLACEHOLDERS = (EXISTING, EXISTING_ITEM)
+EXISTING_CONVERSATION = "__EXISTING_CONVERSATION__"  # a conversation of the Conversations API
+EXISTING_CONVERSATION_ITEM = "__EXISTING_CONVERSATION_ITEM__"  # one of its items
+PLACEHOLDERS = (EXISTING, EXISTING_ITEM, EXISTING_CONVERSATION, EXISTING_CONVERSATION_ITEM)
 
 
 def fill_in(text: str, known: dict[str, str]) -> str:
@@ -296,6 +298,7 @@ def path_info(raw: bytes) -> str:
 # Values for query parameters: numbers in every script and form, huge ones, the seeded item's id.
 QUERY_EDGE_VALUES = [
     "1", "20", "100", "101", "0", "-1", "asc", "desc", "ASC", "", EXISTING_ITEM, EXISTING_ITEM + "\x00",
+    EXISTING_CONVERSATION_ITEM,
     "\u00b2", "\u0661", "\uff11", "1\u00b2", "\u2167", "9" * 5000, "9" * 30, "1e2", "1.0", " 1", "1 ", "+1", "0x10",
     "1_0", "\x00", "%00", "NaN",
 ]

@@ -19,6 +19,8 @@ from responses_app import input_tokens
 from tests.fuzz.conftest import CASES, FUZZ, Fuzzer, scaled
 from tests.fuzz.strategies import (
     EXISTING,
+    EXISTING_CONVERSATION,
+    EXISTING_CONVERSATION_ITEM,
     EXISTING_ITEM,
     VALID_BODIES,
     content_types,
@@ -178,6 +180,56 @@ def test_input_items(fuzzer: Fuzzer) -> None:
     _run(fuzz, examples)
 
 
+# --- the Conversations API ---------------------------------------------------------------------
+
+# Items that are valid somewhere (every input item of the valid create bodies), to mix with junk.
+VALID_ITEMS = [item for body in VALID_BODIES if isinstance(body["input"], list) for item in body["input"]]
+VALID_METADATA = st.dictionaries(st.text(max_size=64), st.text(max_size=512), max_size=16)
+CONVERSATION_BODIES = st.one_of(
+    # Valid or nearly: items that are valid somewhere, a few junk ones among them, metadata in or out of bounds.
+    st.fixed_dictionaries(
+        {"items": st.lists(st.sampled_from(VALID_ITEMS), min_size=1, max_size=22)},
+        optional={"metadata": st.one_of(VALID_METADATA, st.dictionaries(short_text, hostile_values, max_size=18))}),
+    st.fixed_dictionaries({"metadata": st.one_of(VALID_METADATA, hostile_values)}),
+    st.fixed_dictionaries(
+        {"items": st.one_of(st.lists(st.one_of(st.sampled_from(VALID_ITEMS), hostile_values), max_size=22),
+                            hostile_values)}),
+    # Anything at all.
+    json_values,
+    st.dictionaries(st.one_of(st.sampled_from(["items", "metadata"]), short_text), hostile_values, max_size=4),
+)
+# Each route with the methods it serves (tests_unsupported_methods sends the others).
+CONVERSATION_CALLS = [("/v1/conversations", "POST")] + [
+    (route, method) for route, methods in (("/v1/conversations/{id}", ("GET", "HEAD", "POST", "DELETE")),
+                                           ("/v1/conversations/{id}/items", ("GET", "HEAD", "POST")),
+                                           ("/v1/conversations/{id}/items/{item_id}", ("GET", "HEAD", "DELETE")))
+    for method in methods]
+# Mostly the seeded conversation and its item (so the found paths are exercised), often anything.
+CONVERSATION_IDS = st.one_of(st.just(EXISTING_CONVERSATION.encode()), st.just(EXISTING_CONVERSATION.encode()),
+                             st.just(EXISTING.encode()), path_ids)
+CONVERSATION_ITEM_IDS = st.one_of(st.just(EXISTING_CONVERSATION_ITEM.encode()),
+                                  st.just(EXISTING_CONVERSATION_ITEM.encode()), st.just(EXISTING_ITEM.encode()),
+                                  path_ids)
+CONVERSATION_PAGING = {**PAGING, "after": st.just(EXISTING_CONVERSATION_ITEM)}
+
+
+def test_conversations(fuzzer: Fuzzer) -> None:
+    examples = scaled(400)
+
+    @settings(FUZZ, max_examples=examples)
+    @given(call=st.sampled_from(CONVERSATION_CALLS), conversation_id=CONVERSATION_IDS, item_id=CONVERSATION_ITEM_IDS,
+           query=query_strings(["limit", "order", "after", "include[]"], CONVERSATION_PAGING),
+           body=st.one_of(CONVERSATION_BODIES.map(lambda v: encode_json(v, ascii_only=True)), SMALL_BODIES),
+           content_type=content_types)
+    def fuzz(call: tuple[str, str], conversation_id: bytes, item_id: bytes, query: str, body: bytes,
+             content_type: str | None) -> None:
+        route, method = call
+        path = route.encode().replace(b"{id}", conversation_id).replace(b"{item_id}", item_id)
+        fuzzer.send(method, path, query=query, body=body, content_type=content_type)
+
+    _run(fuzz, examples)
+
+
 # --- GET /v1/models, /health, /ready, /metrics; other methods; other paths -------------------------
 
 def test_models_health_ready_metrics(fuzzer: Fuzzer) -> None:
@@ -199,6 +251,9 @@ ROUTES = {
     "/v1/responses/{id}/input_items": ("GET", "HEAD"), "/v1/responses/{id}/cancel": ("POST",),
     "/v1/models": ("GET", "HEAD"), "/health": ("GET", "HEAD"),
     "/ready": ("GET", "HEAD"), "/metrics": ("GET", "HEAD"),
+    "/v1/conversations": ("POST",), "/v1/conversations/{id}": ("GET", "HEAD", "POST", "DELETE"),
+    "/v1/conversations/{id}/items": ("GET", "HEAD", "POST"),
+    "/v1/conversations/{id}/items/{id}": ("GET", "HEAD", "DELETE"),
 }
 
 
