@@ -162,6 +162,8 @@ class ApiConversationStore:
         if not rows and turn is None:
             return []
         end = _take_sequence(conversation_id, len(rows), turn)
+        if end is None:
+            return []
         taken = set(ConversationItem.objects.filter(
             conversation_id=conversation_id, public_id__in=[row.item_id for row in rows])
             .values_list("public_id", flat=True))
@@ -231,10 +233,11 @@ class ApiConversationStore:
         yield "conversation"
 
 
-def _take_sequence(conversation_id: str, count: int, turn: tuple[str, dict[str, int]] | None) -> int:
+def _take_sequence(conversation_id: str, count: int, turn: tuple[str, dict[str, int]] | None) -> int | None:
     """Reserve `count` sequence numbers (and count the turn, when there is one) in one UPDATE ...
     RETURNING, which locks the conversation row until the caller's transaction ends. Returns the
-    conversation's next sequence number after the reservation."""
+    conversation's next sequence number after the reservation; None when it has been deleted
+    meanwhile (a turn that ends after its conversation was deleted is not appended)."""
     assert connection.in_atomic_block, "appends must run inside the transaction that writes them"  # noqa: S101
     table = Conversation._meta.db_table
     sets = ["next_item_seq = next_item_seq + %s", "updated_at = %s"]
@@ -245,9 +248,10 @@ def _take_sequence(conversation_id: str, count: int, turn: tuple[str, dict[str, 
                  "output_tokens = output_tokens + %s"]
         params += [model, tokens.get("input_tokens", 0), tokens.get("output_tokens", 0)]
     with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {table} SET {', '.join(sets)} WHERE id = %s RETURNING next_item_seq",  # noqa: S608 - constant names
-                       [*params, conversation_id])
-        return int(cursor.fetchone()[0])
+        cursor.execute(f"UPDATE {table} SET {', '.join(sets)} WHERE id = %s AND deleted_at IS NULL "  # noqa: S608 - constant names
+                       "RETURNING next_item_seq", [*params, conversation_id])
+        row = cursor.fetchone()
+    return int(row[0]) if row is not None else None
 
 
 def _free_item(position: int, data: dict[str, Any]) -> Item:

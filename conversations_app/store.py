@@ -265,13 +265,16 @@ class ConversationStore:
                    **{k: usage.get(k, 0) for k in _USAGE_FIELDS}}
         with transaction.atomic():
             row = StoredResponse.objects.filter(pk=settlement.response_id)
-            if not row.exclude(status=CANCELLED).update(
-                    status=settlement.status, completed_at=settlement.completed_at,
-                    interrupted=settlement.interrupted, **outcome):
+            updated = row.exclude(status=CANCELLED).update(
+                status=settlement.status, completed_at=settlement.completed_at,
+                interrupted=settlement.interrupted, **outcome)
+            if not updated:
                 # Its client cancelled it, and was answered `cancelled`: that stays; what the model
                 # produced before the runner stopped is still kept (and billed). Two plain updates
                 # rather than one CASE: the common path is the hot path of every stream.
-                row.update(**outcome)
+                updated = row.update(**outcome)
+            if not updated:
+                return  # removed meanwhile, with its API conversation: nothing is left to settle
             Item.objects.bulk_create(
                 [_item(settlement.response_id, Item.Kind.OUTPUT, i, data)
                  for i, data in enumerate(settlement.output_items)])

