@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,18 @@ _SDK_TYPES: dict[str, Any] = {
 _SPEC_NAMES = {"Conversation": "ConversationResource", "ConversationDeletedResource": "DeletedConversationResource"}
 
 
-@functools.cache
+_loading = threading.Lock()
+
+
 def _spec() -> dict[str, Any] | None:
+    # Loaded once, under a lock: tests validating from many threads at once each loaded the large
+    # file (a second apiece) when the first validation happened in all of them together.
+    with _loading:
+        return _load_spec()
+
+
+@functools.cache
+def _load_spec() -> dict[str, Any] | None:
     if not SPEC_PATH.exists():
         return None
     with SPEC_PATH.open() as f:
