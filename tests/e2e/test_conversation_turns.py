@@ -105,3 +105,29 @@ def test_a_conversation_continued_over_the_websocket(client: OpenAI, upstream: F
     assert refused["error"]["code"] == "steering_not_supported"
     items = list(client.conversations.items.list(conversation.id, order="asc"))
     assert len(items) == 7
+
+
+def test_a_five_turn_chat_and_a_tool_round_trip_through_conversation(client: OpenAI, upstream: FakeOpenAI):
+    conversation = client.conversations.create(metadata={"topic": "weather"})
+    for turn in range(5):
+        upstream.script(Reply(text=f"answer {turn}"))
+        response = client.responses.create(model="m", input=f"question {turn}", conversation=conversation.id)
+        assert response.output_text == f"answer {turn}"
+        sent = [(m["role"], m["content"] if isinstance(m["content"], str) else m["content"][0]["text"])
+                for m in upstream.last.json["messages"]]
+        earlier = [pair for n in range(turn) for pair in (("user", f"question {n}"), ("assistant", f"answer {n}"))]
+        assert sent == [*earlier, ("user", f"question {turn}")]
+    validate("Response", _wire(response))
+    tools: list[Any] = [{"type": "function", "name": "weather", "parameters": {"type": "object", "properties": {}}}]
+    upstream.script(Reply(text="", tool_calls=[{"id": "call_1", "name": "weather", "arguments": "{}"}]),
+                    Reply(text="Sunny."))
+    call = client.responses.create(model="m", input="And the weather?", conversation=conversation.id, tools=tools)
+    assert call.output[0].type == "function_call"
+    answer = client.responses.create(model="m", conversation=conversation.id, tools=tools,
+                                     input=[{"type": "function_call_output", "call_id": "call_1", "output": "sun"}])
+    assert answer.output_text == "Sunny."
+    messages = upstream.last.json["messages"]
+    assert [m["role"] for m in messages[-3:]] == ["user", "assistant", "tool"] and len(messages) == 13
+    items: list[Any] = list(client.conversations.items.list(conversation.id, order="asc"))
+    assert [item.type for item in items[-4:]] == ["message", "function_call", "function_call_output", "message"]
+    assert len(items) == 14
