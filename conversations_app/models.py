@@ -69,6 +69,8 @@ class StoredResponse(ExportModelOperationsMixin("stored_response"), models.Model
     # 0 for the first turn of a conversation; orders the chain without walking it.
     depth = models.PositiveIntegerField(default=0)
     owner = models.CharField(max_length=200, blank=True, default="", db_index=True)
+    # Who made it: an API key (`key:12`), an OIDC subject, '' with auth off (filters, usage by key).
+    subject = models.CharField(max_length=200, blank=True, default="")
     model = models.CharField(max_length=200)
     provider = models.CharField(max_length=100, blank=True, default="")
     status = models.CharField(max_length=20, choices=Status.choices)
@@ -158,6 +160,33 @@ class ConversationItem(ExportModelOperationsMixin("conversation_item"), models.M
 
     def __str__(self) -> str:
         return self.public_id
+
+
+class UsageDay(ExportModelOperationsMixin("usage_day"), models.Model):  # type: ignore[misc]
+    """Usage per day, model, provider, owner and caller (an API key `key:12`, an OIDC subject, or ''
+    with auth off): a rollup kept as turns end (conversations_app.usage), so usage and cost pages
+    never scan the responses. Every turn counts, stored or not."""
+
+    day = models.DateField()
+    model = models.CharField(max_length=200)
+    provider = models.CharField(max_length=100, blank=True, default="")
+    owner = models.CharField(max_length=200, blank=True, default="")
+    subject = models.CharField(max_length=200, blank=True, default="")
+    requests = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=18, decimal_places=8, default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["day", "model", "provider", "owner", "subject"], name="usage_day_key"),
+        ]
+        indexes = [models.Index(fields=["subject", "day"]), models.Index(fields=["owner", "day"])]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.model} {self.owner or '-'} {self.subject or '-'}"
 
 
 class WorkerLease(ExportModelOperationsMixin("worker_lease"), models.Model):  # type: ignore[misc]

@@ -64,6 +64,8 @@ class OpenTurn:
     worker: str = ""
     # The API conversation it runs in (conversations_app.api_store), '' for a chain's turn.
     api_conversation: str = ""
+    # Who made it (identity_app.identity.Identity.subject), '' with auth off.
+    subject: str = ""
 
 
 @dataclass
@@ -207,7 +209,7 @@ class ConversationStore:
             StoredResponse.objects.create(
                 id=turn.response_id, conversation_id=conversation_id,
                 previous_response_id=parent.response_id if parent else None, depth=depth,
-                owner=turn.owner, model=turn.model, provider=turn.provider, status=IN_PROGRESS,
+                owner=turn.owner, subject=turn.subject, model=turn.model, provider=turn.provider, status=IN_PROGRESS,
                 created_at=turn.created_at, instructions=turn.instructions, settings=turn.settings,
                 usage_reported=False, worker=turn.worker,
             )
@@ -237,7 +239,8 @@ class ConversationStore:
             StoredResponse.objects.create(
                 id=turn.response_id, conversation_id=conversation_id,
                 previous_response_id=parent.response_id if parent else None, depth=depth,
-                owner=turn.owner, model=turn.model, provider=settlement.provider, status=settlement.status,
+                owner=turn.owner, subject=turn.subject, model=turn.model, provider=settlement.provider,
+                status=settlement.status,
                 created_at=turn.created_at, completed_at=settlement.completed_at, instructions=turn.instructions,
                 settings=turn.settings, error=settlement.error, incomplete_details=settlement.incomplete_details,
                 usage_reported=settlement.usage is not None, cost_usd=settlement.cost_usd,

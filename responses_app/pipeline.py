@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from conversations_app.api_store import api_conversations
 from conversations_app.store import Chain, OpenTurn, Settlement, release_connection, store
+from conversations_app.usage import rollup as usage_rollup
 from gateway_project.api_errors import ApiError, invalid_request
 from gateway_project.observability import metrics, metrics_enabled
 from responses_app import compaction, worker_lifecycle
@@ -144,7 +145,8 @@ class Turn:
             response_id=self.response_id, owner=self.ctx.owner, model=self.request.model,
             provider=self.route.provider.key, created_at=self.created_at, instructions=self.request.instructions,
             settings=stored_settings, input_items=self._stored_input(), worker=worker_lifecycle.lease_id(),
-            api_conversation=self.api_conversation)
+            api_conversation=self.api_conversation,
+            subject=self.ctx.identity.subject if self.ctx.identity is not None else "")
         try:
             if announced:
                 self.conversation_id = store.open_turn(self._opening, parent=self._stored_parent)
@@ -171,6 +173,7 @@ class Turn:
         assembler = self.assembler
         usage = _usage(assembler)
         self.ctx.record_usage(usage)
+        self._count(failed=status == "failed", usage=usage)
         if not self.request.store:
             return True
         settlement = Settlement(
@@ -194,6 +197,16 @@ class Turn:
                 settlement.status, settlement.error, settlement.completed_at = "failed", STORAGE_FAILED, None
             worker_lifecycle.defer(write)
             return False
+        finally:
+            release_connection()
+
+    def _count(self, *, failed: bool, usage: dict[str, int] | None) -> None:
+        """The turn in the usage rollup (conversations_app.usage), stored or not."""
+        identity = self.ctx.identity
+        try:
+            usage_rollup.record(model=self.request.model, provider=self.route.provider.key, owner=self.ctx.owner,
+                                subject=identity.subject if identity is not None else "", failed=failed,
+                                usage=usage, cost_usd=_cost(self.route, usage))
         finally:
             release_connection()
 
@@ -225,6 +238,7 @@ class Turn:
         self.settled = True
         self.final_status = "failed"
         self._close()
+        self._count(failed=True, usage=None)
         if not self.announced:
             return
         try:

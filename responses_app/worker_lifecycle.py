@@ -41,6 +41,7 @@ from django.db import DatabaseError, IntegrityError
 from django.utils import timezone
 
 from conversations_app.store import Lease, release_connection, store
+from conversations_app.usage import rollup as usage_rollup
 from gateway_project.observability import metrics, metrics_enabled
 from responses_app.cancellation import SHUTDOWN, live_turns
 
@@ -157,6 +158,7 @@ def start(worker: Any) -> None:
     """gunicorn `post_worker_init`: take a lease and start the maintenance loop."""
     global _lease_id
     _lease_id = _new_lease_id()
+    usage_rollup.batched = True  # written by the maintenance loop, not by every turn
     from gateway_project import concurrency
 
     concurrency.start(_maintain, worker, name="gateway-maintenance")
@@ -166,6 +168,7 @@ def stop() -> None:
     """gunicorn `worker_exit` (graceful exit): write what is deferred, give the lease back."""
     try:
         retry_deferred()
+        usage_rollup.flush()
         if _lease_id and not _deferred:
             store.drop_leases([_lease_id])
     except DatabaseError:
@@ -182,6 +185,7 @@ def _maintain(worker: Any) -> None:
         try:
             store.renew_lease(_lease_id, host, pid)
             retry_deferred()
+            usage_rollup.flush()
             if time.monotonic() >= next_sweep:
                 sweep()
                 next_sweep = time.monotonic() + SWEEP_EVERY
