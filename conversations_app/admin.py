@@ -133,8 +133,9 @@ class ConversationAdmin(DeleteAsApiMixin, TokensColumn, ReadOnlyAdmin):
                    ("updated_at", admin.DateFieldListFilter))
     search_fields = ("id",)  # shows the search box; the search itself is get_search_results
     search_help_text = SEARCH_HELP
-    fields = ("id", "kind", "owner", "model", "turn_count", "input_tokens", "output_tokens", "created_at",
-              "updated_at", "deleted_at", "metadata", "chat")
+    # Several fields a line, so that the chat starts near the top of the page.
+    fields = (("id", "kind", "owner"), ("model", "turn_count", "input_tokens", "output_tokens"),
+              ("created_at", "updated_at", "deleted_at"), "metadata", "chat")
     readonly_fields = ("chat",)
     what_happens = ("it is hidden at once (every API route answers 404) and its items and turns are then removed "
                     "in batches, as DELETE /v1/conversations/{id} does.")
@@ -185,9 +186,9 @@ class StoredResponseAdmin(DeleteAsApiMixin, TokensColumn, ReadOnlyAdmin):
                    ("created_at", admin.DateFieldListFilter))
     search_fields = ("id",)
     search_help_text = SEARCH_HELP
-    fields = ("id", "conversation_link", "previous_link", "depth", "owner", "subject", "model", "provider",
-              "status", "interrupted", "created_at", "completed_at", "input_tokens", "cached_tokens",
-              "output_tokens", "reasoning_tokens", "cost_usd", "deleted_at", "transcript")
+    fields = (("id", "conversation_link", "previous_link", "depth"), ("owner", "subject", "model", "provider"),
+              ("status", "interrupted", "created_at", "completed_at", "deleted_at"),
+              ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "cost_usd"), "transcript")
     readonly_fields = ("conversation_link", "previous_link", "transcript")
     what_happens = ("it is hidden from the API (GET answers 404, it can no longer be chained from) and its items "
                     "stay, so turns already built on it keep their context, as DELETE /v1/responses/{id} does.")

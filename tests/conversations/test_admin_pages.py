@@ -267,4 +267,5 @@ def test_every_admin_page_stays_fast_over_100000_responses(api, staff, fake_open
     timed(change_url(Conversation.objects.get(pk="conv_bulk000007")), 5)  # 100 turns, depth 0 to 99
     timed(change_url(StoredResponse.objects.get(pk="resp_bulk0000007")), 5)
     timed(reverse("admin:conversations_app_storedresponse_delete", args=["resp_bulk0000007"]), 3)
+    timed(reverse("admin:conversations_app_conversation_delete", args=[quote(conversation_id)]), 3)
     timed(USAGE, 10)
