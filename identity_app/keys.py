@@ -113,15 +113,34 @@ def revoke_keys(records: Iterable[ApiKey]) -> list[ApiKey]:
 
 
 def find_key(reference: str) -> ApiKey | None:
-    """A key, revoked or not, by its id (`12`) or its visible prefix (`gwk_1a2b3c4d`); the full key
-    works too (it starts with its prefix), so an operator can paste whatever they have."""
+    """A key, revoked or not, by its id (`12`), its visible prefix (`gwk_1a2b3c4d`) or the full key
+    (found by its hash, so a mistyped key finds nothing rather than the key its prefix names)."""
     reference = reference.strip()
     if reference.isdigit():
         return ApiKey.objects.filter(pk=int(reference)).first()
-    if looks_like_api_key(reference):
-        prefix = reference[:len(KEY_PREFIX) + 8]
-        return ApiKey.objects.filter(prefix=prefix).first()
-    return None
+    if not looks_like_api_key(reference):
+        return None
+    if len(reference) > len(KEY_PREFIX) + 8:
+        return ApiKey.objects.filter(key_hash=hash_key(reference)).first()
+    return ApiKey.objects.filter(prefix=reference).first()
+
+
+def config_warnings(allowed_models: list[str], *, has_limits: bool) -> list[str]:
+    """What an operator creating or editing a key should know about the gateway's config: models
+    it does not serve, auth switched off (keys are not asked for), limits switched off."""
+    found = []
+    if unknown := unknown_models(allowed_models):
+        served = ", ".join(m.name for m in settings.GATEWAY.models) or "none"
+        them = "it" if len(unknown) == 1 else "them"
+        found.append(f"Not a configured model: {', '.join(unknown)} (configured: {served}); the key cannot use "
+                     f"{them} until the config serves {them}.")
+    if not settings.GATEWAY.auth.enabled:
+        found.append("Auth is off in the config (auth.enabled: false): the gateway asks for no key, so this one "
+                     "is not checked until auth is switched on.")
+    if has_limits and not settings.GATEWAY.rate_limit.enabled:
+        found.append("Rate limits are off in the config (rate_limit.enabled: false): the key's rpm and tpm are not "
+                     "enforced.")
+    return found
 
 
 def unknown_models(names: list[str]) -> list[str]:

@@ -63,9 +63,9 @@ def test_create_prints_only_the_key_on_stdout_and_warnings_on_stderr(settings: A
     key = out.strip()
     assert out == key + "\n" and find_active_key(key) is not None
     assert key not in err
-    assert "warning: not a configured model: gpt-nope (configured: demo)" in err
-    assert "auth.enabled is false" in err
-    assert "rate_limit.enabled is false" in err
+    assert "warning: Not a configured model: gpt-nope (configured: demo); the key cannot use it" in err
+    assert "warning: Auth is off in the config (auth.enabled: false)" in err
+    assert "warning: Rate limits are off in the config (rate_limit.enabled: false)" in err
     assert ApiKey.objects.get().allowed_models == ["demo-latest", "gpt-nope"]
 
 
@@ -131,10 +131,13 @@ def test_revoke_by_id_or_prefix_and_again(three_keys: list[ApiKey]) -> None:
     assert ApiKey.objects.get(pk=first.pk).revoked_at == when  # idempotent: the first time stays
 
 
-def test_a_revoked_key_is_refused(settings: Any) -> None:
-    use_config(settings)
+def test_the_full_key_works_too_but_a_mistyped_one_finds_nothing() -> None:
     issued = issue_key(name="ci", owner="acme")
-    run("revoke_api_key", issued.key)  # the full key works too: it starts with its prefix
+    typo = issued.key[:-1] + ("A" if issued.key[-1] != "A" else "B")
+    with pytest.raises(CommandError, match="no API key"):
+        run("revoke_api_key", typo)  # same prefix, but not this key
+    assert find_active_key(issued.key) is not None
+    run("revoke_api_key", issued.key)
     assert find_active_key(issued.key) is None
 
 

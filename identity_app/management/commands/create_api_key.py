@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from identity_app.keys import issue_key, unknown_models
+from identity_app.keys import config_warnings, issue_key
 
 
 def _positive(value: str) -> int:
@@ -44,22 +43,9 @@ class Command(BaseCommand):
             raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
         self.stderr.write(f"Created API key {issued.record.prefix}… (id {issued.record.pk}) for owner "
                           f"{issued.record.owner!r}. Store it now: it cannot be shown again.")
-        for warning in _warnings(models, rpm_or_tpm=options["rpm"] is not None or options["tpm"] is not None):
+        has_limits = options["rpm"] is not None or options["tpm"] is not None
+        for warning in config_warnings(models, has_limits=has_limits):
             self.stderr.write(self.style.WARNING(f"warning: {warning}"))
         # The key alone on stdout, so scripts can capture it: KEY=$(manage.py create_api_key ...)
         self.stdout.write(issued.key)
 
-
-def _warnings(models: list[str], *, rpm_or_tpm: bool) -> list[str]:
-    found = []
-    if unknown := unknown_models(models):
-        served = ", ".join(m.name for m in settings.GATEWAY.models) or "none"
-        found.append(f"not a configured model: {', '.join(unknown)} (configured: {served}); the key cannot use "
-                     f"{'it' if len(unknown) == 1 else 'them'} until the config serves "
-                     f"{'it' if len(unknown) == 1 else 'them'}.")
-    if not settings.GATEWAY.auth.enabled:
-        found.append("auth.enabled is false in the config: the gateway does not ask for keys, so this one is "
-                     "not checked until auth is switched on.")
-    if rpm_or_tpm and not settings.GATEWAY.rate_limit.enabled:
-        found.append("rate_limit.enabled is false in the config: the key's --rpm/--tpm are not enforced.")
-    return found
