@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from identity_app.models import ApiKey
+
+logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "gwk_"
 # last_used_at is a hint for operators; writing it once a minute at most keeps requests read-only.
@@ -79,5 +85,65 @@ def _touch(record: ApiKey) -> None:
             last_used_at=now)
 
 
-def revoke(record: ApiKey) -> None:
-    ApiKey.objects.filter(pk=record.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+def revoke(record: ApiKey) -> bool:
+    """Revoke one key now; False when it was already revoked (revoking is idempotent)."""
+    return bool(revoke_keys([record]))
+
+
+def revoke_keys(records: Iterable[ApiKey]) -> list[ApiKey]:
+    """Revoke these keys now and return those that were still active, with revoked_at set.
+
+    The one way keys are revoked, from the admin and from `manage.py revoke_api_key` alike: the
+    row's revoked_at is set, and every worker and instance refuses the key on its next request
+    because find_active_key reads the row each time (nothing is cached). Three queries however
+    many keys: the active ones are locked, so of two concurrent revocations one reports each key.
+    """
+    wanted = {record.pk: record for record in records}
+    now = timezone.now()
+    with transaction.atomic():
+        active = list(ApiKey.objects.select_for_update().filter(pk__in=wanted, revoked_at__isnull=True)
+                      .values_list("pk", flat=True))
+        if active:
+            ApiKey.objects.filter(pk__in=active).update(revoked_at=now)
+    for pk in active:
+        record = wanted[pk]
+        record.revoked_at = now
+        logger.info("API key %s (id %s, owner %r) revoked", record.prefix, record.pk, record.owner)
+    return [wanted[pk] for pk in active]
+
+
+def find_key(reference: str) -> ApiKey | None:
+    """A key, revoked or not, by its id (`12`), its visible prefix (`gwk_1a2b3c4d`) or the full key
+    (found by its hash, so a mistyped key finds nothing rather than the key its prefix names)."""
+    reference = reference.strip()
+    if reference.isdigit():
+        return ApiKey.objects.filter(pk=int(reference)).first()
+    if not looks_like_api_key(reference):
+        return None
+    if len(reference) > len(KEY_PREFIX) + 8:
+        return ApiKey.objects.filter(key_hash=hash_key(reference)).first()
+    return ApiKey.objects.filter(prefix=reference).first()
+
+
+def config_warnings(allowed_models: list[str], *, has_limits: bool) -> list[str]:
+    """What an operator creating or editing a key should know about the gateway's config: models
+    it does not serve, auth switched off (keys are not asked for), limits switched off."""
+    found = []
+    if unknown := unknown_models(allowed_models):
+        served = ", ".join(m.name for m in settings.GATEWAY.models) or "none"
+        them = "it" if len(unknown) == 1 else "them"
+        found.append(f"Not a configured model: {', '.join(unknown)} (configured: {served}); the key cannot use "
+                     f"{them} until the config serves {them}.")
+    if not settings.GATEWAY.auth.enabled:
+        found.append("Auth is off in the config (auth.enabled: false): the gateway asks for no key, so this one "
+                     "is not checked until auth is switched on.")
+    if has_limits and not settings.GATEWAY.rate_limit.enabled:
+        found.append("Rate limits are off in the config (rate_limit.enabled: false): the key's rpm and tpm are not "
+                     "enforced.")
+    return found
+
+
+def unknown_models(names: list[str]) -> list[str]:
+    """The names in a key's allow-list that the configured models (names and aliases) do not know.
+    Only a warning: the config may gain them later, and until then the key cannot use them."""
+    return [name for name in names if settings.GATEWAY.model(name) is None]

@@ -15,6 +15,16 @@ if TYPE_CHECKING:
     from django.test.client import _MonkeyPatchedWSGIResponse
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (scripts/test runs two workers) every test that runs the gateway under
+    gunicorn goes to one worker, one after another as before: their timing bounds (a cancel within
+    a second, a 503 within two) were written for a machine not also running another gunicorn test.
+    The other worker takes the in-process tests meanwhile."""
+    for item in items:
+        if item.get_closest_marker("e2e") is not None:
+            item.add_marker(pytest.mark.xdist_group("gunicorn"))
+
+
 @pytest.fixture(scope="session")
 def _fake_openai_server() -> Iterator[FakeOpenAI]:
     server = FakeOpenAI()

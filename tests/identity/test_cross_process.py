@@ -103,12 +103,45 @@ def test_two_instances_sharing_redis_admit_exactly_the_limit(prefix):
         assert_exactly_limit_admitted(responses, first.log() + second.log())
 
 
-def test_a_revoked_key_is_refused_by_every_worker(prefix):
+def revoke_with_sql(gw: GatewayProcess, key_id: int) -> None:
+    with psycopg.connect(gw.database_url, autocommit=True) as conn:
+        conn.execute("UPDATE identity_app_apikey SET revoked_at = now() WHERE id = %s", (key_id,))
+
+
+def revoke_with_the_command(gw: GatewayProcess, key_id: int) -> None:
+    done = subprocess.run([sys.executable, "manage.py", "revoke_api_key", str(key_id)], cwd=ROOT, env=gw.env(),
+                          check=True, capture_output=True, text=True)
+    assert done.stdout.startswith(f"Revoked key {key_id} ")
+
+
+def revoke_in_the_admin(gw: GatewayProcess, key_id: int) -> None:
+    """As an operator would: log in to the gateway's own admin, open the key's Revoke page, confirm."""
+    password = secrets.token_urlsafe(16)
+    subprocess.run([sys.executable, "manage.py", "createsuperuser", "--no-input", "--username", "ops",
+                    "--email", "ops@example.com"], cwd=ROOT, env={**gw.env(), "DJANGO_SUPERUSER_PASSWORD": password},
+                   check=True, capture_output=True)
+    browser = requests.Session()
+    browser.get(f"{gw.url}/admin/login/", timeout=30)
+    logged_in = browser.post(f"{gw.url}/admin/login/", timeout=30, data={
+        "username": "ops", "password": password, "next": "/admin/",
+        "csrfmiddlewaretoken": browser.cookies["csrftoken"]})
+    assert logged_in.url.endswith("/admin/"), logged_in.text[:500]
+    page = f"{gw.url}/admin/identity_app/apikey/{key_id}/revoke/"
+    assert "Yes, revoke" in browser.get(page, timeout=30).text
+    done = browser.post(page, timeout=30, data={"post": "yes", "csrfmiddlewaretoken": browser.cookies["csrftoken"]})
+    assert done.status_code == 200 and "Revoked 1 key(s)" in done.text, done.text[:500]
+
+
+@pytest.mark.parametrize("revoke", [revoke_with_sql, revoke_with_the_command, revoke_in_the_admin],
+                         ids=["sql", "command", "admin"])
+def test_a_revoked_key_is_refused_by_every_worker(prefix, revoke):
     with GatewayProcess(config(prefix), workers=2, env={"REDIS_URL": SHARED_REDIS}) as gw:
         key = create_key(gw)
         assert {r.status_code for r in burst([gw.url], key, 12)} == {200}
-        with psycopg.connect(gw.database_url, autocommit=True) as conn:
-            conn.execute("UPDATE identity_app_apikey SET revoked_at = now()")
+        with psycopg.connect(gw.database_url) as conn:
+            row = conn.execute("SELECT id FROM identity_app_apikey WHERE prefix = %s", (key[:12],)).fetchone()
+        assert row is not None
+        revoke(gw, row[0])
         after = burst([gw.url], key, 12)
         assert {r.status_code for r in after} == {401}, gw.log()
         assert all(r.json()["error"]["code"] == "invalid_api_key" for r in after)

@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -99,6 +100,15 @@ def test_one_scrape_sums_the_database_families_of_every_worker(fake_openai):
                 body = {"model": "gpt-test", "input": f"hi {index}"}
                 return requests.post(f"{gw.base_url}/responses", json=body, timeout=30).status_code
 
+            # Both workers up (each renews its lease as soon as it has booted): on a loaded machine
+            # the second can still be starting when the first already answers /health.
+            def booted() -> int:
+                return sum(1 for pid in worker_pids(Path(directory))
+                           if value(worker_totals(Path(directory), pid), "django_db_execute_total", **db) > 0)
+
+            deadline = time.monotonic() + 30
+            while booted() < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
             with ThreadPoolExecutor(max_workers=8) as pool:
                 assert list(pool.map(call, range(N))) == [200] * N
             # Read before the scrape: the scrape's own query (the active-conversations gauge)
