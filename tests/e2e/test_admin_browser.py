@@ -10,7 +10,6 @@ import gzip
 import re
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 
 import psycopg
@@ -38,17 +37,12 @@ HEADER_BG = "rgba(65, 118, 144, 1)"  # base.css: #header { background: var(--hea
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[GatewayProcess]:
-    with tempfile.TemporaryDirectory(prefix="gw-static-") as static_root:
-        gw = GatewayProcess(DEMO_CONFIG, env={"STATIC_ROOT": static_root})
-        env = gw.env()
-        # What the production steps do before gunicorn starts (README, "Running in production").
-        subprocess.run([sys.executable, "manage.py", "collectstatic", "--no-input", "-v0"], cwd=ROOT, env=env,
-                       check=True)
-        with gw:
-            subprocess.run([sys.executable, "manage.py", "createsuperuser", "--no-input", "--username", "admin",
-                            "--email", "admin@example.com"], cwd=ROOT, check=True,
-                           env={**env, "DJANGO_SUPERUSER_PASSWORD": PASSWORD})
-            yield gw
+    # GatewayProcess runs collectstatic first (once per test process), as the production steps do.
+    with GatewayProcess(DEMO_CONFIG) as gw:
+        subprocess.run([sys.executable, "manage.py", "createsuperuser", "--no-input", "--username", "admin",
+                        "--email", "admin@example.com"], cwd=ROOT, check=True,
+                       env={**gw.env(), "DJANGO_SUPERUSER_PASSWORD": PASSWORD})
+        yield gw
 
 
 @pytest.fixture(scope="module")
