@@ -141,10 +141,11 @@ def test_filters_by_owner_key_model_provider_status_and_date(api, staff, fake_op
         page = staff.get(RESPONSES, params).content.decode()
         assert f'title="{kept["id"]}"' in page and f'title="{failed["id"]}"' not in page, params
     assert f'title="{failed["id"]}"' in staff.get(RESPONSES, {"status": "failed"}).content.decode()
-    today = timezone.localdate()
-    page = staff.get(RESPONSES, {"created_at__gte": str(today), "created_at__lt": str(today + timedelta(days=1))})
+    # What the date filter's own links send ("Today"): aware midnights.
+    midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    page = staff.get(RESPONSES, {"created_at__gte": str(midnight), "created_at__lt": str(midnight + timedelta(days=1))})
     assert f'title="{kept["id"]}"' in page.content.decode()
-    page = staff.get(RESPONSES, {"created_at__gte": str(today + timedelta(days=1))})
+    page = staff.get(RESPONSES, {"created_at__gte": str(midnight + timedelta(days=1))})
     assert f'title="{kept["id"]}"' not in page.content.decode()
 
 
