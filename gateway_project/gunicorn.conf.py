@@ -20,7 +20,10 @@ from gateway_project.config import ConfigError, load_config
 _config_path = os.environ.get("GATEWAY_CONFIG", str(Path(__file__).resolve().parent.parent / "config.yaml"))
 try:
     _config = load_config(_config_path)
-except ConfigError as exc:
+    # Here as well as in settings, so a refused key stops the master once instead of every worker
+    # failing to boot in turn.
+    startup.check_secret_key(os.environ)
+except (ConfigError, startup.StartupError) as exc:
     sys.stderr.write(f"config error: {exc}\n")
     raise SystemExit(2) from None
 

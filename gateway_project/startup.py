@@ -1,6 +1,7 @@
-"""What gunicorn's master checks and says before it serves.
+"""What gunicorn's master checks and says before it serves, and the secret-key rule settings share.
 
-Imported by gateway_project/gunicorn.conf.py in the master, which never loads Django: nothing here
+Imported by gateway_project/gunicorn.conf.py in the master, which never loads Django, and by
+gateway_project/settings.py, so the two cannot disagree about DEBUG or SECRET_KEY. Nothing here
 imports Django.
 """
 
@@ -8,13 +9,54 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from gateway_project.config import GatewayConfig
 
+# Public (it is in this file), so it may only ever sign anything with DEBUG on.
+DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me"  # noqa: S105 - the refused default, see secret_key_error
+# django-environ's spelling of true, so DEBUG means the same here and in settings.
+_TRUE = frozenset({"true", "on", "ok", "y", "yes", "1"})
+
 
 class StartupError(Exception):
     """One line that stops start-up: printed as `config error: <line>`, exit status 2."""
+
+
+def debug_enabled(environ: Mapping[str, str]) -> bool:
+    return environ.get("DEBUG", "").strip().lower() in _TRUE
+
+
+def secret_key(environ: Mapping[str, str]) -> str:
+    """SECRET_KEY, else the contents of the file SECRET_KEY_FILE names (Docker and Kubernetes
+    secrets are files), else the public development key, which secret_key_error refuses with DEBUG off."""
+    if value := environ.get("SECRET_KEY", ""):
+        return value
+    if path := environ.get("SECRET_KEY_FILE", ""):
+        try:
+            value = Path(path).read_text().strip()
+        except OSError as exc:
+            raise StartupError(f"SECRET_KEY_FILE: cannot read {path!r} ({exc.strerror})") from None
+        if not value:
+            raise StartupError(f"SECRET_KEY_FILE: {path!r} is empty")
+        return value
+    return DEV_SECRET_KEY
+
+
+def check_secret_key(environ: Mapping[str, str]) -> str:
+    """The key to use; StartupError when it is the public development key and DEBUG is off.
+
+    With the public key anyone can forge admin sessions and, when GATEWAY_COMPACTION_KEYS is unset,
+    open and forge the gateway's sealed compaction items, so it is good for DEBUG only.
+    """
+    key = secret_key(environ)
+    if key == DEV_SECRET_KEY and not debug_enabled(environ):
+        raise StartupError(
+            "SECRET_KEY is not set and DEBUG is off; the built-in key is public. Set SECRET_KEY (or SECRET_KEY_FILE) "
+            "to a long random value, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(50))'`, "
+            "the same on every instance")
+    return key
 
 
 def is_local(address: Any) -> bool:

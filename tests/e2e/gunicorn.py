@@ -79,6 +79,8 @@ class GatewayProcess:
         # No DJANGO_SETTINGS_MODULE: the gateway must start from the production command alone.
         env.update({"DATABASE_URL": self.database_url, "GATEWAY_CONFIG": str(config),
                     "WEB_CONCURRENCY": str(self.workers)})
+        # DEBUG is off, so the gateway refuses to start on its public development key.
+        env.setdefault("SECRET_KEY", "e2e-secret-key-" + "not-for-production-" * 3)
         env.update(self.extra_env)
         return env
 
