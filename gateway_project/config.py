@@ -83,7 +83,11 @@ class WebSocketConfig(_Section):
 
 
 class ServerConfig(_Section):
-    address: str = ":8080"
+    # Loopback by default: with auth off the gateway serves anyone who reaches it, so listening
+    # beyond this host needs auth on or expose_without_auth (gateway_project/startup.py).
+    address: str = "127.0.0.1:8080"
+    # Listen beyond loopback with auth off, because something in front (a proxy, a mesh) authenticates.
+    expose_without_auth: bool = False
     max_request_body_size: int = Field(default=10 * 1024 * 1024, gt=0)
     # No turn runs longer, retries and fallbacks included (each attempt is also bounded by its
     # provider's total_timeout). Also what a graceful shutdown waits for before cutting streams.
@@ -303,6 +307,10 @@ class ProviderEntry(_Section):
                  else f"set providers.{key}.api_key in the config file (e.g. api_key: ${{{key.upper()}_API_KEY}})")
         return f"provider {key!r} has no api_key; {where} and restart the gateway"
 
+    def missing_key_setting(self, key: str) -> str:
+        """The variable (or, without one, the config key) that would give this entry its key."""
+        return self._api_key_env or f"providers.{key}.api_key"
+
 
 class ModelPricing(_Section):
     """USD per million tokens, as providers publish their prices."""
@@ -384,6 +392,10 @@ class GatewayConfig(_Section):
     def missing_key_warnings(self) -> list[str]:
         """One line per provider entry that cannot serve requests for lack of a key."""
         return [entry.missing_key_message(key) for key, entry in self.providers.items() if entry.missing_key]
+
+    def keyless_providers(self) -> list[tuple[str, str]]:
+        """(entry, what to set) for each provider entry that cannot serve for lack of a key."""
+        return [(key, entry.missing_key_setting(key)) for key, entry in self.providers.items() if entry.missing_key]
 
 
 def expand_env(value: Any, environ: dict[str, str] | os._Environ[str] = os.environ) -> Any:

