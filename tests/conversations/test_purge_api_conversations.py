@@ -14,9 +14,9 @@ from conversations_app.models import Conversation, ConversationItem, Item, Store
 from tests.conftest import ApiClient
 
 
-def _purge(*args: str) -> str:
+def _purge(*args: str, err: StringIO | None = None) -> str:
     out = StringIO()
-    call_command("purge_conversations", *args, stdout=out)
+    call_command("purge_conversations", *args, stdout=out, stderr=err if err is not None else StringIO())
     return out.getvalue()
 
 
@@ -36,13 +36,18 @@ def test_conversations_deleted_through_the_api_are_removed_in_batches_with_progr
     assert "would delete 1 conversation(s) deleted through the API" in dry and "removed" not in dry
     assert ConversationItem.objects.filter(conversation_id=deleted).count() == 5
 
-    out = _purge("--batch-size", "2")
+    err = StringIO()
+    out = _purge("--batch-size", "2", err=err)
+    prefix = f"conversations deleted through the API: {deleted} (1/1)"
+    assert err.getvalue().splitlines() == [
+        f"{prefix}: 2 added items removed", f"{prefix}: 3 added items removed",
+        f"{prefix}: 2 entries removed", f"{prefix}: 2 turn items removed", f"{prefix}: 1 turns removed",
+        f"{prefix}: conversation removed",
+    ]
     assert out.splitlines() == [
-        f"  {deleted}: 2 added items removed", f"  {deleted}: 3 added items removed",
-        f"  {deleted}: 2 entries removed", f"  {deleted}: 2 turn items removed", f"  {deleted}: 1 turns removed",
-        f"  {deleted}: conversation removed",
         "deleted 1 conversation(s) deleted through the API",
-        "deleted 0 conversation(s) idle for more than 3600s",
+        "no conversation deleted for age: pass --older-than (e.g. 30d) or set conversations.retention in the "
+        "config file",
     ]
     assert not Conversation.objects.filter(pk=deleted).exists()
     assert not ConversationItem.objects.filter(conversation_id=deleted).exists()
@@ -56,10 +61,11 @@ def test_idle_conversations_of_the_api_go_with_idle_chains(api: ApiClient):
     idle, active = _conversation(api, "old"), _conversation(api, "new")
     chain = api.create(model="gpt-test", input="an old chain").json()
     Conversation.objects.exclude(pk=active).update(updated_at=timezone.now() - timedelta(days=3))
-    assert "would delete 2 conversation(s) idle for more than 172800s" in _purge("--older-than", "2d", "--dry-run")
-    out = _purge("--older-than", "2d")
-    assert f"  {idle}: conversation removed" in out.splitlines()
-    assert "deleted 2 conversation(s) idle for more than 172800s" in out
+    assert "would delete 2 conversation(s) idle for more than 2 days" in _purge("--older-than", "2d", "--dry-run")
+    err = StringIO()
+    out = _purge("--older-than", "2d", err=err)
+    assert f"idle API conversations: {idle} (1/1): conversation removed" in err.getvalue().splitlines()
+    assert "deleted 2 conversation(s) idle for more than 2 days (1 chain(s), 1 API conversation(s))" in out
     assert list(Conversation.objects.values_list("pk", flat=True)) == [active]
     assert api.get(f"/v1/responses/{chain['id']}").status_code == 404
     assert api.get(f"/v1/conversations/{idle}").status_code == 404
