@@ -24,20 +24,23 @@ def raw_stream(wrapper: Any) -> TextIO:
 
 
 class Progress:
-    """`done` out of `total` (None when unknown), redrawn at most every `interval` seconds on a terminal."""
+    """`done` out of `total` (None when unknown): on a terminal a bar redrawn in place, elsewhere a
+    line at most every `interval` seconds, and always the last one."""
 
     def __init__(self, label: str, total: int | None = None, *, stream: TextIO | None = None,
-                 interval: float = 0.2) -> None:
+                 interval: float | None = None) -> None:
         self.label, self.total = label, total
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.interval = interval
-        self._last = 0.0
+        # A bar is redrawn often; a log gets a line every few seconds (and the last one).
+        self.interval = interval if interval is not None else (0.2 if self.tty else 2.0)
+        self._last: float | None = None
         self._drawn = False
 
     def update(self, done: int, note: str = "") -> None:
         now = time.monotonic()
-        if self.tty and now - self._last < self.interval and (self.total is None or done < self.total):
+        finished = self.total is not None and done >= self.total
+        if self._last is not None and now - self._last < self.interval and not finished:
             return
         self._last = now
         line = f"{self.label}: {self._bar(done)}{f'  {note}' if note else ''}"
