@@ -3,6 +3,7 @@ are removed in batches with a progress line each, idle ones like chains; the oth
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 from io import StringIO
 
@@ -10,6 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from conversations_app.api_store import api_conversations
 from conversations_app.models import Conversation, ConversationItem, Item, StoredResponse
 from tests.conftest import ApiClient
 
@@ -75,3 +77,28 @@ def test_idle_conversations_of_the_api_go_with_idle_chains(api: ApiClient):
 def test_a_batch_size_below_one_is_a_command_error(db: None):
     with pytest.raises(CommandError, match="--batch-size"):
         _purge("--batch-size", "0")
+
+
+def test_an_interrupted_purge_of_idle_api_conversations_hides_them_and_the_next_run_finishes(
+        api: ApiClient, monkeypatch: pytest.MonkeyPatch):
+    idle = _conversation(api, "a", "b", "c")
+    Conversation.objects.filter(pk=idle).update(updated_at=timezone.now() - timedelta(days=3))
+    real = api_conversations.inner.remove_in_batches
+
+    def interrupted(conversation_id: str, *, batch_size: int = 500) -> Iterator[str]:
+        steps = real(conversation_id, batch_size=batch_size)
+        yield next(steps)
+        raise KeyboardInterrupt  # Ctrl-C or SIGTERM after the first batch
+
+    monkeypatch.setattr(api_conversations.inner, "remove_in_batches", interrupted)
+    err = StringIO()
+    with pytest.raises(SystemExit) as stopped:
+        _purge("--older-than", "2d", "--batch-size", "1", err=err)
+    assert stopped.value.code == 130
+    assert "interrupted: what was deleted so far is gone, nothing is half-deleted" in err.getvalue()
+    # Part of its rows are gone, and no client can see it any more: it is deleted as far as the API goes.
+    assert ConversationItem.objects.filter(conversation_id=idle).count() < 3
+    assert api.get(f"/v1/conversations/{idle}").status_code == 404
+    monkeypatch.undo()
+    assert "deleted 1 conversation(s) deleted through the API" in _purge()
+    assert not Conversation.objects.filter(pk=idle).exists() and not Item.objects.exists()

@@ -102,8 +102,3 @@ def test_bad_flags_are_command_errors(db: None):
     with pytest.raises(CommandError, match="--older-than: must be more than 0"):
         _purge("--older-than", "0s")
 
-
-def test_help_names_the_retention(capsys: pytest.CaptureFixture[str]):
-    with pytest.raises(SystemExit):
-        call_command("purge_conversations", "--help")
-    assert "conversations.retention" in capsys.readouterr().out

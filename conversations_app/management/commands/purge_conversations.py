@@ -14,6 +14,9 @@ to stderr, the counts to stdout.
 
 from __future__ import annotations
 
+import signal
+import threading
+from types import FrameType
 from typing import Any
 
 from django.conf import settings
@@ -40,6 +43,20 @@ class Command(BaseCommand):
                             help="rows (or chains) per transaction (default: 500)")
 
     def handle(self, *args: Any, older_than: str | None, dry_run: bool, batch_size: int, **options: Any) -> None:
+        # SIGTERM (systemd, Kubernetes) stops it like Ctrl-C: the batch under way rolls back whole.
+        main = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
+        previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
+        try:
+            self._handle(older_than, dry_run, batch_size)
+        except KeyboardInterrupt:
+            self.stderr.write("interrupted: what was deleted so far is gone, nothing is half-deleted; "
+                              "run purge_conversations again to continue")
+            raise SystemExit(130) from None
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _handle(self, older_than: str | None, dry_run: bool, batch_size: int) -> None:
         if batch_size < 1:
             raise CommandError("--batch-size: must be at least 1")
         retention = settings.GATEWAY.conversations.retention
@@ -81,3 +98,7 @@ class Command(BaseCommand):
         def line(text: str) -> None:
             self.stderr.write(f"{label}: {text} removed")
         return line
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
