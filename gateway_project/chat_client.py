@@ -26,7 +26,7 @@ HELP = """commands:
   /models       list the models the gateway serves
   /new          start over (a new chain, or a new conversation with --conversation)
   /id           show the last response id (and the conversation)
-  /quit         leave (so does Ctrl-D)"""
+  /quit         leave (so does Ctrl-D; Ctrl-C stops an answer)"""
 
 
 class GatewayError(Exception):
@@ -151,7 +151,10 @@ class ChatSession:
             if interactive:
                 self.err.write(f"{self.model or '?'}> ")
                 self.err.flush()
-            line = next(lines, None)
+            try:
+                line = next(lines, None)
+            except KeyboardInterrupt:  # Ctrl-C at the prompt: leave, like Ctrl-D
+                line = None
             if line is None:
                 if interactive:
                     self.err.write("\n")
@@ -166,6 +169,11 @@ class ChatSession:
                     continue
                 self.send(line)
                 failed = False
+            except KeyboardInterrupt:
+                # Ctrl-C during an answer stops that answer (closing the stream stops the upstream;
+                # the gateway stores the turn `incomplete`) and the chat goes on from the turn before.
+                self.out.write("\n")
+                self.err.write("[interrupted]\n")
             except GatewayError as exc:
                 self.err.write(f"error: {exc}\n")
                 failed = True

@@ -5,6 +5,7 @@ of the Conversations API with --conversation, an API key from the environment.""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import requests
 
 from tests.e2e.gunicorn import ROOT, GatewayProcess
 from tests.e2e.test_conversation_turns import upstream  # noqa: F401 - fixture: a fake answering 'noted'
-from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.openai_upstream import FakeOpenAI, Reply
 
 pytestmark = [pytest.mark.e2e]
 
@@ -92,6 +93,24 @@ def test_errors_are_shown_and_the_chat_goes_on(gateway: GatewayProcess, upstream
     assert "error: 400: The model 'ghost' does not exist" in done.stderr
     assert "first-model\nother-model" in done.stderr
     assert done.stdout.splitlines() == ["noted"]
+
+
+def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(gateway: GatewayProcess, upstream: FakeOpenAI):  # noqa: F811 - the imported fixture
+    upstream.reset()
+    upstream.script(Reply(text="one two three four five six seven eight nine ten", chunk_delay=0.5))
+    chat = subprocess.Popen([sys.executable, "manage.py", "chat", "--url", gateway.url], cwd=ROOT, env=gateway.env(),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert chat.stdin is not None and chat.stdout is not None
+    chat.stdin.write("Tell me a long story\n")
+    chat.stdin.flush()
+    assert chat.stdout.read(3) == "one"  # the answer has begun
+    chat.send_signal(signal.SIGINT)
+    assert upstream.requests[0].client_disconnected.wait(5)  # the gateway hung up on the upstream too
+    out, err = chat.communicate("And now?\n", timeout=30)
+    assert chat.returncode == 0, err
+    assert "[interrupted]" in err
+    assert out.splitlines()[-1] == "noted" and "ten" not in out
+    assert len(upstream.requests) == 2
 
 
 def test_an_api_key_from_the_environment(upstream: FakeOpenAI):  # noqa: F811 - the imported fixture
