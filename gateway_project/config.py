@@ -30,6 +30,20 @@ class ConfigError(Exception):
     """A configuration problem, phrased as one line an operator can act on."""
 
 
+def describe_duration(seconds: float) -> str:
+    """`2592000` -> "30 days", `5400` -> "1 hour 30 minutes", `0.5` -> "500 ms": what an operator typed,
+    in words, for command output (two units at most)."""
+    if seconds < 1:
+        return f"{seconds * 1000:g} ms"
+    parts: list[str] = []
+    rest = round(seconds)
+    for name, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count} {name}{'' if count == 1 else 's'}")
+    return " ".join(parts[:2])
+
+
 def parse_duration(value: Any) -> float:
     """Seconds from `30`, `"30s"`, `"15m"`, `"1h"` or `"500ms"` (Go-style strings, as the seed used)."""
     if isinstance(value, bool):
@@ -343,15 +357,19 @@ class ModelEntry(_Section):
 
 class ConversationsConfig(_Section):
     store: Literal["sql"] = "sql"
+    # How long stored conversations are kept after their last turn: `manage.py purge_conversations`
+    # (without --older-than) deletes the older ones. Unset: kept until purged with --older-than.
+    retention: Duration | None = Field(default=None, gt=0)
+    # Only the window of the gateway_conversations_active gauge ("a turn within ttl"); deletes nothing.
     ttl: Duration = 3600.0
     # Accepted for compatibility with the seed's file; the gateway always stores in DATABASE_URL.
     driver: str = ""
     dsn: str = ""
 
-    @field_validator("ttl", mode="before")
+    @field_validator("ttl", "retention", mode="before")
     @classmethod
-    def _duration(cls, value: Any) -> float:
-        return parse_duration(value)
+    def _duration(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
 
 
 class GatewayConfig(_Section):

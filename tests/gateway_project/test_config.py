@@ -37,9 +37,11 @@ def test_env_references_are_expanded_after_parsing():
 
 
 def test_durations_accept_go_style_strings():
-    config = parse_config({"conversations": {"ttl": "15m"},
+    config = parse_config({"conversations": {"ttl": "15m", "retention": "90d"},
                            "providers": {"p": {"type": "openai", "read_timeout": "500ms"}}})
     assert config.conversations.ttl == 900
+    assert config.conversations.retention == 90 * 86400
+    assert parse_config({}).conversations.retention is None  # unset: conversations are kept
     assert config.providers["p"].read_timeout == 0.5
 
 
@@ -51,6 +53,8 @@ def test_durations_accept_go_style_strings():
     ({"server": {"adress": ":1"}}, "server.adress: unknown key"),
     ({"observability": {"tracing": {"sampler": {"type": "sometimes"}}}}, "observability.tracing.sampler.type:"),
     ({"conversations": {"ttl": "forever"}}, "conversations.ttl: expected a duration"),
+    ({"conversations": {"retention": "forever"}}, "conversations.retention: expected a duration"),
+    ({"conversations": {"retention": "0s"}}, "conversations.retention: Input should be greater than 0"),
     ([1, 2], "the file must be a YAML mapping"),
 ])
 def test_a_bad_config_names_the_key(data, message):
