@@ -1,6 +1,6 @@
 .PHONY: run test migrate
 
-# Start the gateway on :8080 (SQLite and in-process defaults unless DATABASE_URL/REDIS_URL are set).
+# Start the gateway on 127.0.0.1:8080 (SQLite and in-process defaults unless DATABASE_URL/REDIS_URL are set).
 run:
 	scripts/run
 
@@ -9,4 +9,4 @@ test:
 	scripts/test
 
 migrate:
-	scripts/bootstrap && .venv/bin/python manage.py migrate
+	scripts/bootstrap && . scripts/local-env && .venv/bin/python manage.py migrate

@@ -310,7 +310,7 @@ class _Reader:
 
 def _request(body: dict[str, Any]) -> bytes:
     raw = json.dumps(body).encode()
-    return (b"POST /v1/responses HTTP/1.1\r\nHost: soak\r\nContent-Type: application/json\r\n"
+    return (b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(raw)) + raw
 
 

@@ -191,20 +191,31 @@ class ApiConversationStore:
     def purge_idle(self, idle_seconds: float, *, batch_size: int = 500,
                    progress: Callable[[str], None] | None = None, dry_run: bool = False) -> int:
         """Remove conversations of the API (not deleted) with no change for `idle_seconds`, in
-        batches like `purge_deleted`. (Chains are purged by ConversationStore.purge_idle.)"""
+        batches like `purge_deleted`. (Chains are purged by ConversationStore.purge_idle.)
+
+        They are first marked deleted (hidden from every route, `batch_size` rows an UPDATE), then
+        removed: a purge interrupted halfway never leaves a visible conversation with part of its
+        items gone, and the next run finishes it as one deleted through the API."""
         idle = Conversation.objects.filter(kind=API, deleted_at__isnull=True,
                                            updated_at__lt=timezone.now() - timedelta(seconds=idle_seconds))
-        return self._purge(idle, batch_size=batch_size, progress=progress, dry_run=dry_run)
+        if dry_run:
+            return idle.count()
+        hidden_at = timezone.now()
+        while ids := list(idle.order_by().values_list("pk", flat=True)[:batch_size]):
+            Conversation.objects.filter(pk__in=ids, deleted_at__isnull=True).update(deleted_at=hidden_at)
+        return self._purge(Conversation.objects.filter(kind=API, deleted_at=hidden_at), batch_size=batch_size,
+                           progress=progress, dry_run=False)
 
     def _purge(self, conversations: QuerySet[Conversation], *, batch_size: int,
                progress: Callable[[str], None] | None, dry_run: bool) -> int:
         if dry_run:
             return conversations.count()
         purged = 0
-        for conversation_id in list(conversations.order_by().values_list("pk", flat=True)):
+        ids = list(conversations.order_by().values_list("pk", flat=True))
+        for conversation_id in ids:
             for removed in self.remove_in_batches(conversation_id, batch_size=batch_size):
                 if progress is not None:
-                    progress(f"{conversation_id}: {removed}")
+                    progress(f"{conversation_id} ({purged + 1}/{len(ids)}): {removed}")
             purged += 1
         return purged
 

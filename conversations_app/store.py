@@ -17,6 +17,7 @@ of it, so a failed request leaves nothing behind.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -388,22 +389,28 @@ class ConversationStore:
         """Conversations with a turn within the TTL: the documented meaning of 'active'."""
         return Conversation.objects.filter(updated_at__gte=timezone.now() - timedelta(seconds=ttl_seconds)).count()
 
-    def purge_idle(self, idle_seconds: float, *, batch_size: int = 500, dry_run: bool = False) -> int:
+    def purge_idle(self, idle_seconds: float, *, batch_size: int = 500, dry_run: bool = False,
+                   progress: Callable[[int], None] | None = None) -> int:
         """Delete chains (with their responses and items) without a turn for `idle_seconds`.
 
-        In batches, each its own transaction, so a large purge never holds long locks or one huge
-        transaction; returns how many conversations went (or would go, with dry_run). Conversations
-        of the Conversations API are purged row batch by row batch instead (ApiConversationStore).
+        In batches of `batch_size` conversations, each its own transaction that takes whole
+        conversations, so a large purge never holds long locks or one huge transaction, and an
+        interrupted one has left no conversation half-deleted: running it again continues with
+        what is left. `progress` hears the running total after each batch. Returns how many
+        conversations went (or would go, with dry_run). Conversations of the Conversations API are
+        purged row batch by row batch instead (ApiConversationStore).
         """
         idle = Conversation.objects.filter(kind=Conversation.Kind.CHAIN,
                                            updated_at__lt=timezone.now() - timedelta(seconds=idle_seconds))
         if dry_run:
             return idle.count()
         purged = 0
-        while ids := list(idle.values_list("pk", flat=True)[:batch_size]):
+        while ids := list(idle.order_by().values_list("pk", flat=True)[:batch_size]):
             with transaction.atomic():
                 Conversation.objects.filter(pk__in=ids).delete()
             purged += len(ids)
+            if progress is not None:
+                progress(purged)
         return purged
 
 

@@ -30,6 +30,20 @@ class ConfigError(Exception):
     """A configuration problem, phrased as one line an operator can act on."""
 
 
+def describe_duration(seconds: float) -> str:
+    """`2592000` -> "30 days", `5400` -> "1 hour 30 minutes", `0.5` -> "500 ms": what an operator typed,
+    in words, for command output (two units at most)."""
+    if seconds < 1:
+        return f"{seconds * 1000:g} ms"
+    parts: list[str] = []
+    rest = round(seconds)
+    for name, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count} {name}{'' if count == 1 else 's'}")
+    return " ".join(parts[:2])
+
+
 def parse_duration(value: Any) -> float:
     """Seconds from `30`, `"30s"`, `"15m"`, `"1h"` or `"500ms"` (Go-style strings, as the seed used)."""
     if isinstance(value, bool):
@@ -83,7 +97,11 @@ class WebSocketConfig(_Section):
 
 
 class ServerConfig(_Section):
-    address: str = ":8080"
+    # Loopback by default: with auth off the gateway serves anyone who reaches it, so listening
+    # beyond this host needs auth on or expose_without_auth (gateway_project/startup.py).
+    address: str = "127.0.0.1:8080"
+    # Listen beyond loopback with auth off, because something in front (a proxy, a mesh) authenticates.
+    expose_without_auth: bool = False
     max_request_body_size: int = Field(default=10 * 1024 * 1024, gt=0)
     # No turn runs longer, retries and fallbacks included (each attempt is also bounded by its
     # provider's total_timeout). Also what a graceful shutdown waits for before cutting streams.
@@ -303,6 +321,10 @@ class ProviderEntry(_Section):
                  else f"set providers.{key}.api_key in the config file (e.g. api_key: ${{{key.upper()}_API_KEY}})")
         return f"provider {key!r} has no api_key; {where} and restart the gateway"
 
+    def missing_key_setting(self, key: str) -> str:
+        """The variable (or, without one, the config key) that would give this entry its key."""
+        return self._api_key_env or f"providers.{key}.api_key"
+
 
 class ModelPricing(_Section):
     """USD per million tokens, as providers publish their prices."""
@@ -335,15 +357,19 @@ class ModelEntry(_Section):
 
 class ConversationsConfig(_Section):
     store: Literal["sql"] = "sql"
+    # How long stored conversations are kept after their last turn: `manage.py purge_conversations`
+    # (without --older-than) deletes the older ones. Unset: kept until purged with --older-than.
+    retention: Duration | None = Field(default=None, gt=0)
+    # Only the window of the gateway_conversations_active gauge ("a turn within ttl"); deletes nothing.
     ttl: Duration = 3600.0
     # Accepted for compatibility with the seed's file; the gateway always stores in DATABASE_URL.
     driver: str = ""
     dsn: str = ""
 
-    @field_validator("ttl", mode="before")
+    @field_validator("ttl", "retention", mode="before")
     @classmethod
-    def _duration(cls, value: Any) -> float:
-        return parse_duration(value)
+    def _duration(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
 
 
 class GatewayConfig(_Section):
@@ -384,6 +410,10 @@ class GatewayConfig(_Section):
     def missing_key_warnings(self) -> list[str]:
         """One line per provider entry that cannot serve requests for lack of a key."""
         return [entry.missing_key_message(key) for key, entry in self.providers.items() if entry.missing_key]
+
+    def keyless_providers(self) -> list[tuple[str, str]]:
+        """(entry, what to set) for each provider entry that cannot serve for lack of a key."""
+        return [(key, entry.missing_key_setting(key)) for key, entry in self.providers.items() if entry.missing_key]
 
 
 def expand_env(value: Any, environ: dict[str, str] | os._Environ[str] = os.environ) -> Any:

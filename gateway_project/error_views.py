@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import sys
 
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
 
 from gateway_project.api_errors import ApiError
@@ -10,6 +11,14 @@ from gateway_project.middleware.errors import database_unavailable, is_database_
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     return ApiError(404, f"No route for {request.method} {request.path}.", code="not_found").response()
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    # Django's answer to a SuspiciousOperation; most often a Host header ALLOWED_HOSTS does not list.
+    if isinstance(exception, DisallowedHost):
+        return ApiError(400, "The Host header names no host this gateway serves (ALLOWED_HOSTS).",
+                        code="disallowed_host").response()
+    return ApiError(400, "The request was refused as suspicious.", code="bad_request").response()
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

@@ -14,17 +14,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gateway_project import startup
 from gateway_project.config import ConfigError, load_config
 
 _config_path = os.environ.get("GATEWAY_CONFIG", str(Path(__file__).resolve().parent.parent / "config.yaml"))
 try:
     _config = load_config(_config_path)
-except ConfigError as exc:
+    # Here as well as in settings, so a refused key stops the master once instead of every worker
+    # failing to boot in turn.
+    startup.check_secret_key(os.environ)
+except (ConfigError, startup.StartupError) as exc:
     sys.stderr.write(f"config error: {exc}\n")
     raise SystemExit(2) from None
-# A provider entry without its key is not fatal (other models still work): one line each, at start-up.
-for _warning in _config.missing_key_warnings():
-    sys.stderr.write(f"config warning: {_warning}\n")
 
 bind = [os.environ.get("GATEWAY_BIND", _config.server.bind)]
 worker_class = "gevent"
@@ -53,7 +54,20 @@ from gateway_project.observability import gunicorn_hooks as _obs  # noqa: E402
 
 
 def on_starting(server: Any) -> None:
+    # The effective bind (-b and GATEWAY_BIND included) is known only now, before any socket is open.
+    try:
+        startup.check_exposure(_config, server.cfg.address)
+    except startup.StartupError as exc:
+        sys.stderr.write(f"config error: {exc}\n")
+        raise SystemExit(2) from None
     _obs.on_starting(_config)
+
+
+def when_ready(server: Any) -> None:
+    # One line for the operator (gunicorn's own start-up lines are below loglevel): where, which
+    # file, what is on, and which provider entries lack a key (their models answer 503; others work).
+    sys.stderr.write(startup.summary(_config, _config_path, server.LISTENERS, server.num_workers, os.environ) + "\n")
+    sys.stderr.flush()
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -7,11 +7,13 @@ Unset DATABASE_URL / REDIS_URL means SQLite and in-process defaults, so a first 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import environ
 
+from gateway_project import startup
 from gateway_project.config import ConfigError, load_config
 from gateway_project.observability.logging import logging_config
 from gateway_project.sealing import check_keys
@@ -20,17 +22,51 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 
-DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-secret-key-change-me")
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
-
 GATEWAY_CONFIG_PATH = env.str("GATEWAY_CONFIG", default=str(BASE_DIR / "config.yaml"))
 try:
     GATEWAY = load_config(GATEWAY_CONFIG_PATH)
-except ConfigError as exc:
+    DEBUG = startup.debug_enabled(os.environ)
+    # The built-in key is public: refused unless DEBUG is on (gateway_project/startup.py).
+    SECRET_KEY = startup.check_secret_key(os.environ)
+except (ConfigError, startup.StartupError) as exc:
     # One line an operator can act on, not a traceback through Django's settings machinery.
     sys.stderr.write(f"config error: {exc}\n")
     raise SystemExit(2) from None
+
+# Never `*` by default: a Host header is only believed for names the operator lists. Loopback
+# names by default, for the default bind (127.0.0.1:8080) and for probes and health checks run
+# on the host itself; a deployment lists its own name (and, on Kubernetes, the pod IP the
+# kubelet's probes and Prometheus use: deploy/kubernetes/deployment.yaml).
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+
+# HTTPS. TLS ends in front of the gateway (a load balancer, an ingress, nginx); these say how much
+# of that the gateway may rely on. `manage.py check --deploy` is clean with them at their defaults.
+# The admin's cookies are Secure: a browser sends them over HTTPS only (and to localhost;
+# scripts/run turns this off for its plain-HTTP first run).
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
+# `X-Forwarded-Proto` (meaning the value https) or `Header=value`: the header the proxy in front
+# sets on requests that came over HTTPS. Only set it when that proxy always sets or strips it,
+# or a client could claim HTTPS.
+if _proxy_header := env.str("SECURE_PROXY_SSL_HEADER", default=""):
+    _name, _, _value = _proxy_header.partition("=")
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _name.strip().upper().replace("-", "_"), _value.strip() or "https")
+# Origins (https://admin.example.com) allowed to POST to the admin when they differ from the Host.
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Opt-in: HSTS binds browsers to HTTPS for the whole max-age and cannot be taken back, so only an
+# operator who knows every name below it serves HTTPS switches it on (and the load balancer that
+# ends TLS is often the better place for it).
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Off by default: the proxy that ends TLS redirects plain HTTP, and a redirect here would turn an
+# SDK's POST into a GET and send the kubelet's plain-HTTP probes elsewhere (they are exempt if it is on).
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$"]
+# Deliberately silenced in `check --deploy`, for the reasons above: W004 (HSTS is opt-in; once it is
+# on, W005 and W021 still ask about subdomains and preloading) and W008 (TLS and the HTTP-to-HTTPS
+# redirect belong to whatever ends TLS in front of the gateway).
+SILENCED_SYSTEM_CHECKS = ["security.W004", "security.W008"]
 
 REDIS_URL = env.str("REDIS_URL", default="")
 
@@ -80,6 +116,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # X-Frame-Options: DENY, so the admin cannot be framed (clickjacking).
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "gateway_project.urls"

@@ -14,5 +14,6 @@ urlpatterns = [
 ]
 
 # Unknown URLs and crashes on API paths answer with an OpenAI error body, never an HTML page.
+handler400 = error_views.bad_request
 handler404 = error_views.not_found
 handler500 = error_views.server_error

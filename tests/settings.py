@@ -10,6 +10,9 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gateway")
 os.environ.setdefault("GATEWAY_CONFIG", str(ROOT / "tests" / "config.test.yaml"))
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+# DEBUG is off, as in production, so the public development key would be refused; gunicorn and
+# manage.py subprocesses inherit this one.
+os.environ.setdefault("SECRET_KEY", "test-suite-secret-key-" + "not-for-production-" * 3)
 
 from gateway_project.settings import *  # noqa: E402,F403
 

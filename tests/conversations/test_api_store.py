@@ -202,7 +202,8 @@ def test_purging_removes_the_deleted_conversations_in_batches_with_progress():
     assert Conversation.objects.filter(pk=deleted).exists()
     progress: list[str] = []
     assert api_conversations.purge_deleted(batch_size=2, progress=progress.append) == 1
-    assert progress == [f"{deleted}: 2 added items", f"{deleted}: 3 added items", f"{deleted}: conversation"]
+    assert progress == [f"{deleted} (1/1): 2 added items", f"{deleted} (1/1): 3 added items",
+                        f"{deleted} (1/1): conversation"]
     assert not Conversation.objects.filter(pk=deleted).exists()
     assert _texts(api_conversations.items(kept, "")) == ["d"]
     assert api_conversations.purge_deleted() == 0

@@ -4,6 +4,8 @@
         httpx/requests/openai SDK against gw.url ("http://127.0.0.1:<port>"), gw.base_url ("/v1")
 
 The database is created and migrated per process (named after the test), and dropped afterwards.
+Instances of one deployment share it: `GatewayProcess(config, database_url=first.database_url)`
+(the first one, entered first, creates and drops it).
 The static files are collected once per test process (collected_static), so the admin is served
 as in production.
 """
@@ -12,9 +14,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import requests
 
@@ -67,7 +72,40 @@ def collected_static(env: dict[str, str]) -> str:
         return _static_root
 
 
-class GatewayProcess:
+def _become_subreaper() -> None:
+    """Orphaned descendants of this process become its children (Linux's PR_SET_CHILD_SUBREAPER)."""
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+
+
+def _reap(pids: list[int], timeout: float = 10.0) -> None:
+    pending = set(pids)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for pid in list(pending):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    pending.discard(pid)
+            except ChildProcessError:
+                if not Path(f"/proc/{pid}").exists():
+                    pending.discard(pid)  # gone, reaped by someone else
+        time.sleep(0.02)
+
+
+class OnLoopback:
+    """Something on 127.0.0.1:`port` that serves the gateway's API (the gateway, or a proxy in front)."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+
+class GatewayProcess(OnLoopback):
     def __init__(self, config_yaml: str, *, workers: int = 2, env: dict[str, str] | None = None,
                  database: str | None = None, args: list[str] | None = None,
                  database_url: str | None = None) -> None:
@@ -84,14 +122,6 @@ class GatewayProcess:
         self.log_path = Path(self._tmp.name) / "gunicorn.log"
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.url}/v1"
-
-    @property
     def database_url(self) -> str:
         return self._database_url or f"postgres://postgres@127.0.0.1:5432/{self.db_name}"
 
@@ -102,6 +132,8 @@ class GatewayProcess:
         # No DJANGO_SETTINGS_MODULE: the gateway must start from the production command alone.
         env.update({"DATABASE_URL": self.database_url, "GATEWAY_CONFIG": str(config),
                     "WEB_CONCURRENCY": str(self.workers)})
+        # DEBUG is off, so the gateway refuses to start on its public development key.
+        env.setdefault("SECRET_KEY", "e2e-secret-key-" + "not-for-production-" * 3)
         env.update(self.extra_env)
         if "STATIC_ROOT" not in env:
             env["STATIC_ROOT"] = collected_static(env)
@@ -134,6 +166,22 @@ class GatewayProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL the master and every worker at once, as a host or container dying would: no hook runs,
+        nothing is flushed or settled, and the workers' leases stay behind in the database."""
+        assert self.proc is not None
+        master = psutil.Process(self.proc.pid)
+        workers = master.children(recursive=True)
+        # The workers lose their parent with them. Where PID 1 does not reap orphans (a container's
+        # init that is no init), they would stay zombies, which the sweep's same-host check takes for
+        # running processes; this process reaps them instead, as a host's init would.
+        _become_subreaper()
+        for process in [master, *workers]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        _reap([worker.pid for worker in workers])
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

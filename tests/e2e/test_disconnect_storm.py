@@ -50,7 +50,7 @@ def _stream(port: int, hang_up_after: int | None) -> Outcome:
     body = json.dumps({"model": "m", "input": "tell me a story", "stream": True}).encode()
     outcome = Outcome()
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
         buffer, frames = b"", 0
         while hang_up_after is None or frames < hang_up_after:

@@ -39,7 +39,7 @@ class OpenStream:
     def __init__(self, port: int) -> None:
         body = json.dumps({"model": "m", "input": "a long story", "stream": True}).encode()
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        self.sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        self.sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                           + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         self.buffer = b""
         while b'"response.created"' not in self.buffer or b"\n\n" not in self.buffer.split(b'"response.created"')[1]:

@@ -22,7 +22,7 @@ def test_the_example_config_is_valid_and_has_a_demo_model():
 
 def test_defaults_follow_the_seed():
     config = parse_config({})
-    assert config.server.address == ":8080" and config.server.bind == "0.0.0.0:8080"
+    assert config.server.address == "127.0.0.1:8080"  # not the seed's ":8080": tests/gateway_project/test_startup.py
     assert config.server.max_request_body_size == 10485760
     assert config.logging.format == "json" and config.logging.level == "info"
     assert config.observability.metrics.path == "/metrics"
@@ -37,9 +37,11 @@ def test_env_references_are_expanded_after_parsing():
 
 
 def test_durations_accept_go_style_strings():
-    config = parse_config({"conversations": {"ttl": "15m"},
+    config = parse_config({"conversations": {"ttl": "15m", "retention": "90d"},
                            "providers": {"p": {"type": "openai", "read_timeout": "500ms"}}})
     assert config.conversations.ttl == 900
+    assert config.conversations.retention == 90 * 86400
+    assert parse_config({}).conversations.retention is None  # unset: conversations are kept
     assert config.providers["p"].read_timeout == 0.5
 
 
@@ -51,6 +53,8 @@ def test_durations_accept_go_style_strings():
     ({"server": {"adress": ":1"}}, "server.adress: unknown key"),
     ({"observability": {"tracing": {"sampler": {"type": "sometimes"}}}}, "observability.tracing.sampler.type:"),
     ({"conversations": {"ttl": "forever"}}, "conversations.ttl: expected a duration"),
+    ({"conversations": {"retention": "forever"}}, "conversations.retention: expected a duration"),
+    ({"conversations": {"retention": "0s"}}, "conversations.retention: Input should be greater than 0"),
     ([1, 2], "the file must be a YAML mapping"),
 ])
 def test_a_bad_config_names_the_key(data, message):

@@ -49,7 +49,7 @@ def _stream_until_text(gw: GatewayProcess, model: str, want: str) -> tuple[socke
     still-open socket and the response id."""
     body = json.dumps({"model": model, "input": "tell me a long story", "stream": True}).encode()
     sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
-    sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+    sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                  + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
     seen = b""
     deadline = time.monotonic() + 10
