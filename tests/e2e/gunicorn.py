@@ -134,6 +134,10 @@ class GatewayProcess(OnLoopback):
                     "WEB_CONCURRENCY": str(self.workers)})
         # DEBUG is off, so the gateway refuses to start on its public development key.
         env.setdefault("SECRET_KEY", "e2e-secret-key-" + "not-for-production-" * 3)
+        # Plain HTTP on loopback, as scripts/local-env serves a local run: the admin's cookies must
+        # come back to it (Secure ones would not be sent over http).
+        env.setdefault("SESSION_COOKIE_SECURE", "false")
+        env.setdefault("CSRF_COOKIE_SECURE", "false")
         env.update(self.extra_env)
         if "STATIC_ROOT" not in env:
             env["STATIC_ROOT"] = collected_static(env)
