@@ -108,6 +108,9 @@ MIDDLEWARE = [
     "gateway_project.middleware.ratelimit.RateLimitMiddleware",
     "gateway_project.middleware.auth.AuthMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # The admin's static files, served by the gateway's own gunicorn (no separate web server):
+    # compressed copies and far-future caching for the hashed names collectstatic wrote.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -193,6 +196,13 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "var" / "static"))
+# collectstatic writes a hashed copy of each file (cache-busting) and gzip/Brotli-ready compressed
+# ones; WhiteNoise serves them with a year's Cache-Control. Needs `manage.py collectstatic` before
+# start (scripts/run does it; the production steps in the README name it).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 # Django enforces the body limit when the view reads request.body; the error middleware turns it
 # into a 413 with the OpenAI error shape.

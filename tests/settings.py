@@ -15,3 +15,11 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
 os.environ.setdefault("SECRET_KEY", "test-suite-secret-key-" + "not-for-production-" * 3)
 
 from gateway_project.settings import *  # noqa: E402,F403
+
+# The suite renders admin pages without running collectstatic first: plain storage (the manifest
+# storage needs collectstatic's manifest). tests/e2e/test_admin_browser.py runs the real one.
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
+# WhiteNoise looks files up per request (from the apps' static folders too) instead of reading an
+# uncollected STATIC_ROOT at start.
+WHITENOISE_AUTOREFRESH = True
+WHITENOISE_USE_FINDERS = True

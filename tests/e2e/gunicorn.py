@@ -6,19 +6,24 @@
 The database is created and migrated per process (named after the test), and dropped afterwards.
 Instances of one deployment share it: `GatewayProcess(config, database_url=first.database_url)`
 (the first one, entered first, creates and drops it).
+The static files are collected once per test process (collected_static), so the admin is served
+as in production.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +52,24 @@ def create_database(name: str) -> str:
 def drop_database(name: str) -> None:
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+_static_root: str | None = None
+_static_lock = threading.Lock()
+
+
+def collected_static(env: dict[str, str]) -> str:
+    """A STATIC_ROOT filled by `collectstatic`, once per test process, as production does before
+    start: the admin's pages need its manifest (hashed names), and gunicorn serves it (WhiteNoise)."""
+    global _static_root
+    with _static_lock:
+        if _static_root is None:
+            root = tempfile.mkdtemp(prefix="gw-e2e-static-")
+            atexit.register(shutil.rmtree, root, ignore_errors=True)
+            subprocess.run([sys.executable, "manage.py", "collectstatic", "--no-input", "-v0"], cwd=ROOT,
+                           env={**env, "STATIC_ROOT": root}, check=True)
+            _static_root = root
+        return _static_root
 
 
 def _become_subreaper() -> None:
@@ -116,6 +139,8 @@ class GatewayProcess(OnLoopback):
         env.setdefault("SESSION_COOKIE_SECURE", "false")
         env.setdefault("CSRF_COOKIE_SECURE", "false")
         env.update(self.extra_env)
+        if "STATIC_ROOT" not in env:
+            env["STATIC_ROOT"] = collected_static(env)
         return env
 
     def start(self) -> GatewayProcess:
