@@ -10,7 +10,7 @@ import gzip
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -18,6 +18,8 @@ import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.e2e.gunicorn import ROOT, GatewayProcess
 
@@ -91,6 +93,15 @@ def styled(driver: webdriver.Chrome) -> None:
     assert header.value_of_css_property("background-color") == HEADER_BG, "base.css is not applied"
 
 
+def navigating(driver: webdriver.Chrome, action: Callable[[], None]) -> None:
+    """Do what loads a new page (submit a form, follow a link) and wait until it has replaced the
+    old one: `submit()` returns before the navigation, and under load the old page's elements were
+    still there to be found, then went stale."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    action()
+    WebDriverWait(driver, 15).until(staleness_of(old))
+
+
 def shot(driver: webdriver.Chrome, name: str) -> None:
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
@@ -116,7 +127,7 @@ def test_an_operator_finds_reads_and_measures_in_a_styled_admin(gateway, browser
     styled(driver)
     driver.find_element(By.ID, "id_username").send_keys("admin")
     driver.find_element(By.ID, "id_password").send_keys(PASSWORD)
-    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    navigating(driver, driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click)
     assert driver.find_element(By.ID, "user-tools").text.upper().startswith("WELCOME")
     shot(driver, "01-index")
 
@@ -124,7 +135,7 @@ def test_an_operator_finds_reads_and_measures_in_a_styled_admin(gateway, browser
     driver.get(f"{gateway.url}/admin/conversations_app/conversation/")
     search = driver.find_element(By.ID, "searchbar")
     search.send_keys("museums")
-    search.submit()
+    navigating(driver, search.submit)
     links = driver.find_elements(By.CSS_SELECTOR, "#result_list a.gw-id")
     assert [link.get_attribute("title") for link in links] == [conversation]
     assert "1 conversation" in driver.find_element(By.CSS_SELECTOR, "p.paginator").text
@@ -132,7 +143,7 @@ def test_an_operator_finds_reads_and_measures_in_a_styled_admin(gateway, browser
     shot(driver, "02-search")
 
     # Open it: the chat.
-    links[0].click()
+    navigating(driver, links[0].click)
     chat = driver.find_element(By.CLASS_NAME, "gw-chat")
     text = chat.text
     assert "Which museums should I visit in Paris?" in text and "Which one first?" in text
