@@ -48,6 +48,16 @@ class HeyResult:
     def per_second(self) -> float:
         return self.answered / self.wall if self.wall else 0.0
 
+    def failures(self) -> dict[str, int]:
+        """What the errors were: "no answer" and the count of each non-2xx status."""
+        counts: dict[str, int] = {}
+        if self.expected > self.answered:
+            counts["no answer"] = self.expected - self.answered
+        for r in self.requests:
+            if not 200 <= r.status < 300:
+                counts[str(r.status)] = counts.get(str(r.status), 0) + 1
+        return counts
+
     def latencies(self) -> list[float]:
         return [r.seconds for r in self.requests]
 

@@ -84,7 +84,7 @@ class Plan:
 
 QUICK = Plan(rounds=2, requests={1: 100, 10: 300, 50: 500}, side_requests=200, chains=3, chain_turns=10,
              tool_loops=2, tool_rounds=1, slow_streams=200, slow_seconds=5)
-FULL = Plan(rounds=3, requests={1: 400, 10: 1500, 50: 3000}, side_requests=600, chains=8, chain_turns=50,
+FULL = Plan(rounds=3, requests={1: 300, 10: 1000, 50: 2000}, side_requests=400, chains=8, chain_turns=50,
             tool_loops=4, tool_rounds=3, slow_streams=1000, slow_seconds=10)
 
 
@@ -206,6 +206,7 @@ class Figures:
     ttfb_p50: float
     per_second: float
     errors: int
+    failures: str  # e.g. "503: 2, no answer: 1"
     cpu_ms: float | None = None  # gateway process tree, per request
     rss_mb: float | None = None  # gateway process tree, peak
 
@@ -215,6 +216,7 @@ class Figures:
         return cls(p50=percentile(latencies, 0.5) * 1000, p95=percentile(latencies, 0.95) * 1000,
                    p99=percentile(latencies, 0.99) * 1000, ttfb_p50=percentile(result.first_bytes(), 0.5) * 1000,
                    per_second=result.per_second, errors=result.errors,
+                   failures=", ".join(f"{kind}: {count}" for kind, count in sorted(result.failures().items())),
                    cpu_ms=None if cpu_seconds is None else cpu_seconds / max(1, result.answered) * 1000,
                    rss_mb=None if rss is None else rss / MB)
 
@@ -399,7 +401,8 @@ def chain_lines(chains: list[list[float]]) -> list[str]:
 def slow_lines(slow: SlowStreams, plan: Plan) -> list[str]:
     f = slow.figures
     return [f"{slow.streams} concurrent streams, a chunk every 100 ms for {plan.slow_seconds} s: "
-            f"{slow.streams - f.errors} answered 2xx, {slow.completed} stored as completed; stream time p50 "
+            f"{slow.streams - f.errors} answered 2xx ({f.failures or 'no failures'}), {slow.completed} stored as "
+            f"completed; stream time p50 "
             f"{f.p50 / 1000:.2f} s, p99 {f.p99 / 1000:.2f} s, TTFB p50 {f.ttfb_p50:.0f} ms; peak gateway RSS "
             f"{f.rss_mb:.0f} MB (master + {WORKERS} workers); peak Postgres connections {slow.postgres_peak}; "
             f"gateway CPU {f.cpu_ms:.1f} ms per stream."]
@@ -433,6 +436,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="rounds of the load scenarios (quick 2, full 3)")
     parser.add_argument("--markdown", type=Path, help="write the results there (between the suite's markers if "
                                                       "the file has them, as benchmarks/RESULTS.md does)")
+    parser.add_argument("--log", type=Path, help="keep the gateway's log (JSON lines) there")
     args = parser.parse_args()
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     if unknown := set(scenarios) - set(SCENARIOS):
@@ -474,6 +478,8 @@ def main() -> None:
             if "slow-streams" in scenarios:
                 sections += ["### Slow streams", "", *slow_lines(run_slow_streams(gw, plan), plan), ""]
                 print("slow streams done", file=sys.stderr)
+            if args.log:
+                args.log.write_text(process.log())
     finally:
         collector.close()
         upstreams.close()

@@ -97,6 +97,7 @@ def test_hey_csv_counts_answers_errors_and_time_to_first_byte():
     result = parse_csv(HEY_CSV, expected=4)
     assert result.answered == 3
     assert result.errors == 2  # the 500 and the refused request
+    assert result.failures() == {"no answer": 1, "500": 1}
     assert result.latencies() == [0.0027, 0.0019, 0.0040]
     assert result.first_bytes() == pytest.approx([0.0026, 0.0018, 0.0038])
     assert result.wall == pytest.approx(0.0084)
