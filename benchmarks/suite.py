@@ -54,7 +54,7 @@ if str(ROOT) not in sys.path:
 from benchmarks import websocket_tool_loop as tool_loop  # noqa: E402
 from benchmarks.hey_load import HeyResult, ensure_hey, run_hey  # noqa: E402
 from benchmarks.nginx_upstream import TEXT, NginxUpstream  # noqa: E402
-from benchmarks.process_tree import PeakRss  # noqa: E402
+from benchmarks.process_tree import PeakRss, tree_rss  # noqa: E402
 from benchmarks.websocket_idle import PostgresSampler, auth_headers, create_key, raise_fd_limit  # noqa: E402
 from tests.e2e.gunicorn import GatewayProcess  # noqa: E402
 from tests.fakes.openai_upstream import FakeOpenAI, Reply  # noqa: E402
@@ -460,8 +460,13 @@ def main() -> None:
             points = load_points(scenarios, plan, upstreams)
             if points:
                 warm_up(gw, points)
+                rss_before = tree_rss(gw.pid)
                 results = run_rounds(gw, points, plan.rounds)
-                sections += ["### Load (hey)", "", *load_table(points, results), ""]
+                # Whether the workers' memory settles or grows with the requests served.
+                served = sum(point.requests for point in points) * plan.rounds
+                sections += ["### Load (hey)", "", *load_table(points, results), "",
+                             f"Gateway RSS (master + {WORKERS} workers) {rss_before / MB:.0f} MB after the warm-up, "
+                             f"{tree_rss(gw.pid) / MB:.0f} MB after the load rounds ({served} requests).", ""]
             if "chain" in scenarios:
                 sections += ["### Chain (`previous_response_id`, non-streamed, one request at a time)", "",
                              *chain_lines(run_chains(gw, plan)), ""]
