@@ -53,6 +53,8 @@ if str(ROOT) not in sys.path:
 # The test harness and the other benchmarks, importable once the checkout is on sys.path (E402).
 from benchmarks import websocket_tool_loop as tool_loop  # noqa: E402
 from benchmarks.hey_load import HeyResult, ensure_hey, run_hey  # noqa: E402
+from benchmarks.litellm_proxy import VENV, LiteLLMProxy  # noqa: E402
+from benchmarks.litellm_proxy import VERSION as LITELLM_VERSION  # noqa: E402
 from benchmarks.nginx_upstream import TEXT, NginxUpstream  # noqa: E402
 from benchmarks.process_tree import PeakRss, tree_rss  # noqa: E402
 from benchmarks.websocket_idle import PostgresSampler, auth_headers, create_key, raise_fd_limit  # noqa: E402
@@ -157,6 +159,7 @@ class LoadPoint:
     gateway_body: dict[str, Any]
     direct_url: str  # the upstream the gateway calls for this point
     direct_body: dict[str, Any]
+    litellm_body: dict[str, Any] | None = None  # the same request to LiteLLM's proxy, where it has the model
 
 
 def chat_request(stream: bool) -> dict[str, Any]:
@@ -172,7 +175,8 @@ def load_points(scenarios: Sequence[str], plan: Plan, upstreams: Upstreams) -> l
             prefix = "sse" if stream else "json"
             points += [LoadPoint(scenario, "streamed" if stream else "non-streamed", c, n,
                                  {"model": f"bench-nginx-{prefix}", "input": PROMPT, "stream": stream},
-                                 f"{nginx}/{prefix}/v1/chat/completions", chat_request(stream))
+                                 f"{nginx}/{prefix}/v1/chat/completions", chat_request(stream),
+                                 {"model": f"bench-{prefix}", "input": PROMPT, "stream": stream})
                        for c, n in plan.requests.items()]
     if "responses-api" in scenarios:
         for stream in (False, True):
@@ -225,6 +229,7 @@ class Figures:
 class PointResults:
     gateway: list[Figures] = field(default_factory=list)
     direct: list[Figures] = field(default_factory=list)
+    litellm: list[Figures] = field(default_factory=list)
 
 
 class Gateway:
@@ -250,23 +255,36 @@ def run_gateway(gw: Gateway, point: LoadPoint) -> Figures:
     return Figures.of(result, gw.cpu() - cpu_before, peak.bytes)
 
 
+def run_litellm(proxy: LiteLLMProxy, point: LoadPoint) -> Figures:
+    assert proxy.proc is not None and point.litellm_body is not None  # noqa: S101 - started, and asked for
+    cpu_before = tool_loop.gateway_cpu_seconds(proxy.proc.pid)
+    with PeakRss(proxy.proc.pid) as peak:
+        result = run_hey(f"{proxy.base_url}/responses", json.dumps(point.litellm_body).encode(),
+                         requests=point.requests, concurrency=point.concurrency, headers=proxy.headers)
+    return Figures.of(result, tool_loop.gateway_cpu_seconds(proxy.proc.pid) - cpu_before, peak.bytes)
+
+
 def run_direct(point: LoadPoint) -> Figures:
     return Figures.of(run_hey(point.direct_url, json.dumps(point.direct_body).encode(), requests=point.requests,
                               concurrency=point.concurrency))
 
 
-def run_rounds(gw: Gateway, points: list[LoadPoint], rounds: int) -> list[PointResults]:
+def run_rounds(gw: Gateway, points: list[LoadPoint], rounds: int, proxy: LiteLLMProxy | None) -> list[PointResults]:
     results = [PointResults() for _ in points]
     for round_ in range(rounds):
-        # Rotate the points and alternate which target goes first, so drift is shared by all.
+        # Rotate the points and the order of the targets, so drift is shared by all.
         shift = round_ % len(points)
         for index in [*range(shift, len(points)), *range(shift)]:
             point, into = points[index], results[index]
-            for target in ("gateway", "direct") if round_ % 2 == 0 else ("direct", "gateway"):
+            targets = ["gateway", "direct"] + (["litellm"] if proxy and point.litellm_body else [])
+            turn = round_ % len(targets)
+            for target in targets[turn:] + targets[:turn]:
                 if target == "gateway":
                     into.gateway.append(run_gateway(gw, point))
-                else:
+                elif target == "direct":
                     into.direct.append(run_direct(point))
+                elif proxy is not None:
+                    into.litellm.append(run_litellm(proxy, point))
         print(f"load round {round_ + 1}/{rounds} done", file=sys.stderr)
     return results
 
@@ -385,6 +403,28 @@ def load_table(points: list[LoadPoint], results: list[PointResults]) -> list[str
     return lines
 
 
+def litellm_table(points: list[LoadPoint], results: list[PointResults]) -> list[str]:
+    lines = [
+        "| scenario | c | LiteLLM p50 ms | LiteLLM p99 ms | LiteLLM req/s | LiteLLM CPU ms/req | LiteLLM peak RSS MB "
+        "| LiteLLM errors | gateway/LiteLLM p50 | gateway/LiteLLM req/s | gateway/LiteLLM CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for point, result in zip(points, results, strict=True):
+        ll, gw = result.litellm, result.gateway
+        if not ll:
+            continue
+        # Ratios per round (same round, same machine state), then their median and spread.
+        pairs = list(zip(gw, ll, strict=True))
+        lines.append(
+            f"| {point.label} | {point.concurrency} | {spread([f.p50 for f in ll])} | {spread([f.p99 for f in ll])} "
+            f"| {spread([f.per_second for f in ll], 0)} | {spread([f.cpu_ms for f in ll], 2)} "
+            f"| {spread([f.rss_mb for f in ll], 0)} | {sum(f.errors for f in ll)} "
+            f"| {spread([g.p50 / max(x.p50, 1e-9) for g, x in pairs], 2)} "
+            f"| {spread([g.per_second / max(x.per_second, 1e-9) for g, x in pairs], 2)} "
+            f"| {spread([(g.cpu_ms or 0) / max(x.cpu_ms or 0, 1e-9) for g, x in pairs], 2)} |")
+    return lines
+
+
 def chain_lines(chains: list[list[float]]) -> list[str]:
     turns = len(chains[0])
     shown = sorted({1, 2, min(10, turns), turns})
@@ -436,6 +476,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="rounds of the load scenarios (quick 2, full 3)")
     parser.add_argument("--markdown", type=Path, help="write the results there (between the suite's markers if "
                                                       "the file has them, as benchmarks/RESULTS.md does)")
+    parser.add_argument("--litellm", action="store_true",
+                        help=f"also load LiteLLM's proxy ({VENV.relative_to(ROOT)}, installed when missing) on the "
+                             "json and sse points, as a third target")
     parser.add_argument("--log", type=Path, help="keep the gateway's log (JSON lines) there")
     args = parser.parse_args()
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -453,7 +496,11 @@ def main() -> None:
     upstreams = Upstreams(plan)
     collector = GrpcReceiver()
     sections: list[str] = []
+    proxy = None
     try:
+        if args.litellm:
+            # Started first: its import takes long, and nothing is measured yet.
+            proxy = LiteLLMProxy(upstreams.nginx.url).start()
         with GatewayProcess(gateway_config(upstreams, collector.endpoint), workers=WORKERS,
                             env={"REDIS_URL": "redis://127.0.0.1:6379/0"}) as process:
             gw = Gateway(process, create_key(process))
@@ -461,12 +508,16 @@ def main() -> None:
             if points:
                 warm_up(gw, points)
                 rss_before = tree_rss(gw.pid)
-                results = run_rounds(gw, points, plan.rounds)
+                results = run_rounds(gw, points, plan.rounds, proxy)
                 # Whether the workers' memory settles or grows with the requests served.
                 served = sum(point.requests for point in points) * plan.rounds
                 sections += ["### Load (hey)", "", *load_table(points, results), "",
                              f"Gateway RSS (master + {WORKERS} workers) {rss_before / MB:.0f} MB after the warm-up, "
                              f"{tree_rss(gw.pid) / MB:.0f} MB after the load rounds ({served} requests).", ""]
+                if proxy is not None:
+                    sections += [f"### LiteLLM proxy {LITELLM_VERSION}, same load, same upstream, same rounds", "",
+                                 "2 uvicorn workers, master key, no database (benchmarks/litellm_proxy.py); "
+                                 "`POST /v1/responses`.", "", *litellm_table(points, results), ""]
             if "chain" in scenarios:
                 sections += ["### Chain (`previous_response_id`, non-streamed, one request at a time)", "",
                              *chain_lines(run_chains(gw, plan)), ""]
@@ -486,6 +537,8 @@ def main() -> None:
             if args.log:
                 args.log.write_text(process.log())
     finally:
+        if proxy is not None:
+            proxy.stop()
         collector.close()
         upstreams.close()
 
