@@ -382,12 +382,15 @@ def spread(values: Sequence[float | None], digits: int = 1) -> str:
     return f"{median:.{digits}f} ({min(present):.{digits}f}-{max(present):.{digits}f})"
 
 
+def table_head(*columns: str) -> list[str]:
+    """A Markdown table's header: the first column left-aligned (names), the others right (figures)."""
+    return ["| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
+
+
 def load_table(points: list[LoadPoint], results: list[PointResults]) -> list[str]:
-    lines = [
-        "| scenario | c | requests x rounds | p50 ms | p95 ms | p99 ms | TTFB p50 ms | req/s | gateway CPU ms/req "
-        "| peak RSS MB | errors | added p50 ms | added p99 ms | direct p50 ms | direct p99 ms | direct req/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    lines = table_head("scenario", "c", "requests x rounds", "p50 ms", "p95 ms", "p99 ms", "TTFB p50 ms", "req/s",
+                       "gateway CPU ms/req", "peak RSS MB", "errors", "added p50 ms", "added p99 ms", "direct p50 ms",
+                       "direct p99 ms", "direct req/s")
     for point, result in zip(points, results, strict=True):
         gw, direct = result.gateway, result.direct
         # Added latency per round: gateway minus the upstream alone, measured side by side.
@@ -404,11 +407,9 @@ def load_table(points: list[LoadPoint], results: list[PointResults]) -> list[str
 
 
 def litellm_table(points: list[LoadPoint], results: list[PointResults]) -> list[str]:
-    lines = [
-        "| scenario | c | LiteLLM p50 ms | LiteLLM p99 ms | LiteLLM req/s | LiteLLM CPU ms/req | LiteLLM peak RSS MB "
-        "| LiteLLM errors | gateway/LiteLLM p50 | gateway/LiteLLM req/s | gateway/LiteLLM CPU |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    lines = table_head("scenario", "c", "LiteLLM p50 ms", "LiteLLM p99 ms", "LiteLLM req/s", "LiteLLM CPU ms/req",
+                       "LiteLLM peak RSS MB", "LiteLLM errors", "gateway/LiteLLM p50", "gateway/LiteLLM req/s",
+                       "gateway/LiteLLM CPU")
     for point, result in zip(points, results, strict=True):
         ll, gw = result.litellm, result.gateway
         if not ll:
@@ -428,7 +429,7 @@ def litellm_table(points: list[LoadPoint], results: list[PointResults]) -> list[
 def chain_lines(chains: list[list[float]]) -> list[str]:
     turns = len(chains[0])
     shown = sorted({1, 2, min(10, turns), turns})
-    lines = ["| turn | " + " | ".join(str(t) for t in shown) + " |", "|---|" + "---:|" * len(shown),
+    lines = [*table_head("turn", *(str(t) for t in shown)),
              "| p50 ms (min-max over chains) | "
              + " | ".join(spread([chain[t - 1] * 1000 for chain in chains]) for t in shown) + " |"]
     second = statistics.median(chain[1] for chain in chains)

@@ -19,7 +19,7 @@ from pydantic import TypeAdapter
 
 from benchmarks.hey_load import parse_csv
 from benchmarks.nginx_upstream import TEXT, NginxUpstream
-from benchmarks.suite import MARKERS, spread, write_markdown
+from benchmarks.suite import MARKERS, spread, table_head, write_markdown
 from tests.conftest import ApiClient, gateway_config_for, sse_events
 
 # Recorded from `hey -n 4 -c 2 -o csv` (hey 0.1.4, Debian 12): one 200 over a fresh connection, a
@@ -113,6 +113,10 @@ def test_spread_is_the_median_with_min_and_max():
     assert spread([3.0, 1.0, 2.0]) == "2.0 (1.0-3.0)"
     assert spread([2.0, None]) == "2.0"
     assert spread([None]) == "-"
+
+
+def test_table_head_aligns_the_figures_right():
+    assert table_head("scenario", "p50 ms", "req/s") == ["| scenario | p50 ms | req/s |", "|---|---:|---:|"]
 
 
 def test_markdown_replaces_only_the_suite_section(tmp_path: Path):
