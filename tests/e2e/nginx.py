@@ -25,20 +25,25 @@ from typing import Any
 
 from tests.e2e.gunicorn import OnLoopback, free_port
 
-CONFIG = """
+# What any nginx run by this harness starts with: one worker, and its pid, logs and temporary
+# files in its own directory (Debian's defaults are root's). `http {` is left open for the rest.
+PRIVATE = """
 {user}
 worker_processes 1;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    log_format upstreams '$request_method $uri $status "$upstream_addr" "$upstream_status"';
-    access_log {dir}/access.log upstreams;
     client_body_temp_path {dir}/client_body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
+"""
+
+CONFIG = """
+    log_format upstreams '$request_method $uri $status "$upstream_addr" "$upstream_status"';
+    access_log {dir}/access.log upstreams;
 
     upstream gateways {{
         {servers}
@@ -84,12 +89,16 @@ class Nginx(OnLoopback):
         self.dir = Path(self._tmp.name)
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def config(self) -> str:
+    def private(self) -> str:
+        """The start of the config (PRIVATE), for this directory and user."""
         # As root, nginx's workers would switch to `nobody`, who cannot use this private directory.
         user = f"user {pwd.getpwuid(os.getuid()).pw_name};" if os.geteuid() == 0 else ""
+        return PRIVATE.format(user=user, dir=self.dir)
+
+    def config(self) -> str:
         servers = "\n        ".join(f"server 127.0.0.1:{port} max_fails=1 fail_timeout=5s;"
                                     for port in self.upstream_ports)
-        return CONFIG.format(user=user, dir=self.dir, servers=servers, port=self.port)
+        return self.private() + CONFIG.format(dir=self.dir, servers=servers, port=self.port)
 
     def start(self) -> Nginx:
         (self.dir / "nginx.conf").write_text(self.config())
