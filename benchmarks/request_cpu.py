@@ -10,7 +10,8 @@ to an OTLP/gRPC receiver on loopback, in front of the fake OpenAI upstream answe
 All checkouts run side by side, and batches alternate between them (a non-streamed batch, then a
 streamed one, per checkout per round), so drift on a shared machine falls on all of them alike.
 The figure is user+system CPU of the gunicorn master and workers (psutil) during a batch, divided
-by its requests; printed as the median over rounds with the lowest and highest.
+by its requests; printed as the median over rounds with the lowest and highest, and, for each
+checkout, the median over rounds of its difference to the first checkout in the same round.
 
 `--profile N` instead records N seconds of one worker of the first checkout with py-spy under
 non-streamed and streamed load and prints its top functions (own and cumulative).
@@ -129,8 +130,13 @@ class Load:
         body = {**BODY, "stream": True} if stream else BODY
 
         def one(index: int) -> None:
-            response = self.sessions[index % self.concurrency].post(url, json=body, headers=headers, timeout=30,
-                                                                    stream=stream)
+            session = self.sessions[index % self.concurrency]
+            try:
+                response = session.post(url, json=body, headers=headers, timeout=30, stream=stream)
+            except requests.ConnectionError:
+                # A kept-alive connection the gateway closed (keepalive 5 s) while another checkout
+                # was being measured, just as this request was sent on it: once more, on a new one.
+                response = session.post(url, json=body, headers=headers, timeout=30, stream=stream)
             text = response.text
             if response.status_code != 200 or (stream and "response.completed" not in text):
                 raise RuntimeError(f"{response.status_code}: {text[:300]}")
@@ -245,10 +251,14 @@ def main() -> None:
     print(f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {args.rounds} rounds x {args.requests} "
           f"requests per batch, concurrency {args.concurrency}, upstream first byte after "
           f"{UPSTREAM_LATENCY * 1000:.0f} ms; {len(collector.spans)} spans received.\n")
-    print("| checkout | kind | CPU ms/request, median | lowest | highest |")
-    print("|---|---|---:|---:|---:|")
+    print("| checkout | kind | CPU ms/request, median | lowest | highest | change vs first, median of rounds |")
+    print("|---|---|---:|---:|---:|---:|")
     for (tree, kind), values in figures.items():
-        print(f"| {tree} | {kind} | {statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f} |")
+        # Paired by round (the batches of one round ran back to back), which cancels most of the drift.
+        first = figures[(str(trees[0]), kind)]
+        change = statistics.median(value - base for value, base in zip(values, first, strict=True))
+        print(f"| {tree} | {kind} | {statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f} "
+              f"| {change:+.2f} |")
 
 
 if __name__ == "__main__":
