@@ -275,7 +275,8 @@ class AnthropicProvider(Provider):
         answer_blocks: set[int] = set()  # indexes of the structured-output tool's blocks: answer text
         call_blocks: set[int] = set()  # indexes of client tool calls (not server tools Anthropic runs itself)
         called = False
-        for _name, data in http.sse_events(self.key, response):
+        events = http.sse_events(self.key, response)
+        for _name, data in events:
             event = http.parse_data(self.key, data)
             kind = event.get("type")
             if kind == "message_start":
@@ -313,6 +314,7 @@ class AnthropicProvider(Provider):
                 if (final := parse_usage(usage)) is not None:
                     yield final
                 yield from _finish(stop_reason, called=called)
+                http.drain(events, response)  # the connection goes back to the pool
                 return
             elif kind == "error":
                 raise _error(self.key, event)

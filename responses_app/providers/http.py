@@ -261,6 +261,31 @@ def sse_events(provider: str, response: requests.Response) -> Iterator[tuple[str
         raise ProviderError("upstream", f"Provider {provider!r} broke off the stream.") from None
 
 
+# How long a stream's body may take to end after its last event. The chunked terminator normally
+# comes with the last event or right after it; a server slower than this loses the connection.
+DRAIN_TIMEOUT = 0.25
+# Events a stream may still send after its protocol's end marker before it is not waited for.
+DRAIN_EVENTS = 8
+
+
+def drain(events: Iterator[tuple[str | None, str]], response: requests.Response) -> None:
+    """At a stream's end marker (`[DONE]`, `message_stop`, ...): read what is left of the body, so
+    that `response.close()` gives its connection back to the session's pool instead of closing it.
+    Otherwise every stream costs a new upstream connection: a DNS lookup (on gevent's thread pool)
+    and a TCP, or TLS, handshake. A body that does not end within DRAIN_TIMEOUT (or DRAIN_EVENTS
+    more events), or that breaks, is dropped with its connection, as before."""
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if sock is None:
+        return
+    try:
+        sock.settimeout(DRAIN_TIMEOUT)  # urllib3 sets its own again when the connection is reused
+        for count, _event in enumerate(events):
+            if count >= DRAIN_EVENTS:
+                return
+    except (ProviderError, OSError):
+        return
+
+
 def _timed_out(exc: BaseException) -> bool:
     """A read timeout, however requests wrapped it (while streaming it arrives as a ConnectionError)."""
     if isinstance(exc, requests.Timeout):
