@@ -224,7 +224,7 @@ class AnthropicProvider(Provider):
     def __init__(self, key: str, entry: Any) -> None:
         super().__init__(key, entry)
         self.url = (entry.endpoint or DEFAULT_ENDPOINT).rstrip("/") + "/v1/messages"
-        self.session = http.new_session()
+        self.session = http.new_session(self.url)
         self.timeout = http.Timeouts.of(entry)
 
     def headers(self) -> dict[str, str]:

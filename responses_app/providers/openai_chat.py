@@ -157,7 +157,7 @@ class OpenAICompatibleProvider(Provider):
     def __init__(self, key: str, entry: Any) -> None:
         super().__init__(key, entry)
         self.url = (entry.endpoint or DEFAULT_ENDPOINT).rstrip("/") + self.path
-        self.session = http.new_session()
+        self.session = http.new_session(self.url)
         self.timeout = http.Timeouts.of(entry)
 
     def url_for(self, request: ProviderRequest) -> str:
