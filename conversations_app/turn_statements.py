@@ -13,9 +13,10 @@ BEGIN/COMMIT), and Postgres checks the foreign keys between its parts when it en
   `ConversationStore.finish_turn` documents), its output items, the conversation's counters, all
   only when the row still exists.
 
-Row values go through each model field's own `get_db_prep_save`, as the ORM's insert does (so
-defaults, decimals and JSON are stored alike); a turn's items are sent as one JSON array and
-unpacked by `jsonb_array_elements`, so they are encoded once, whatever their number.
+Row values are prepared as the ORM's insert prepares them (`_Table`: defaults filled in, JSON and
+decimals through their fields' `get_db_prep_save`, so they are stored alike); a turn's items are
+sent as one JSON array and unpacked by `jsonb_array_elements`, so they are encoded once, whatever
+their number.
 Postgres only, and only chain turns: ConversationStore keeps the ORM path for other databases
 and for turns of the Conversations API, whose append needs its own reads.
 """
@@ -25,10 +26,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from django.db import connection
-from django.db.models import Model
+from django.db.models import DecimalField, Field, JSONField, Model
 from django_prometheus.models import model_inserts
 
 from conversations_app.models import Conversation, Item, StoredResponse
@@ -40,17 +42,37 @@ _CANCELLED = StoredResponse.Status.CANCELLED.value
 _RESPONSE_FIELDS = {model_field.attname: model_field for model_field in StoredResponse._meta.concrete_fields}
 
 
+@dataclass(frozen=True)
+class _Table:
+    """What an INSERT of one row of a model needs, worked out once per model: its columns, and
+    which fields must prepare their value. JSON (psycopg's Jsonb) and decimals (rounded to the
+    column's places) are stored in another form than the Python value, and go through the field's
+    own `get_db_prep_save`, as in the ORM's INSERT; text, numbers, booleans and aware datetimes
+    are passed as they are, which is what their fields' preparation returns for them."""
+
+    columns: str
+    placeholders: str
+    fields: tuple[tuple[str, Field[Any, Any], bool], ...]  # (attribute name, field, prepared by the field)
+
+    @classmethod
+    @cache
+    def of(cls, model: type[Model]) -> _Table:
+        concrete = model._meta.concrete_fields
+        return cls(columns=", ".join(connection.ops.quote_name(model_field.column) for model_field in concrete),
+                   placeholders=", ".join(["%s"] * len(concrete)),
+                   fields=tuple((model_field.attname, model_field, isinstance(model_field, (JSONField, DecimalField)))
+                                for model_field in concrete))
+
+
 def _row(model: type[Model], values: dict[str, Any]) -> tuple[str, str, list[Any]]:
     """(columns, placeholders, parameters) of one row of `model`: `values` by attribute name
-    (`conversation_id` for a foreign key), every other concrete field at its default, each prepared
-    by its field as the ORM's INSERT does."""
-    columns, params = [], []
-    for model_field in model._meta.concrete_fields:
-        name = model_field.attname
+    (`conversation_id` for a foreign key), every other concrete field at its default."""
+    table = _Table.of(model)
+    params = []
+    for name, model_field, prepared in table.fields:
         value = values[name] if name in values else model_field.get_default()
-        columns.append(connection.ops.quote_name(model_field.column))
-        params.append(model_field.get_db_prep_save(value, connection))
-    return ", ".join(columns), ", ".join(["%s"] * len(columns)), params
+        params.append(model_field.get_db_prep_save(value, connection) if prepared else value)
+    return table.columns, table.placeholders, params
 
 
 def _items_select(source: str, kind: int, *, joined: str = "") -> str:
