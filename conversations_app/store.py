@@ -8,7 +8,8 @@ A turn whose id reaches the client before its end (a stream) is written twice, e
 short transaction: `open_turn` before its id is sent (the response row `in_progress`, its input
 items, the conversation's turn count), and `finish_turn` when it ends (status, usage, cost, output
 items, token counters). A turn heard of only with its result (JSON) is written once, whole, by
-`save_turn`. A turn that never
+`save_turn`. On Postgres each of these writes of a chain turn is a single statement
+(conversations_app.turn_statements, called only from here). A turn that never
 got to its end is settled by `settle_abandoned` (its worker died) or `settle_expired` (it is older
 than any turn can run); `discard_turn` removes one whose upstream failed before the client heard
 of it, so a failed request leaves nothing behind.
