@@ -8,7 +8,8 @@ A turn whose id reaches the client before its end (a stream) is written twice, e
 short transaction: `open_turn` before its id is sent (the response row `in_progress`, its input
 items, the conversation's turn count), and `finish_turn` when it ends (status, usage, cost, output
 items, token counters). A turn heard of only with its result (JSON) is written once, whole, by
-`save_turn`. A turn that never
+`save_turn`. On Postgres each of these writes of a chain turn is a single statement
+(conversations_app.turn_statements, called only from here). A turn that never
 got to its end is settled by `settle_abandoned` (its worker died) or `settle_expired` (it is older
 than any turn can run); `discard_turn` removes one whose upstream failed before the client heard
 of it, so a failed request leaves nothing behind.
@@ -27,6 +28,7 @@ from django.db.models import F, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from conversations_app import turn_statements
 from conversations_app.instrumented import InstrumentedStore
 from conversations_app.models import Conversation, Item, StoredResponse, WorkerLease
 
@@ -192,6 +194,14 @@ class ConversationStore:
 
     def open_turn(self, turn: OpenTurn, parent: Chain | None) -> str:
         """Write a starting turn atomically; it is committed when this returns. Returns its conversation id."""
+        if _in_one_statement(turn.api_conversation):
+            conversation_id = parent.conversation_id if parent is not None else new_conversation_id()
+            turn_statements.write_turn(conversation=_chain_conversation(turn, parent, conversation_id, {}),
+                                       response=_response_row(turn, parent, conversation_id, {
+                                           "provider": turn.provider, "status": IN_PROGRESS,
+                                           "usage_reported": False, "worker": turn.worker}),
+                                       input_items=turn.input_items, output_items=None)
+            return conversation_id
         with transaction.atomic():
             if turn.api_conversation:
                 # Its items join the conversation when it ends (Settlement.appends), not before.
@@ -223,6 +233,18 @@ class ConversationStore:
         Returns its conversation id."""
         usage = settlement.usage or {}
         tokens = {"input_tokens": usage.get("input_tokens", 0), "output_tokens": usage.get("output_tokens", 0)}
+        if _in_one_statement(turn.api_conversation):
+            conversation_id = parent.conversation_id if parent is not None else new_conversation_id()
+            turn_statements.write_turn(
+                conversation=_chain_conversation(turn, parent, conversation_id, tokens),
+                response=_response_row(turn, parent, conversation_id, {
+                    "provider": settlement.provider, "status": settlement.status,
+                    "completed_at": settlement.completed_at, "error": settlement.error,
+                    "incomplete_details": settlement.incomplete_details,
+                    "usage_reported": settlement.usage is not None, "cost_usd": settlement.cost_usd,
+                    "interrupted": settlement.interrupted, **{k: usage.get(k, 0) for k in _USAGE_FIELDS}}),
+                input_items=turn.input_items, output_items=settlement.output_items)
+            return conversation_id
         with transaction.atomic():
             if turn.api_conversation:
                 conversation_id, depth = turn.api_conversation, 0
@@ -267,6 +289,13 @@ class ConversationStore:
                    "incomplete_details": settlement.incomplete_details,
                    "usage_reported": settlement.usage is not None, "cost_usd": settlement.cost_usd, "worker": "",
                    **{k: usage.get(k, 0) for k in _USAGE_FIELDS}}
+        tokens = {"input_tokens": usage.get("input_tokens", 0), "output_tokens": usage.get("output_tokens", 0)}
+        if _in_one_statement(settlement.api_conversation):
+            turn_statements.finish_turn(
+                response_id=settlement.response_id, conversation_id=settlement.conversation_id,
+                status=settlement.status, completed_at=settlement.completed_at, interrupted=settlement.interrupted,
+                outcome=outcome, output_items=settlement.output_items, now=timezone.now(), tokens=tokens)
+            return
         with transaction.atomic():
             row = StoredResponse.objects.filter(pk=settlement.response_id)
             updated = row.exclude(status=CANCELLED).update(
@@ -426,6 +455,27 @@ def _append_turn(conversation_id: str, response_id: str, model: str, tokens: dic
     from conversations_app.api_store import api_conversations  # it imports this module
 
     api_conversations.inner.append_turn(conversation_id, response_id, model, tokens)
+
+
+def _in_one_statement(api_conversation: str) -> bool:
+    """A chain turn on Postgres is written in one statement per write (conversations_app.turn_statements);
+    elsewhere, and in an API conversation, through the ORM in a transaction."""
+    return not api_conversation and connection.vendor == "postgresql"
+
+
+def _chain_conversation(turn: OpenTurn, parent: Chain | None, conversation_id: str,
+                        tokens: dict[str, int]) -> turn_statements.ConversationPart:
+    return turn_statements.conversation_part(
+        new_id=conversation_id if parent is None else None, existing_id=conversation_id if parent else None,
+        owner=turn.owner, model=turn.model, at=turn.created_at, now=timezone.now(), tokens=tokens)
+
+
+def _response_row(turn: OpenTurn, parent: Chain | None, conversation_id: str,
+                  outcome: dict[str, Any]) -> dict[str, Any]:
+    return {"id": turn.response_id, "conversation_id": conversation_id,
+            "previous_response_id": parent.response_id if parent else None, "depth": parent.depth + 1 if parent else 0,
+            "owner": turn.owner, "subject": turn.subject, "model": turn.model, "created_at": turn.created_at,
+            "instructions": turn.instructions, "settings": turn.settings, **outcome}
 
 
 def _item(response_id: str, kind: int, position: int, data: dict[str, Any]) -> Item:

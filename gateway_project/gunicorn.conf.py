@@ -7,6 +7,7 @@ connection. `-b` on the command line overrides the bind address from config.yaml
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -79,6 +80,11 @@ def post_worker_init(worker: Any) -> None:
     from responses_app import worker_lifecycle
 
     worker_lifecycle.start(worker)
+    # Everything loaded so far (Django, the settings, the models, the providers) lives as long as
+    # the worker: move it out of the garbage collector's generations, so that the collections
+    # requests trigger do not walk all of it again each time (gc.freeze(), as CPython's docs advise
+    # for forking servers). Nothing is collected differently: those objects are never garbage.
+    gc.freeze()
 
 
 def worker_exit(server: Any, worker: Any) -> None:

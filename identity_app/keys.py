@@ -65,11 +65,18 @@ def issue_key(*, name: str, owner: str, allowed_models: list[str] | None = None,
     return IssuedKey(key=key, record=record)
 
 
+# The lookup every authenticated request makes, as one constant statement (key_hash is unique, so
+# there is at most one row). The ORM built and compiled the same query on each request, about
+# 0.5 ms of CPU of the ~0.9 ms the lookup cost (issue 13); the row still becomes an ApiKey through
+# the model's own converters (RawQuerySet), and is read on every request: nothing is cached.
+_ACTIVE_KEY_SQL = f"SELECT * FROM {ApiKey._meta.db_table} WHERE key_hash = %s AND revoked_at IS NULL"  # noqa: S608
+
+
 def find_active_key(key: str) -> ApiKey | None:
     if not looks_like_api_key(key) or len(key) > 128:
         return None
     digest = hash_key(key)
-    record = ApiKey.objects.filter(key_hash=digest, revoked_at__isnull=True).first()
+    record = next(iter(ApiKey.objects.raw(_ACTIVE_KEY_SQL, [digest])), None)
     if record is None or not hmac.compare_digest(record.key_hash, digest):
         return None
     _touch(record)

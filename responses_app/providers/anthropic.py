@@ -224,7 +224,7 @@ class AnthropicProvider(Provider):
     def __init__(self, key: str, entry: Any) -> None:
         super().__init__(key, entry)
         self.url = (entry.endpoint or DEFAULT_ENDPOINT).rstrip("/") + "/v1/messages"
-        self.session = http.new_session()
+        self.session = http.new_session(self.url)
         self.timeout = http.Timeouts.of(entry)
 
     def headers(self) -> dict[str, str]:
@@ -275,7 +275,8 @@ class AnthropicProvider(Provider):
         answer_blocks: set[int] = set()  # indexes of the structured-output tool's blocks: answer text
         call_blocks: set[int] = set()  # indexes of client tool calls (not server tools Anthropic runs itself)
         called = False
-        for _name, data in http.sse_events(self.key, response):
+        events = http.sse_events(self.key, response)
+        for _name, data in events:
             event = http.parse_data(self.key, data)
             kind = event.get("type")
             if kind == "message_start":
@@ -313,6 +314,7 @@ class AnthropicProvider(Provider):
                 if (final := parse_usage(usage)) is not None:
                     yield final
                 yield from _finish(stop_reason, called=called)
+                http.drain(events, response)  # the connection goes back to the pool
                 return
             elif kind == "error":
                 raise _error(self.key, event)

@@ -273,7 +273,7 @@ class GoogleProvider(Provider):
     def __init__(self, key: str, entry: Any) -> None:
         super().__init__(key, entry)
         self.base = (entry.endpoint or DEFAULT_ENDPOINT).rstrip("/")
-        self.session = http.new_session()
+        self.session = http.new_session(self.base)
         self.timeout = http.Timeouts.of(entry)
 
     def headers(self) -> dict[str, str]:

@@ -157,7 +157,7 @@ class OpenAICompatibleProvider(Provider):
     def __init__(self, key: str, entry: Any) -> None:
         super().__init__(key, entry)
         self.url = (entry.endpoint or DEFAULT_ENDPOINT).rstrip("/") + self.path
-        self.session = http.new_session()
+        self.session = http.new_session(self.url)
         self.timeout = http.Timeouts.of(entry)
 
     def url_for(self, request: ProviderRequest) -> str:
@@ -215,10 +215,12 @@ class OpenAIChatProvider(OpenAICompatibleProvider):
         toolset = Toolset.of(request.tools)
         finished = False
         try:
-            for _event, data in http.sse_events(self.key, response):
+            events = http.sse_events(self.key, response)
+            for _event, data in events:
                 if data.strip() == "[DONE]":
                     if not finished:  # a server that ends with [DONE] alone still said it was done
                         yield Finish("stop")
+                    http.drain(events, response)  # the connection goes back to the pool
                     return
                 chunk = http.parse_data(self.key, data)
                 if chunk.get("error"):

@@ -147,7 +147,8 @@ class OpenAIResponsesProvider(OpenAICompatibleProvider):
         response = self._post(request, stream=True)
         try:
             called = False
-            for _name, data in http.sse_events(self.key, response):
+            events = http.sse_events(self.key, response)
+            for _name, data in events:
                 if data.strip() == "[DONE]":
                     break
                 event = http.parse_data(self.key, data)
@@ -170,6 +171,7 @@ class OpenAIResponsesProvider(OpenAICompatibleProvider):
                     yield ToolCallDelta(int(event.get("output_index", 0)), arguments=event["delta"])
                 elif kind in ("response.completed", "response.incomplete", "response.failed"):
                     yield from _terminal(self.key, event.get("response") or {}, called)
+                    http.drain(events, response)  # the connection goes back to the pool
                     return
                 elif kind == "error":
                     raise ProviderError("upstream", f"Provider {self.key!r} reported an error mid-stream: "

@@ -26,6 +26,8 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: bytes
+    # The client's port: requests on one kept-alive connection share it.
+    client_port: int = 0
     # Set when the client went away before the answer was fully written.
     client_disconnected: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
@@ -144,7 +146,8 @@ class FakeServer:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                recorded = Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                recorded = Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body,
+                                    client_port=self.client_address[1])
                 with server._lock:
                     server.requests.append(recorded)
                     step = server.steps.popleft() if server.steps else server.default_step

@@ -124,7 +124,7 @@ def test_one_scrape_sums_the_database_families_of_every_worker(fake_openai):
     assert sum(1 for count in executed.values() if count > 0) >= 2, f"one worker served everything: {executed}"
     total = value(samples, "django_db_execute_total", **db)
     assert total == sum(executed.values())
-    assert total >= 3 * N  # at least a conversation, a response and its items per turn
+    assert total >= N  # at least the statement that writes each turn (conversations_app.turn_statements)
     assert value(samples, "django_db_query_duration_seconds_count", **db) == total
     assert value(samples, "django_db_new_connections_total", **db) == sum(
         value(w, "django_db_new_connections_total", **db) for w in workers.values())

@@ -65,3 +65,14 @@ def test_a_length_cut_is_incomplete_with_max_output_tokens(api: ApiClient, fakes
     assert body["incomplete_details"] == {"reason": "max_output_tokens"}
     assert output_text(body) == "cut short"
     assert api.get(f"/v1/responses/{body['id']}").json()["status"] == "incomplete"
+
+
+def test_the_next_call_reuses_the_upstream_connection(api: ApiClient, fakes: Fakes, kind: str, stream: bool) -> None:
+    """A finished stream's body is read to its end (providers.http.drain), so its connection goes back
+    to the pool: no new connection (DNS lookup, TCP or TLS handshake) per streamed answer."""
+    k = KINDS[kind]
+    fake = k.fake(fakes)
+    fake.script(k.text("one"), k.text("two"), k.text("three"))
+    for _ in range(3):
+        assert final_response(api.create(model=k.model, input="hello", stream=stream), stream)["status"] == "completed"
+    assert len({recorded.client_port for recorded in fake.requests}) == 1

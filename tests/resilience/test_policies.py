@@ -28,6 +28,20 @@ def test_failures_older_than_the_window_are_forgotten(clock: FakeClock) -> None:
     assert breaker.state == "open"  # 2 of 3 in the window
 
 
+def test_the_failure_ratio_follows_the_window_as_it_slides(clock: FakeClock) -> None:
+    """The failures in the window are counted as outcomes come and go (not summed per call)."""
+    breaker = _breaker(min_requests=4, failure_ratio=0.5, window=10)
+    for outcome in ("failure", "success", "success", "success"):  # 1 of 4
+        breaker.record(breaker.allow(), outcome)
+        clock.now += 3
+    # The failure (t=0) has left the window at t=12; three successes and these two failures remain.
+    breaker.record(breaker.allow(), "failure")
+    breaker.record(breaker.allow(), "failure")
+    assert breaker.state == "closed"  # 2 of 5 (the first failure no longer counts)
+    breaker.record(breaker.allow(), "failure")
+    assert breaker.state == "open"  # 3 of 6
+
+
 def test_half_open_admits_only_its_probes_and_needs_all_to_succeed(clock: FakeClock) -> None:
     breaker = _breaker(min_requests=1, open_duration=5, half_open_probes=2)
     breaker.record(breaker.allow(), "failure")

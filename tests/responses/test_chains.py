@@ -152,3 +152,31 @@ def test_the_chain_query_is_one_statement(api):
     with CaptureQueriesContext(connection) as queries:
         store.get_chain(last, owner="")
     assert "WITH RECURSIVE" in queries.captured_queries[1]["sql"]
+
+
+def _writes(queries: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+
+
+def test_a_turn_is_one_statement_per_write(api, fake_openai, monkeypatch):
+    """Pinned (conversations_app.turn_statements): a JSON turn is written whole in one statement, a
+    stream is opened in one and settled in one; a follow-up adds only the two reads of its chain."""
+    from conversations_app.usage import rollup
+    from tests.conftest import sse_events
+
+    monkeypatch.setattr(rollup, "batched", True)  # as in a gunicorn worker: no rollup write per turn
+    with CaptureQueriesContext(connection) as first:
+        first_id = api.create(model="gpt-test", input="one").json()["id"]
+    assert len(_writes(first)) == 1, _writes(first)
+    with CaptureQueriesContext(connection) as follow_up:
+        second_id = api.create(model="gpt-test", input="two", previous_response_id=first_id).json()["id"]
+    assert len(_writes(follow_up)) == 3, _writes(follow_up)
+    with CaptureQueriesContext(connection) as streamed:
+        events = sse_events(api.create(model="gpt-test", input="three", previous_response_id=second_id, stream=True))
+    assert events[-1]["type"] == "response.completed"
+    assert len(_writes(streamed)) == 2 + 2, _writes(streamed)  # the chain's two reads, open, settle
+    conversation = Conversation.objects.get()
+    assert conversation.turn_count == 3
+    assert conversation.input_tokens == sum(r.input_tokens for r in StoredResponse.objects.all()) > 0
+    assert [r.depth for r in StoredResponse.objects.order_by("created_at")] == [0, 1, 2]
+    assert Item.objects.count() == 6
