@@ -303,15 +303,19 @@ def test_an_instance_killed_under_load_loses_no_acknowledged_turn(fast: FakeOpen
     with deployment(fast, slow) as d:
         # Streams pinned to A, still running when it dies: read up to their response.created.
         pinned: list[str] = []
-        pinned_answers: list[requests.Response] = []
+        pinned_answers: list[tuple[requests.Response, Iterator[bytes]]] = []
         for _ in range(4):
             answer = requests.post(f"{d.a.base_url}/responses", json={"model": "slow", "input": "long", "stream": True},
                                    headers={"Authorization": f"Bearer {d.key}"}, stream=True, timeout=30)
-            for line in answer.iter_lines():
+            # The line iterator is kept with its answer: dropped, it is closed whenever the garbage
+            # collector gets to it, and closing it mid-body closes the connection, so A saw its
+            # client leave and settled the stream itself before the kill (a flake under load).
+            lines = answer.iter_lines()
+            for line in lines:
                 if line.startswith(b"data: ") and b'"response.created"' in line:
                     pinned.append(json.loads(line[6:])["response"]["id"])
                     break
-            pinned_answers.append(answer)
+            pinned_answers.append((answer, lines))
         assert len(pinned) == 4
 
         outcomes: list[Outcome] = []
@@ -328,7 +332,7 @@ def test_an_instance_killed_under_load_loses_no_acknowledged_turn(fast: FakeOpen
         stop.set()
         for thread in threads:
             thread.join(30)
-        for answer in pinned_answers:
+        for answer, _lines in pinned_answers:
             answer.close()
 
         served = d.served_by("POST", "/v1/responses")

@@ -24,6 +24,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from responses_app.providers.http import POOL_SIZE
 from tests.e2e.gunicorn import ROOT, GatewayProcess
 from tests.e2e.private_postgres import PrivatePostgres, private_postgres  # noqa: F401 - the fixture
 from tests.e2e.test_disconnect_storm import (
@@ -139,7 +140,7 @@ def test_a_storm_of_websocket_hang_ups_leaves_the_gateway_healthy():
             assert _wait_for(lambda: upstream_streams_open(upstream) == 0)
             sockets = _upstream_sockets(gw, upstream.port)
             assert sockets["CLOSE_WAIT"] == 0, sockets
-            assert sockets["ESTABLISHED"] <= max(baseline_sockets["ESTABLISHED"], 20 * WORKERS), sockets
+            assert sockets["ESTABLISHED"] <= max(baseline_sockets["ESTABLISHED"], POOL_SIZE * WORKERS), sockets
             db_sessions = _database_sessions(gw)
             assert sum(db_sessions.values()) <= WORKERS * POOL_MAX and set(db_sessions) <= {"idle"}, db_sessions
             # store: false turns are never written; the 20 ordinary WebSocket turns are, and settled.
