@@ -60,13 +60,6 @@ def _wait(predicate: Any, timeout: float = 10.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture(scope="module")
 def gateway(upstream: FakeOpenAI) -> Iterator[GatewayProcess]:
     with GatewayProcess(_config(upstream)) as gw:
         yield gw

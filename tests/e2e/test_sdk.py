@@ -30,13 +30,6 @@ models:
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
 def gateway(upstream: FakeOpenAI) -> Iterator[GatewayProcess]:
     with GatewayProcess(config_yaml(upstream.url)) as gw:
         yield gw

@@ -48,13 +48,6 @@ def _create_key(gw: GatewayProcess, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture(scope="module")
 def gateway(upstream: FakeOpenAI) -> Iterator[GatewayProcess]:
     with GatewayProcess(_config(upstream), env={"REDIS_URL": "redis://127.0.0.1:6379/0"}) as gw:
         yield gw

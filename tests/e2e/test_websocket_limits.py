@@ -41,13 +41,6 @@ models: [{{name: m, provider: openai}}]
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture(scope="module")
 def gateway(upstream: FakeOpenAI) -> Iterator[GatewayProcess]:
     with GatewayProcess(_config(upstream), workers=1) as gw:
         yield gw
