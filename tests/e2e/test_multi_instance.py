@@ -59,9 +59,16 @@ class Deployment:
     def sdk(self, base_url: str) -> OpenAI:
         return OpenAI(base_url=base_url, api_key=self.key, max_retries=0, _strict_response_validation=True)
 
-    def served_by(self, method: str, path: str) -> list[int]:
-        """The instance port that finally answered each such request through nginx, in order."""
-        return [ports[-1] for m, p, _, ports in self.lb.served() if (m, p) == (method, path) and ports]
+    def served_by(self, method: str, path: str, *, at_least: int = 0) -> list[int]:
+        """The instance port that finally answered each such request through nginx, in order.
+        nginx logs a request after its client has the answer, so a test that counts what it just
+        sent waits (up to 5 s) for `at_least` lines."""
+        deadline = time.monotonic() + 5
+        while True:
+            served = [ports[-1] for m, p, _, ports in self.lb.served() if (m, p) == (method, path) and ports]
+            if len(served) >= at_least or time.monotonic() > deadline:
+                return served
+            time.sleep(0.05)
 
 
 @contextmanager
@@ -143,7 +150,7 @@ def test_a_chain_started_on_one_instance_continues_on_the_other(shared: Deployme
     for event in events:
         validate("ResponseStreamEvent", _wire(event))
     assert [e.sequence_number for e in events] == list(range(len(events)))
-    assert set(shared.served_by("POST", "/v1/responses")) == {shared.a.port, shared.b.port}
+    assert set(shared.served_by("POST", "/v1/responses", at_least=2)) == {shared.a.port, shared.b.port}
 
     # Each upstream call got the whole chain, whichever instance stored its turns.
     assert _transcript(fast.requests[-1].json) == [
@@ -186,7 +193,7 @@ def test_rate_limits_stay_exact_across_both_instances(shared: Deployment, fast: 
     admitted = [r for r in responses if r.status_code == 200]
     assert sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in admitted) == list(range(limit))
     assert {r.json()["error"]["code"] for r in responses if r.status_code == 429} == {"rate_limit_exceeded"}
-    served = shared.served_by("POST", "/v1/responses")[before:]
+    served = shared.served_by("POST", "/v1/responses", at_least=before + count)[before:]
     assert len(served) == count and set(served) == {shared.a.port, shared.b.port}
     # Pinned to each instance, the same key finds the same empty bucket.
     for gw in (shared.a, shared.b, shared.a, shared.b):
