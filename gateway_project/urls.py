@@ -8,6 +8,7 @@ from gateway_project.observability.views import metrics_view
 urlpatterns = [
     path("", include("responses_app.urls")),
     path("", include("conversations_app.urls")),
+    path("", include("surfaces_app.urls")),
     path("admin/", admin.site.urls),
     # The view itself answers 404 while metrics are switched off.
     path(settings.GATEWAY.observability.metrics.path.lstrip("/"), metrics_view, name="metrics"),

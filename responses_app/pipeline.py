@@ -421,11 +421,6 @@ def respond_json(turn: Turn) -> dict[str, Any]:
 
 # --- SSE --------------------------------------------------------------------------------------
 
-def respond_stream(turn: Turn) -> Iterator[str]:
-    """The stream as SSE frames (see open_stream)."""
-    return _frames(open_stream(turn))
-
-
 def open_stream(turn: Turn, steer: Callable[[], bool] | None = None) -> Iterator[dict[str, Any] | None]:
     """Wait for the upstream's first event (or its first heartbeat) so that a failure before it is
     still an error status (retries and fallbacks happen there), then return the stream's events.
@@ -449,13 +444,11 @@ def open_stream(turn: Turn, steer: Callable[[], bool] | None = None) -> Iterator
     return turn_events(turn, first, events, steer)
 
 
-def _frames(events: Iterator[dict[str, Any] | None]) -> Iterator[str]:
+def sse_frames(turn: Turn, events: Iterator[dict[str, Any] | None]) -> Iterator[str]:
+    """The Responses API's stream renderer (responses_app.http_turns): its events as SSE frames."""
     sse = SseEncoder()
-    try:
-        for event in events:
-            yield sse.comment("keep-alive") if event is None else sse.frame(event)
-    finally:
-        events.close()  # type: ignore[attr-defined]
+    for event in events:
+        yield sse.comment("keep-alive") if event is None else sse.frame(event)
 
 
 def turn_events(turn: Turn, first: Event | None, events: Iterator[Event],

@@ -18,7 +18,7 @@ from gateway_project.middleware.ratelimit import admitted_by_view
 from gateway_project.readiness import check_database
 from gateway_project.request_notes import notes_of
 from gateway_project.websocket import is_upgrade
-from responses_app import background, compact, input_tokens, pipeline, replay, websocket_mode
+from responses_app import background, compact, http_turns, input_tokens, pipeline, replay, websocket_mode
 from responses_app.client_watch import until_done, watch_client
 from responses_app.context import TurnContext
 from responses_app.providers.registry import get_registry
@@ -63,24 +63,10 @@ def create_response(request: HttpRequest) -> HttpResponse | StreamingHttpRespons
     ctx = TurnContext.for_request(request)
     if create.background:
         return _create_in_background(request, ctx, create)
-    # While the turn waits on the upstream, a client that hangs up cancels it (client_watch).
-    watch = watch_client(request, ctx.cancel)
-    if not create.stream:
-        try:
-            turn = pipeline.start_turn(ctx, create, body_bytes=len(request.body))
-            return _with_turn_headers(JsonResponse(pipeline.respond_json(turn)), turn)
-        finally:
-            watch.stop()
-    try:
-        turn = pipeline.start_turn(ctx, create, body_bytes=len(request.body))
-        frames = pipeline.respond_stream(turn)
-    except BaseException:
-        watch.stop()
-        raise
-    response = StreamingHttpResponse(until_done(frames, watch), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return _with_turn_headers(response, turn)
+    if create.stream:
+        return http_turns.run_stream(request, create, pipeline.sse_frames, ctx)
+    turn, body = http_turns.run_json(request, create, ctx)
+    return http_turns.json_response(turn, body)
 
 
 def _create_in_background(request: HttpRequest, ctx: TurnContext,
@@ -95,14 +81,6 @@ def _create_in_background(request: HttpRequest, ctx: TurnContext,
     if stored is None:  # deleted already, between two lines: nothing to follow
         raise _response_not_found(turn.response_id)
     return _replay(request, stored)
-
-
-def _with_turn_headers(response: HttpResponse | StreamingHttpResponse,
-                       turn: pipeline.Turn) -> HttpResponse | StreamingHttpResponse:
-    if turn.dropped_tools:
-        # Hosted tools the serving provider has no equivalent for (its `unsupported_tools: drop`).
-        response["X-Gateway-Dropped-Tools"] = ", ".join(turn.dropped_tools)
-    return response
 
 
 def _response_not_found(response_id: str) -> ApiError:
