@@ -362,6 +362,10 @@ class ConversationsConfig(_Section):
     retention: Duration | None = Field(default=None, gt=0)
     # Only the window of the gateway_conversations_active gauge ("a turn within ttl"); deletes nothing.
     ttl: Duration = 3600.0
+    # Chat Completions and Messages calls are stateless: each is counted for usage and cost, and its
+    # transcript is kept (browsable in the admin) only when the request sends `store: true` or this
+    # is on (a request's `store: false` still wins). Never needed to chain: those APIs do not chain.
+    store_stateless_calls: bool = False
     # Accepted for compatibility with the seed's file; the gateway always stores in DATABASE_URL.
     driver: str = ""
     dsn: str = ""
