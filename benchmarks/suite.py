@@ -62,7 +62,7 @@ from tests.e2e.gunicorn import GatewayProcess  # noqa: E402
 from tests.fakes.openai_upstream import FakeOpenAI, Reply  # noqa: E402
 from tests.observability.otlp_receiver import GrpcReceiver  # noqa: E402
 
-SCENARIOS = ("json", "sse", "responses-api", "delayed", "chain", "tool-loop", "slow-streams")
+SCENARIOS = ("json", "sse", "surfaces", "responses-api", "delayed", "chain", "tool-loop", "slow-streams")
 WORKERS = 2
 PROMPT = "Say something short."
 MB = 1024 * 1024
@@ -160,6 +160,7 @@ class LoadPoint:
     direct_url: str  # the upstream the gateway calls for this point
     direct_body: dict[str, Any]
     litellm_body: dict[str, Any] | None = None  # the same request to LiteLLM's proxy, where it has the model
+    gateway_path: str = "responses"  # under the gateway's /v1: which API surface the point loads
 
 
 def chat_request(stream: bool) -> dict[str, Any]:
@@ -178,6 +179,22 @@ def load_points(scenarios: Sequence[str], plan: Plan, upstreams: Upstreams) -> l
                                  f"{nginx}/{prefix}/v1/chat/completions", chat_request(stream),
                                  {"model": f"bench-{prefix}", "input": PROMPT, "stream": stream})
                        for c, n in plan.requests.items()]
+    if "surfaces" in scenarios:
+        # The same upstream answer through each API surface, side by side in the same rounds: what
+        # each surface's own parsing and rendering adds (issue 14).
+        for stream in (False, True):
+            prefix = "sse" if stream else "json"
+            model, how = f"bench-nginx-{prefix}", "streamed" if stream else "non-streamed"
+            direct = (f"{nginx}/{prefix}/v1/chat/completions", chat_request(stream))
+            points += [
+                LoadPoint("surfaces", f"{how}, /v1/responses", 10, plan.side_requests,
+                          {"model": model, "input": PROMPT, "stream": stream}, *direct),
+                LoadPoint("surfaces", f"{how}, /v1/chat/completions", 10, plan.side_requests,
+                          {**chat_request(stream), "model": model}, *direct, gateway_path="chat/completions"),
+                LoadPoint("surfaces", f"{how}, /v1/messages", 10, plan.side_requests,
+                          {"model": model, "max_tokens": 256, "stream": stream,
+                           "messages": [{"role": "user", "content": PROMPT}]}, *direct, gateway_path="messages"),
+            ]
     if "responses-api" in scenarios:
         for stream in (False, True):
             prefix = "sse" if stream else "json"
@@ -243,6 +260,9 @@ class Gateway:
         self.url = f"{process.base_url}/responses"
         self.headers = auth_headers(key)
 
+    def url_of(self, point: LoadPoint) -> str:
+        return f"{self.process.base_url}/{point.gateway_path}"
+
     def cpu(self) -> float:
         return tool_loop.gateway_cpu_seconds(self.pid)
 
@@ -250,7 +270,7 @@ class Gateway:
 def run_gateway(gw: Gateway, point: LoadPoint) -> Figures:
     cpu_before = gw.cpu()
     with PeakRss(gw.pid) as peak:
-        result = run_hey(gw.url, json.dumps(point.gateway_body).encode(), requests=point.requests,
+        result = run_hey(gw.url_of(point), json.dumps(point.gateway_body).encode(), requests=point.requests,
                          concurrency=point.concurrency, headers=gw.headers)
     return Figures.of(result, gw.cpu() - cpu_before, peak.bytes)
 
@@ -292,7 +312,8 @@ def run_rounds(gw: Gateway, points: list[LoadPoint], rounds: int, proxy: LiteLLM
 def warm_up(gw: Gateway, points: list[LoadPoint]) -> None:
     """First-use costs (imports, pools, connections in both workers) before anything is measured."""
     for point in points:
-        run_hey(gw.url, json.dumps(point.gateway_body).encode(), requests=40, concurrency=10, headers=gw.headers)
+        run_hey(gw.url_of(point), json.dumps(point.gateway_body).encode(), requests=40, concurrency=10,
+                headers=gw.headers)
 
 
 # --- chain, tool loop, slow streams -------------------------------------------------------------------
