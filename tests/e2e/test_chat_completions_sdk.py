@@ -175,6 +175,27 @@ def test_parse_with_a_pydantic_model(client: OpenAI, fakes: dict[str, FakeServer
     assert parsed.choices[0].message.content == json.dumps(answer)
 
 
+def test_a_responses_upstream_gets_what_it_can_carry_and_nothing_chat_only(client: OpenAI,
+                                                                          fakes: dict[str, FakeServer]) -> None:
+    fakes["responses"].script(resp.Reply(text="Fine."))
+    _completion(client.chat.completions.with_raw_response.create(
+        model="responses-model", messages=[{"role": "developer", "content": "Be terse."},
+                                           {"role": "user", "content": "Hi", "name": "ada"}],
+        reasoning_effort="low", verbosity="low", service_tier="flex", prompt_cache_key="k1", presence_penalty=0.5,
+        safety_identifier="u-hash", max_completion_tokens=64, stop=["END"], seed=3, logprobs=True, top_logprobs=2,
+        response_format={"type": "json_object"}, user="u-1"))
+    sent = fakes["responses"].last.json
+    assert sent["reasoning"] == {"effort": "low"}
+    assert sent["text"] == {"format": {"type": "json_object"}, "verbosity": "low"}
+    assert (sent["service_tier"], sent["prompt_cache_key"], sent["presence_penalty"]) == ("flex", "k1", 0.5)
+    assert (sent["safety_identifier"], sent["max_output_tokens"], sent["user"]) == ("u-hash", 64, "u-1")
+    assert sent["input"][0]["role"] == "developer" and sent["store"] is False
+    for chat_only in ("messages", "stop", "seed", "logprobs", "top_logprobs", "reasoning_effort", "verbosity",
+                      "max_completion_tokens", "response_format", "name"):
+        assert chat_only not in sent, chat_only
+    assert "name" not in sent["input"][1]
+
+
 def test_errors_reach_the_sdk_as_typed_exceptions(client: OpenAI, fakes: dict[str, FakeServer]) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
         client.chat.completions.create(model="chat-model", messages=[{"role": "user", "content": "x"}], n=2)
