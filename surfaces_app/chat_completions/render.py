@@ -3,8 +3,8 @@ stream events → `chat.completion.chunk` frames (`data: {...}`, then `data: [DO
 
 The completion's id is the turn's response id with Chat's prefix: `resp_<hex>` is `chatcmpl-<hex>`,
 so a stored call is found in the admin (and by `GET /v1/responses/resp_<hex>`) from the id the
-client was given. Only the Responses object's public shape is read here, never the pipeline's
-internals: what a Responses client sees is what a Chat client sees, in other words.
+client was given. Only the Responses object's public shape and the stream's public events are
+read here, never the pipeline's internals, so a Chat client is told what a Responses client is.
 """
 
 from __future__ import annotations

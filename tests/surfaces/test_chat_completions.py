@@ -4,6 +4,7 @@ usage, and the refusals of what the gateway cannot serve."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -171,7 +172,8 @@ def test_other_methods_are_a_json_405(api):
 
 # --- parameters accepted and ignored, and refused -----------------------------------------------
 
-def test_parameters_the_gateway_does_not_act_on_are_accepted(api, fake_openai):
+def test_parameters_the_gateway_does_not_act_on_are_accepted(api, fake_openai, caplog):
+    caplog.set_level(logging.DEBUG, logger="surfaces_app.chat_completions.translate")
     response = chat(api, stop=["\n"], seed=7, logprobs=True, top_logprobs=2, logit_bias={"50256": -100},
                     prediction={"type": "content", "content": "x"}, web_search_options={}, n=1,
                     modalities=["text"], some_future_parameter={"x": 1}, presence_penalty=0.5,
@@ -181,6 +183,8 @@ def test_parameters_the_gateway_does_not_act_on_are_accepted(api, fake_openai):
     sent = fake_openai.last.json
     for ignored in ("stop", "seed", "logprobs", "logit_bias", "prediction", "some_future_parameter"):
         assert ignored not in sent
+    assert ("chat completions: parameters accepted and ignored: stop, seed, logprobs, top_logprobs, logit_bias, "
+            "prediction, web_search_options, some_future_parameter") in caplog.messages
 
 
 @pytest.mark.parametrize(("body", "param", "code"), [
