@@ -220,7 +220,9 @@ def test_a_client_hanging_up_mid_stream_settles_the_turn_and_closes_the_upstream
                      + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
         received = b""
         while received.count(b'"content":"') < 3:  # the role chunk's "" and two words
-            received += sock.recv(65536)
+            chunk = sock.recv(65536)
+            assert chunk, received  # the gateway must not end the stream first
+            received += chunk
     completion_id = json.loads(received.split(b"data: ", 1)[1].split(b"\n", 1)[0])["id"]
     assert fake.requests[0].client_disconnected.wait(5)  # the gateway hung up on the upstream too
     response_id = "resp_" + completion_id.removeprefix("chatcmpl-")
