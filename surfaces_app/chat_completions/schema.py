@@ -45,7 +45,7 @@ class RefusalPart(_Open):
 
 class ImageUrl(_Open):
     url: str
-    detail: Literal["auto", "low", "high"] = "auto"
+    detail: Literal["auto", "low", "high", "original"] = "auto"
 
     @field_validator("url")
     @classmethod
@@ -238,7 +238,7 @@ class ChatRequest(_Open):
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
-    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
     verbosity: Literal["low", "medium", "high"] | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
