@@ -1,6 +1,9 @@
 """Routes of the surfaces beside the Responses API (see the package's docstring)."""
 
-from django.urls import URLPattern, path  # noqa: F401
+from django.urls import URLPattern, path
+
+from surfaces_app.chat_completions.views import create_chat_completion
 
 urlpatterns: list[URLPattern] = [
+    path("v1/chat/completions", create_chat_completion, name="create_chat_completion"),
 ]
