@@ -37,8 +37,12 @@ def message_id(response_id: str) -> str:
 
 def stop_reason(turn: Turn, output: list[dict[str, Any]]) -> str:
     finish = turn.assembler.finish_reason or "stop"
-    if finish == "stop" and any(item.get("type") in ("function_call", "custom_tool_call") for item in output):
-        return "tool_use"
+    if finish == "stop":
+        if any(item.get("type") in ("function_call", "custom_tool_call") for item in output):
+            return "tool_use"
+        if any(part.get("type") == "refusal" for item in output if item.get("type") == "message"
+               for part in item.get("content") or []):
+            return "refusal"  # an OpenAI upstream's refusal: Anthropic stops with `refusal`
     return STOP_REASONS.get(finish, "end_turn")
 
 

@@ -1,0 +1,25 @@
+"""Fixtures of the surfaces' tests: the identity tests' (a gateway config, keys, a Redis prefix)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from gateway_project.config import GatewayConfig
+from tests.identity.conftest import SHARED_REDIS, configure, make_key, redis_prefix
+
+__all__ = ["configure", "limited", "make_key", "redis_prefix"]
+
+
+@pytest.fixture
+def limited(configure: Callable[..., GatewayConfig], redis_prefix: str, settings: Any) -> Callable[..., GatewayConfig]:
+    """Auth and rate limits on (the shared Redis, this test's own key prefix)."""
+    settings.REDIS_URL = SHARED_REDIS
+
+    def apply(**rate_limit: Any) -> GatewayConfig:
+        return configure(auth={"enabled": True},
+                         rate_limit={"enabled": True, "redis_key_prefix": redis_prefix, **rate_limit})
+
+    return apply
