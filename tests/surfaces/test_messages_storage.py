@@ -8,6 +8,7 @@ import pytest
 
 from conversations_app.models import Item, StoredResponse, UsageDay
 from tests.fakes.openai_upstream import Fail, Reply
+from tests.observability.conftest import observed_config, sample
 from tests.surfaces.messages import create, events, post
 
 pytestmark = pytest.mark.django_db
@@ -64,3 +65,15 @@ def test_count_tokens_refuses_create_only_parameters_not_at_all_and_bad_ones_by_
     bad = post("/v1/messages/count_tokens", {"model": "gpt-test", "messages": "Hi"})
     assert bad.status_code == 400
     assert bad.json()["error"]["message"].startswith("Invalid value for 'messages'")
+
+
+def test_the_seeds_metric_families_tell_the_surfaces_apart_by_path(db, settings, fake_openai):
+    settings.GATEWAY = observed_config(fake_openai.url, tracing_on=False)
+    labels = {"method": "POST", "path": "/v1/messages", "status": "200"}
+    before = sample("http_requests_total", **labels)
+    provider_before = sample("provider_requests_total", provider="openai", model="gpt-4o-mini-upstream",
+                             operation="generate", status="success")
+    assert create(model="gpt-test").status_code == 200
+    assert sample("http_requests_total", **labels) == before + 1
+    assert sample("provider_requests_total", provider="openai", model="gpt-4o-mini-upstream",
+                  operation="generate", status="success") == provider_before + 1
