@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 # that made it. Signatures without the prefix are some other service's and are left out.
 SIGNATURE_PREFIX = "gwrs1."
 
-# Anthropic's server tools that are web search (its versions), and the Responses tool they map to.
+# Anthropic's web search tool, one type per version (web_search_20250305, ...): the hosted web_search.
 WEB_SEARCH_TOOLS = ("web_search_",)
 
 # Parameters of MessageCreateParams the gateway accepts without acting on them.
@@ -50,7 +50,7 @@ IGNORED = ("top_k", "stop_sequences")
 
 
 def create_request(request: s.MessagesRequest) -> CreateResponseRequest:
-    data = _common(request)
+    data = responses_body(request)
     data.update({"stream": request.stream, "store": settings.GATEWAY.conversations.store_stateless_calls})
     if request.temperature is not None:
         data["temperature"] = request.temperature
@@ -73,10 +73,11 @@ def count_request(request: s.CountTokensRequest) -> CreateResponseRequest:
     if request.unknown_parameters:
         logger.debug("count_tokens parameters the gateway does not act on, ignored: %s",
                      ", ".join(request.unknown_parameters))
-    return create_request_from(_common(request))
+    return create_request_from(responses_body(request))
 
 
-def _common(request: s.MessagesRequest | s.CountTokensRequest) -> dict[str, Any]:
+def responses_body(request: s.MessagesRequest | s.CountTokensRequest) -> dict[str, Any]:
+    """The input side of a Responses create request body (shared by create and count_tokens)."""
     data: dict[str, Any] = {"model": request.model, "input": input_items(request.messages)}
     if request.system:
         data["instructions"] = request.system if isinstance(request.system, str) else "\n\n".join(

@@ -150,7 +150,7 @@ def test_thinking_maps_to_reasoning_for_responses_native_upstreams():
     def reasoning(**body):
         request = schema.parse_body(schema.MessagesRequest, json.dumps(
             {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "q"}], **body}).encode())
-        return translate._common(request).get("reasoning")
+        return translate.responses_body(request).get("reasoning")
 
     assert reasoning(thinking={"type": "enabled", "budget_tokens": 2048}) == {"effort": "low", "summary": "auto"}
     assert reasoning(thinking={"type": "enabled", "budget_tokens": 32000})["effort"] == "high"
@@ -166,7 +166,7 @@ def test_anthropic_web_search_is_the_hosted_web_search():
         "tools": [{"type": "web_search_20250305", "name": "web_search", "allowed_domains": ["example.com"],
                    "user_location": {"type": "approximate", "city": "Paris"}},
                   {"type": "bash_20250124", "name": "bash"}]}).encode())
-    assert translate._common(request)["tools"] == [
+    assert translate.responses_body(request)["tools"] == [
         {"type": "web_search", "filters": {"allowed_domains": ["example.com"]},
          "user_location": {"type": "approximate", "city": "Paris"}},
         {"type": "bash_20250124"},
