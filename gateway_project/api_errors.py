@@ -4,8 +4,8 @@ Views and services raise `ApiError`; `gateway_project.middleware.errors.ApiError
 turns it into `{"error": {"message", "type", "param", "code"}}` with the right status. On the paths
 of Anthropic's Messages API (`/v1/messages...`, surfaces_app.anthropic_messages), whose clients
 parse Anthropic's shape, the same error is `{"type": "error", "error": {"type", "message"}}`
-(`body_for`): the middleware reshapes every error answer there, whoever made it (a view, auth, the
-rate limiter, a database outage).
+(`ApiErrorResponse.shape_for`): the middleware reshapes every error answer there, whoever made it
+(a view, auth, the rate limiter, a database outage).
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ def is_anthropic_path(path: str) -> bool:
 # is Anthropic's "overloaded" in meaning, though sent with the gateway's own status.
 _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                     404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large",
-                    422: "invalid_request_error", 429: "rate_limit_error", 503: "overloaded_error",
-                    529: "overloaded_error"}
+                    422: "invalid_request_error", 429: "rate_limit_error", 499: "api_error",
+                    503: "overloaded_error", 529: "overloaded_error"}
 
 
 def anthropic_body(error: ApiError) -> dict[str, Any]:

@@ -30,7 +30,8 @@ def _tag(value: Any) -> str | None:
 
 class Base64Source(_Strict):
     type: Literal["base64"]
-    media_type: str = Field(min_length=1)
+    # A MIME type: it goes into a data: URL, which a `;` or `,` in it would break.
+    media_type: str = Field(pattern=r"^[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+$", max_length=100)
     data: str
 
 

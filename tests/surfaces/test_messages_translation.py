@@ -182,6 +182,10 @@ def test_anthropic_web_search_is_the_hosted_web_search():
      "Invalid value for 'messages[0].role': Input should be 'user' or 'assistant'."),
     ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "ftp"}}]}]},
      "Invalid value for 'messages[0].content[0].source': Invalid source: expected a `type` of base64, url or file."),
+    ({"messages": [{"role": "user", "content": [{"type": "image", "source": {
+        "type": "base64", "media_type": "image/png;base64,AAAA", "data": "x"}}]}]},
+     "Invalid value for 'messages[0].content[0].source.media_type': String should match pattern "
+     "'^[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+$'."),
     ({"messages": [{"role": "user", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}]},
      "Invalid value for 'messages[0].content[0]': tool_use blocks belong in assistant messages."),
     ({"temperature": 1.5}, "Invalid value for 'temperature': Input should be less than or equal to 1."),
