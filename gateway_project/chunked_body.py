@@ -32,7 +32,7 @@ def with_chunked_bodies(app: WSGIApplication) -> WSGIApplication:
             # (gunicorn drains a little of it, then drops the connection).
             body = _read_up_to(environ["wsgi.input"], limit + 1)
             if len(body) > limit:
-                return _too_large(start_response)
+                return _too_large(start_response, environ.get("PATH_INFO", ""))
             environ["CONTENT_LENGTH"] = str(len(body))
             environ["wsgi.input"] = io.BytesIO(body)
             # What Django now reads is a plain body of known length, no longer chunked.
@@ -64,9 +64,10 @@ def _read_up_to(stream: BinaryIO, size: int) -> bytes:
     return b"".join(parts)
 
 
-def _too_large(start_response: StartResponse) -> Iterable[bytes]:
-    # The same response as ApiErrorMiddleware's for a Content-Length body over the limit;
-    # without X-Request-ID, which middleware adds and this answer never reaches.
+def _too_large(start_response: StartResponse, path: str) -> Iterable[bytes]:
+    # The same response as ApiErrorMiddleware's for a Content-Length body over the limit (in the
+    # shape of the path's API); without X-Request-ID, which middleware adds and this answer never reaches.
     response = request_too_large().response()
+    response.shape_for(path)
     start_response(f"{response.status_code} {response.reason_phrase}", list(response.items()))
     return [response.content]

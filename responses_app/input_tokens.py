@@ -57,7 +57,11 @@ def parse_count_request(body: bytes) -> CreateResponseRequest:
 
 def count_input_tokens(ctx: TurnContext, body: bytes) -> dict[str, Any]:
     """The `response.input_tokens` object for a count request's body."""
-    request = parse_count_request(body)
+    return {"object": "response.input_tokens", "input_tokens": count_request(ctx, parse_count_request(body))}
+
+
+def count_request(ctx: TurnContext, request: CreateResponseRequest) -> int:
+    """The input tokens `request` would cost (also for the Messages API's count_tokens)."""
     route = get_registry(ctx.config).route(request.model, ctx.may_use)
     chain = load_chain(request.previous_response_id, ctx.owner)
     history = chain.items if chain else load_conversation(request.conversation_id, ctx.owner) or []
@@ -74,5 +78,4 @@ def count_input_tokens(ctx: TurnContext, body: bytes) -> dict[str, Any]:
         cancel=ctx.cancel, deadline=ctx.deadline,
     )
     with upstream_errors("the count"):
-        count = candidate.provider.count_input_tokens(provider_request)
-    return {"object": "response.input_tokens", "input_tokens": count}
+        return candidate.provider.count_input_tokens(provider_request)

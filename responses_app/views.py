@@ -87,7 +87,7 @@ def _response_not_found(response_id: str) -> ApiError:
     return not_found(f"Response with id '{response_id}' not found.")
 
 
-def _one_call(request: HttpRequest, work: Callable[[TurnContext, bytes], dict[str, Any]]) -> HttpResponse:
+def one_call(request: HttpRequest, work: Callable[[TurnContext, bytes], dict[str, Any]]) -> HttpResponse:
     """A JSON answer made with one upstream call, which a client that hangs up cancels."""
     ctx = TurnContext.for_request(request)
     watch = watch_client(request, ctx.cancel)
@@ -101,14 +101,14 @@ def _one_call(request: HttpRequest, work: Callable[[TurnContext, bytes], dict[st
 def count_input_tokens(request: HttpRequest) -> HttpResponse:
     """POST /v1/responses/input_tokens (responses_app.input_tokens). Not `admitted_by_view`: the
     rate limiter charges it one request and no tokens, as it generates nothing."""
-    return _one_call(request, input_tokens.count_input_tokens)
+    return one_call(request, input_tokens.count_input_tokens)
 
 
 @api_view("POST")
 @admitted_by_view
 def compact_response(request: HttpRequest) -> HttpResponse:
     """POST /v1/responses/compact (responses_app.compact): charged as a turn, once the body is read."""
-    return _one_call(request, compact.compact)
+    return one_call(request, compact.compact)
 
 
 def _stream_param(request: HttpRequest) -> bool:

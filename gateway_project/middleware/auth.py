@@ -32,13 +32,20 @@ PUBLIC_PREFIXES = ("/admin/", "/static/")
 
 def unauthorized() -> HttpResponse:
     return ApiError(401, "Incorrect API key provided. Pass a valid gateway API key or OIDC token as "
-                         "'Authorization: Bearer <token>'.", code="invalid_api_key").response()
+                         "'Authorization: Bearer <token>' (or a key as 'x-api-key: <key>').",
+                    code="invalid_api_key").response()
 
 
 def bearer_token(request: HttpRequest) -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
+
+
+def api_credential(request: HttpRequest) -> str | None:
+    """The caller's credential: a bearer token, or else `x-api-key` (how Anthropic's SDK and tools
+    send their key; accepted on every API path, like a bearer token)."""
+    return bearer_token(request) or request.headers.get("x-api-key", "").strip() or None
 
 
 class AuthMiddleware:
@@ -76,9 +83,9 @@ class AuthMiddleware:
         return self.get_response(request)
 
     def authenticate(self, request: HttpRequest) -> Identity | None:
-        token = bearer_token(request)
+        token = api_credential(request)
         if token is None:
-            logger.info("auth: no bearer token on %s", request.path)
+            logger.info("auth: no bearer token or x-api-key on %s", request.path)
             return None
         if looks_like_api_key(token):
             record = find_active_key(token)

@@ -1,4 +1,5 @@
-"""Render every error on API routes as an OpenAI error body: never an HTML page, never a bare 500."""
+"""Render every error on API routes as an OpenAI error body (Anthropic's on its Messages API paths):
+never an HTML page, never a bare 500."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from django.core.exceptions import RequestDataTooBig
 from django.db.utils import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
-from gateway_project.api_errors import ApiError
+from gateway_project.api_errors import ApiError, ApiErrorResponse, is_anthropic_path
 from gateway_project.db_backends.postgresql.base import PoolBusy
+from gateway_project.request_notes import notes_of
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +71,15 @@ class ApiErrorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
-        return self.get_response(request)
+        response = self.get_response(request)
+        # The one place an error answer gets its API's shape: every error on the way out passes
+        # here, those of the middleware inside (auth's 401, the rate limiter's 429) included.
+        if isinstance(response, ApiErrorResponse):
+            response.shape_for(request.path)
+        if is_anthropic_path(request.path):
+            # Anthropic's SDK reads the request id from `request-id` (APIStatusError.request_id).
+            response["request-id"] = notes_of(request).request_id
+        return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, ApiError):

@@ -198,6 +198,23 @@ def parse_usage(usage: dict[str, Any] | None) -> Usage | None:
     )
 
 
+def wire_usage(usage: Usage | None) -> dict[str, int]:
+    """`parse_usage` the other way round, for the gateway's own Messages API
+    (surfaces_app.anthropic_messages): Anthropic counts cache reads and writes apart from input."""
+    usage = usage or Usage()
+    return {
+        "input_tokens": max(0, usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens),
+        "output_tokens": usage.output_tokens,
+        "cache_creation_input_tokens": usage.cache_write_tokens,
+        "cache_read_input_tokens": usage.cached_tokens,
+    }
+
+
+# `_STOP` the other way round (the gateway's Messages API): how an answer that ended for `reason` stopped.
+STOP_REASONS: dict[str, str] = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
+                                "content_filter": "refusal", "refusal": "refusal"}
+
+
 def _finish(stop_reason: str | None, *, called: bool) -> list[Event]:
     reason = _STOP.get(stop_reason or "end_turn", "stop")
     if reason == "tool_calls" and not called:

@@ -1,5 +1,5 @@
 """Chunked request bodies (no Content-Length) under real gunicorn: the whole body reaches the
-view, and one over server.max_request_body_size is an OpenAI-style 413."""
+view, and one over server.max_request_body_size is an OpenAI-style 413 (Anthropic's on /v1/messages)."""
 
 from __future__ import annotations
 
@@ -34,9 +34,9 @@ def _chunked(pieces: list[bytes]) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
 
 
-def _raw_post(gw: GatewayProcess, body: bytes) -> tuple[int, dict[str, str], bytes]:
+def _raw_post(gw: GatewayProcess, body: bytes, path: str = "/v1/responses") -> tuple[int, dict[str, str], bytes]:
     """POST over a bare socket with Transfer-Encoding: chunked and no Content-Length."""
-    head = (f"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1:{gw.port}\r\nContent-Type: application/json\r\n"
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{gw.port}\r\nContent-Type: application/json\r\n"
             "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()
     with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
         sock.sendall(head + body)
@@ -82,6 +82,17 @@ def test_a_chunked_body_over_the_limit_is_a_413(gw):
     assert json.loads(content) == {"error": {
         "message": "Request body is larger than the gateway accepts (server.max_request_body_size).",
         "type": "invalid_request_error", "param": None, "code": "request_too_large"}}
+
+
+def test_on_the_messages_api_the_413_is_in_anthropics_shape(gw):
+    payload = json.dumps({"model": "demo", "max_tokens": 10,
+                          "messages": [{"role": "user", "content": "x" * (LIMIT + 1000)}]}).encode()
+    status, _, content = _raw_post(gw, _chunked([payload[i:i + 8192] for i in range(0, len(payload), 8192)]),
+                                   path="/v1/messages")
+    assert status == 413
+    assert json.loads(content) == {"type": "error", "error": {
+        "type": "request_too_large",
+        "message": "Request body is larger than the gateway accepts (server.max_request_body_size)."}}
 
 
 def test_a_chunked_body_of_exactly_the_limit_is_accepted(gw):

@@ -4,13 +4,16 @@ must hold for every request, whatever it carries.
 - The status is never 5xx (nothing here scripts the fake upstream to fail).
 - Every non-2xx answer is exactly `{"error": {"message": str, "type": str, "param": str|null,
   "code": str|null}}` with a JSON content type, and a `param` names a parameter (never '' nor a
-  pydantic union branch such as `dict[str,any]`).
+  pydantic union branch such as `dict[str,any]`); on /v1/messages* it is Anthropic's
+  `{"type": "error", "error": {"type": str, "message": str}}`.
 - A method a route does not serve is a 405 with `Allow`.
 - Only an accepted (2xx) create may add rows to the conversations tables or reach the upstream;
   an accepted create with `store: false` adds no rows either. On the Conversations API only an
   accepted POST or DELETE may change rows, and nothing there reaches the upstream.
 - An accepted stream parses as SSE and ends with exactly one terminal event; an accepted JSON
   create is a Response object, and a stored one can be retrieved with its input items.
+- An accepted /v1/messages is a Message as the anthropic SDK parses it, or a stream from
+  `message_start` to `message_stop` (or `error`), and stores nothing (the default config).
 
 Each case runs in a savepoint that is rolled back, so every case starts from the same database
 (the seeded response is always there, never deleted by an earlier case), and the cases, being
@@ -29,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import pytest
 from django.db import connection, transaction
 from django.test import Client
@@ -37,6 +41,7 @@ from hypothesis import HealthCheck, settings
 from pydantic import BaseModel
 
 from conversations_app.models import Conversation, ConversationItem, Item, StoredResponse
+from gateway_project.api_errors import is_anthropic_path
 from responses_app import schema
 from tests.conftest import gateway_config_for
 from tests.fakes.openai_upstream import FakeOpenAI, Reply
@@ -102,6 +107,8 @@ ROUTES: dict[str, tuple[str, tuple[str, ...]]] = {
     "conversation_detail": ("/v1/conversations/{id}", ("GET", "HEAD", "POST", "DELETE")),
     "conversation_items": ("/v1/conversations/{id}/items", ("GET", "HEAD", "POST")),
     "conversation_item": ("/v1/conversations/{id}/items/{item_id}", ("GET", "HEAD", "DELETE")),
+    "messages": ("/v1/messages", ("POST",)),
+    "messages-count-tokens": ("/v1/messages/count_tokens", ("POST",)),
 }
 
 
@@ -133,6 +140,7 @@ class Fuzzer:
         label = f"{'any method' if not allowed else method if method in allowed else 'other methods'} {route}"
         CASES[label] += 1
         is_create = route == "/v1/responses" and method == "POST"
+        is_message = route == "/v1/messages" and method == "POST"
         # The Conversations API's writes: accepted, they change rows (and never call the upstream).
         is_conversation_write = route.startswith("/v1/conversations") and method in ("POST", "DELETE")
         with transaction.atomic():
@@ -145,11 +153,14 @@ class Fuzzer:
             events = _sse_events(response, where) if response.streaming else None
             assert status < 500, f"{where}: {_excerpt(response)}"
             if not 200 <= status < 300:
-                _check_error_shape(response, method, where)
+                _check_error_shape(response, method, where, anthropic=is_anthropic_path(path_info))
             if allowed and method not in allowed:
                 assert status == 405 and response.has_header("Allow"), f"{where}: an unsupported method"
             if is_create and 200 <= status < 300:
                 self._check_accepted_create(response, events, rows_before, upstream_before, where)
+            elif is_message and 200 <= status < 300:
+                _check_accepted_message(response, events, where)
+                assert _rows() == rows_before, f"{where}: a Messages call stored (store_stateless_calls is off)"
             elif is_conversation_write and 200 <= status < 300:
                 assert len(self.fake.requests) == upstream_before, f"{where}: the upstream was called"
                 _check_json_or_metrics(response, where)
@@ -190,6 +201,18 @@ class Fuzzer:
         assert _strict_json(items.content, where)["object"] == "list"
 
 
+def _check_accepted_message(response: Any, events: list[dict[str, Any]] | None, where: str) -> None:
+    """An accepted /v1/messages: a Message as the anthropic SDK parses it, or its stream from
+    `message_start` to `message_stop` (or an `error` event)."""
+    if events is None:
+        assert response["Content-Type"] == "application/json", where
+        anthropic.types.Message.model_validate(_strict_json(response.content, where), strict=True)
+        return
+    assert response["Content-Type"] == "text/event-stream", where
+    assert events and events[0]["type"] == "message_start", f"{where}: {events[:1]}"
+    assert events[-1]["type"] in ("message_stop", "error"), f"{where}: last event {events[-1]['type']}"
+
+
 def _check_replay(response: Any, events: list[dict[str, Any]], route: str, method: str, where: str) -> None:
     """GET /v1/responses/{id}?stream=true: the stored (settled) response's events after
     `starting_after`, numbered in order, ending with its one terminal event."""
@@ -215,11 +238,15 @@ def _excerpt(response: Any) -> str:
     return response.content[:500].decode("utf-8", "replace")
 
 
-def _check_error_shape(response: Any, method: str, where: str) -> None:
+def _check_error_shape(response: Any, method: str, where: str, *, anthropic: bool = False) -> None:
     assert response["Content-Type"] == "application/json", f"{where}: content type {response['Content-Type']!r}"
     if method == "HEAD":
         return  # the test client drops a HEAD answer's body, as servers do
     body = _strict_json(response.content, where)
+    if anthropic:  # Anthropic's Messages API (docs/anthropic-messages.md)
+        assert isinstance(body, dict) and set(body) == {"type", "error"} and body["type"] == "error", where
+        assert set(body["error"]) == {"type", "message"} and body["error"]["message"], f"{where}: {body}"
+        return
     assert isinstance(body, dict) and set(body) == {"error"}, f"{where}: {_excerpt(response)}"
     error = body["error"]
     assert isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}, f"{where}: {error}"

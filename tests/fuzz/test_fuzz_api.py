@@ -254,6 +254,7 @@ ROUTES = {
     "/v1/conversations": ("POST",), "/v1/conversations/{id}": ("GET", "HEAD", "POST", "DELETE"),
     "/v1/conversations/{id}/items": ("GET", "HEAD", "POST"),
     "/v1/conversations/{id}/items/{id}": ("GET", "HEAD", "DELETE"),
+    "/v1/messages": ("POST",), "/v1/messages/count_tokens": ("POST",),
 }
 
 
@@ -275,7 +276,8 @@ def test_unsupported_methods(fuzzer: Fuzzer) -> None:
 
 
 KNOWN_PATHS = [b"/v1/responses", b"/v1/responses/" + EXISTING.encode(), b"/v1/responses/input_tokens",
-               b"/v1/models", b"/v1/models/gpt-test", b"/health", b"/ready", b"/metrics", b"/v1", b"/v1/", b""]
+               b"/v1/models", b"/v1/models/gpt-test", b"/health", b"/ready", b"/metrics", b"/v1", b"/v1/", b"",
+               b"/v1/messages"]
 OTHER_PATHS = st.one_of(
     st.builds(lambda base, tail: base + tail, st.sampled_from(KNOWN_PATHS),
               st.sampled_from([b"/", b"//", b"/x", b"/cancel", b"/input_items/", b"/input_items/x", b"%00", b"\x00",

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.django_db
 
 UNAUTHORIZED = {"error": {
     "message": "Incorrect API key provided. Pass a valid gateway API key or OIDC token as "
-               "'Authorization: Bearer <token>'.",
+               "'Authorization: Bearer <token>' (or a key as 'x-api-key: <key>').",
     "type": "invalid_request_error", "param": None, "code": "invalid_api_key",
 }}
 

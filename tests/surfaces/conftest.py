@@ -1,5 +1,27 @@
-"""Fixtures shared with the identity and observability tests: gateways with auth, rate limits or
-metrics on, API keys."""
+"""Fixtures of the surfaces' tests: the identity tests' (a gateway config, keys, a Redis prefix) and
+the observability tests' (metrics on, spans)."""
 
-from tests.identity.conftest import configure, make_key, redis_prefix  # noqa: F401 - fixtures
-from tests.observability.conftest import observed, span_exporter, spans  # noqa: F401 - fixtures
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from gateway_project.config import GatewayConfig
+from tests.identity.conftest import SHARED_REDIS, configure, make_key, redis_prefix
+from tests.observability.conftest import observed, span_exporter, spans
+
+__all__ = ["configure", "limited", "make_key", "observed", "redis_prefix", "span_exporter", "spans"]
+
+
+@pytest.fixture
+def limited(configure: Callable[..., GatewayConfig], redis_prefix: str, settings: Any) -> Callable[..., GatewayConfig]:
+    """Auth and rate limits on (the shared Redis, this test's own key prefix)."""
+    settings.REDIS_URL = SHARED_REDIS
+
+    def apply(**rate_limit: Any) -> GatewayConfig:
+        return configure(auth={"enabled": True},
+                         rate_limit={"enabled": True, "redis_key_prefix": redis_prefix, **rate_limit})
+
+    return apply
