@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -18,8 +19,8 @@ from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from benchmarks.hey_load import parse_csv
-from benchmarks.nginx_upstream import TEXT, NginxUpstream
-from benchmarks.suite import MARKERS, spread, table_head, write_markdown
+from benchmarks.nginx_upstream import TEXT, WORDS, NginxUpstream
+from benchmarks.suite import MARKERS, QUICK, load_points, spread, table_head, write_markdown
 from tests.conftest import ApiClient, gateway_config_for, sse_events
 
 # Recorded from `hey -n 4 -c 2 -o csv` (hey 0.1.4, Debian 12): one 200 over a fresh connection, a
@@ -91,6 +92,27 @@ def test_the_gateway_serves_the_nginx_bodies(settings, nginx, api):
     events = sse_events(ApiClient().create(model="gpt-test", input="hi", stream=True))
     assert events[-1]["type"] == "response.completed"
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == TEXT
+
+
+@pytest.mark.django_db
+def test_the_gateway_serves_every_surface_point_of_the_suite(settings, nginx):
+    """The `surfaces` scenario's bodies, each through its API surface, against the nginx bodies:
+    a 200 with the whole answer in that surface's shape, so the scenario never measures errors."""
+    config = gateway_config_for(f"{nginx.url}/json")
+    provider = config.providers["openai"]
+    settings.GATEWAY = config.model_copy(update={
+        "providers": {prefix: provider.model_copy(update={"endpoint": f"{nginx.url}/{prefix}/v1"})
+                      for prefix in ("json", "sse")},
+        "models": [config.models[0].model_copy(update={"name": f"bench-nginx-{prefix}", "provider": prefix})
+                   for prefix in ("json", "sse")]})
+    points = load_points(["surfaces"], QUICK, SimpleNamespace(nginx=nginx))  # type: ignore[arg-type]
+    assert sorted(p.gateway_path for p in points) == sorted(["responses", "chat/completions", "messages"] * 2)
+    for point in points:
+        answer = ApiClient().post(f"/v1/{point.gateway_path}", point.gateway_body)
+        assert answer.status_code == 200, (point.label, answer.content[:300])
+        text = b"".join(answer.streaming_content) if answer.streaming else answer.content  # type: ignore[attr-defined]
+        # The words arrive whole in a JSON answer, one per delta in a stream.
+        assert all(word.strip().encode() in text for word in WORDS), (point.label, text[:300])
 
 
 def test_hey_csv_counts_answers_errors_and_time_to_first_byte():
