@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from collections.abc import Iterator
@@ -27,7 +28,14 @@ PRICED_MODELS = [
 
 @pytest.fixture(scope="session")
 def span_exporter() -> InMemorySpanExporter:
-    """One tracer provider per process (OpenTelemetry allows no other), exporting to memory."""
+    return process_span_exporter()
+
+
+@functools.cache
+def process_span_exporter() -> InMemorySpanExporter:
+    """One tracer provider per process (OpenTelemetry allows no other), exporting to memory. Cached
+    here, not only by the session scope: a conftest that imports the fixture (tests/surfaces) makes a
+    second fixture of it, whose provider OpenTelemetry would refuse to install."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
     provider.add_span_processor(tracing.RequestIdSpanProcessor())
