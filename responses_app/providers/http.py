@@ -176,9 +176,8 @@ class Upstream:
         # One context per entry, so that a new connection does not load the CA bundle again.
         context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
         try:
-            context.load_verify_locations(capath=self.ca_bundle) if directory else \
-                context.load_verify_locations(cafile=self.ca_bundle)
-        except (OSError, ssl.SSLError) as exc:
+            context.load_verify_locations(**{"capath" if directory else "cafile": self.ca_bundle})
+        except OSError as exc:  # ssl.SSLError is one
             # Every call fails to connect (urllib3 tries the bundle again), as requests' did.
             logger.warning("The CA bundle %s cannot be read (%s); calls to %s will fail.", self.ca_bundle, exc,
                            endpoint)
