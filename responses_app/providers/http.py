@@ -195,6 +195,7 @@ class Upstream:
                 logger.warning("The proxy %s needs PySocks, which is not installed.", self.proxy)
                 return _NoSOCKS()
             username, password = get_auth_from_url(self.proxy)
+            # urllib3's own SOCKS pools: there a cancel before the headers waits for the socket timeout.
             return SOCKSProxyManager(self.proxy, username=username or None, password=password or None, **sizes)
         else:
             username, password = get_auth_from_url(self.proxy)
