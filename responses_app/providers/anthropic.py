@@ -24,8 +24,6 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import requests
-
 from responses_app.providers import http
 from responses_app.providers.base import (
     Event,
@@ -241,17 +239,17 @@ class AnthropicProvider(Provider):
     def __init__(self, key: str, entry: Any) -> None:
         super().__init__(key, entry)
         self.url = (entry.endpoint or DEFAULT_ENDPOINT).rstrip("/") + "/v1/messages"
-        self.session = http.new_session(self.url)
+        self.upstream = http.Upstream(self.url)
         self.timeout = http.Timeouts.of(entry)
 
     def headers(self) -> dict[str, str]:
         return {"Content-Type": "application/json", "Accept": "application/json", "x-api-key": self.entry.api_key,
                 "anthropic-version": self.entry.api_version or DEFAULT_VERSION}
 
-    def _post(self, request: ProviderRequest, *, stream: bool) -> requests.Response:
+    def _post(self, request: ProviderRequest, *, stream: bool) -> http.UpstreamResponse:
         payload = build_payload(request, stream=stream, provider=self.key,
                                 unsupported_tools=self.entry.unsupported_tools)
-        return http.post(self.session, self.key, self.url, payload=payload, headers=self.headers(),
+        return http.post(self.upstream, self.key, self.url, payload=payload, headers=self.headers(),
                          timeout=self.timeout, stream=stream, cancel=request.cancel)
 
     def generate(self, request: ProviderRequest) -> Iterator[Event]:
@@ -343,13 +341,13 @@ class AnthropicProvider(Provider):
         without `max_tokens` and the sampling settings, and answers `{"input_tokens": N}`."""
         payload = build_payload(request, stream=False)
         payload = {k: v for k, v in payload.items() if k in COUNT_TOKENS_FIELDS}
-        with http.post(self.session, self.key, self.url + "/count_tokens", payload=payload, headers=self.headers(),
+        with http.post(self.upstream, self.key, self.url + "/count_tokens", payload=payload, headers=self.headers(),
                        timeout=self.timeout, stream=False, cancel=request.cancel) as response:
             body = http.read_json(self.key, response)
         return http.read_count(self.key, body, "input_tokens")
 
     def close(self) -> None:
-        self.session.close()
+        self.upstream.close()
 
 
 # What `POST /v1/messages/count_tokens` accepts of a message payload.

@@ -31,8 +31,6 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-import requests
-
 from responses_app.ids import new_id
 from responses_app.providers import http
 from responses_app.providers.base import (
@@ -273,16 +271,16 @@ class GoogleProvider(Provider):
     def __init__(self, key: str, entry: Any) -> None:
         super().__init__(key, entry)
         self.base = (entry.endpoint or DEFAULT_ENDPOINT).rstrip("/")
-        self.session = http.new_session(self.base)
+        self.upstream = http.Upstream(self.base)
         self.timeout = http.Timeouts.of(entry)
 
     def headers(self) -> dict[str, str]:
         return {"Content-Type": "application/json", "Accept": "application/json", "x-goog-api-key": self.entry.api_key}
 
-    def _post(self, request: ProviderRequest, method: str, *, stream: bool) -> requests.Response:
+    def _post(self, request: ProviderRequest, method: str, *, stream: bool) -> http.UpstreamResponse:
         url = f"{self.base}/models/{quote(request.model, safe='')}:{method}"
         payload = build_payload(request, provider=self.key, unsupported_tools=self.entry.unsupported_tools)
-        return http.post(self.session, self.key, url, payload=payload, headers=self.headers(),
+        return http.post(self.upstream, self.key, url, payload=payload, headers=self.headers(),
                          timeout=self.timeout, stream=stream,
                          cancel=request.cancel)
 
@@ -317,7 +315,7 @@ class GoogleProvider(Provider):
         (so the system instruction and the tools are counted too), answered with `totalTokens`."""
         model = quote(request.model, safe="")
         payload = {"generateContentRequest": {"model": f"models/{request.model}", **build_payload(request)}}
-        with http.post(self.session, self.key, f"{self.base}/models/{model}:countTokens", payload=payload,
+        with http.post(self.upstream, self.key, f"{self.base}/models/{model}:countTokens", payload=payload,
                        headers=self.headers(), timeout=self.timeout, stream=False,
                        cancel=request.cancel) as response:
             body = http.read_json(self.key, response)
@@ -325,4 +323,4 @@ class GoogleProvider(Provider):
         return http.read_count(self.key, body, "totalTokens", default=0)
 
     def close(self) -> None:
-        self.session.close()
+        self.upstream.close()

@@ -1,4 +1,4 @@
-"""Outbound HTTP for providers: one pooled `requests.Session` per provider entry, timeouts always set.
+"""Outbound HTTP for providers: one urllib3 connection pool per provider entry, timeouts always set.
 
 Every upstream call goes through `post()`, which turns transport failures into `ProviderError`s
 with a kind the gateway maps to a client status (timeouts 504, connection failures 502, ...).
@@ -7,10 +7,26 @@ The four timeouts (`Timeouts`: connect, first byte, idle gap, total) are enforce
 guard (providers/guard.py), which watches the clock while the call runs in a helper and, when a
 limit passes (or the client leaves), cancels the call's token. The token then shuts the upstream
 socket down for reading, which ends a blocked read in any thread or greenlet without touching
-what else the process is doing: while waiting for the status line, through the connection class
-the session's pools use (`_AbortableConnection`); once the headers are in, through
-`HTTPResponse.shutdown()`, urllib3's public way to stop a response's reads. The socket timeouts
-given to requests are only a safety net.
+what else the process is doing: until the headers are in (and, for an answer that is not
+streamed, its whole body), through the connection class of the entry's pools
+(`_AbortableConnection`); after them, through `HTTPResponse.shutdown()`, urllib3's public way to
+stop a response's reads. The socket timeouts given to urllib3 are only a safety net.
+
+Calls go to urllib3 directly: `requests`' per-call session machinery (merging settings, preparing
+the request, hooks, a cookie jar, the response wrapper) cost about 1.5 ms of CPU per call. What it
+did implicitly, `Upstream` and `post` do themselves, the same way:
+
+- the environment's settings for the endpoint, read once when the entry's `Upstream` is made:
+  the proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, minus the hosts in `NO_PROXY`, by requests'
+  own rules; a `user:password@` in it becomes `Proxy-Authorization`), the CA bundle
+  (`REQUESTS_CA_BUNDLE`, else `CURL_CA_BUNDLE`, else certifi's; `SSL_CERT_FILE` is not read, as it
+  was not before) and `~/.netrc` (`NETRC`) credentials for the host, which are sent as Basic
+  `Authorization` in place of the provider's own header, as requests did;
+- TLS certificates and host names are always verified;
+- compressed answers: the request accepts gzip and deflate (and br/zstd when their decoders are
+  installed), and bodies are decoded, streamed or not;
+- redirects are not followed: a 3xx answer is an upstream error, like a 5xx (requests followed
+  them, re-sending the body and the provider's key headers to wherever a 307 pointed).
 """
 
 from __future__ import annotations
@@ -18,23 +34,46 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import logging
+import os
 import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import Any, cast
 
-import requests
 from opentelemetry import propagate
-from requests.adapters import HTTPAdapter
+from requests.auth import _basic_auth_str
+from requests.utils import (
+    DEFAULT_CA_BUNDLE_PATH,
+    get_auth_from_url,
+    get_environ_proxies,
+    get_netrc_auth,
+    prepend_scheme_if_needed,
+    select_proxy,
+)
+from urllib3 import BaseHTTPResponse, HTTPResponse, PoolManager, ProxyManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ReadTimeoutError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProxySchemeUnknown,
+    ReadTimeoutError,
+)
+from urllib3.util import Timeout, make_headers
+from urllib3.util.ssl_ import create_urllib3_context
 
 from responses_app.cancellation import Cancelled, CancelToken
 from responses_app.providers.base import ProviderError
 
+logger = logging.getLogger(__name__)
+
 # Under gevent one worker holds many concurrent upstream calls; keep that many sockets warm.
 POOL_SIZE = 64
+ACCEPT_ENCODING = make_headers(accept_encoding=True)["accept-encoding"]
 
 
 @dataclass(frozen=True)
@@ -62,8 +101,9 @@ _call_token: contextvars.ContextVar[CancelToken | None] = contextvars.ContextVar
 
 
 class _AbortableConnection:
-    """Mixed into urllib3's connection classes: while this connection waits for a response's status
-    line, cancelling the call's token shuts its socket down, so the wait ends at once."""
+    """Mixed into urllib3's connection classes: while this connection waits for a response (its
+    status line and headers, and the body when it is read in one go), cancelling the call's token
+    shuts its socket down, so the wait ends at once."""
 
     sock: socket.socket | None
     _waiting_for: CancelToken | None = None
@@ -103,36 +143,102 @@ class _HTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _HTTPSConnection
 
 
-class _Adapter(HTTPAdapter):
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+class _NoSOCKS(PoolManager):
+    """Stands in for a SOCKS proxy when PySocks is not installed: every call fails to connect."""
+
+    def urlopen(self, method: str, url: str, redirect: bool = True,  # type: ignore[override]  # PoolManager's own
+                **kw: Any) -> BaseHTTPResponse:
+        raise ProxySchemeUnknown("socks (install PySocks)")
 
 
-def new_session(endpoint: str) -> requests.Session:
-    """The provider entry's session for calls to `endpoint` (its base URL)."""
-    session = requests.Session()
-    adapter = _Adapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    _read_environment_once(session, endpoint)
-    return session
+class Upstream:
+    """The connections to one provider entry's endpoint: a pool of up to POOL_SIZE kept-alive
+    connections, direct or through the proxy the environment names for the endpoint, with the
+    environment's CA bundle and netrc credentials. Everything is read from the environment once,
+    here: an entry's calls all go to its endpoint's host, which is all that NO_PROXY and netrc
+    depend on."""
+
+    def __init__(self, endpoint: str) -> None:
+        proxy = select_proxy(endpoint, get_environ_proxies(endpoint))
+        self.proxy = prepend_scheme_if_needed(proxy, "http") if proxy else None
+        self.ca_bundle: str = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or \
+            DEFAULT_CA_BUNDLE_PATH
+        self.auth = get_netrc_auth(endpoint)
+        self.headers = {"Accept-Encoding": ACCEPT_ENCODING}
+        # Sent in place of the provider's own `Authorization`, as requests' session auth was.
+        self.authorization = _basic_auth_str(*self.auth) if self.auth else None
+        self.manager = self._manager(self._tls(endpoint))
+
+    def _tls(self, endpoint: str) -> dict[str, Any]:
+        if not endpoint.lower().startswith("https:"):
+            return {}
+        directory = os.path.isdir(self.ca_bundle)
+        # One context per entry, so that a new connection does not load the CA bundle again.
+        context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+        try:
+            context.load_verify_locations(**{"capath" if directory else "cafile": self.ca_bundle})
+        except OSError as exc:  # ssl.SSLError is one
+            # Every call fails to connect (urllib3 tries the bundle again), as requests' did.
+            logger.warning("The CA bundle %s cannot be read (%s); calls to %s will fail.", self.ca_bundle, exc,
+                           endpoint)
+            return {"ca_cert_dir" if directory else "ca_certs": self.ca_bundle}
+        return {"ssl_context": context}
+
+    def _manager(self, tls: dict[str, Any]) -> PoolManager:
+        sizes: dict[str, Any] = {"num_pools": 1, "maxsize": POOL_SIZE, "block": False, **tls}
+        if self.proxy is None:
+            manager = PoolManager(**sizes)
+        elif self.proxy.lower().startswith("socks"):
+            try:
+                from urllib3.contrib.socks import SOCKSProxyManager
+            except ImportError:
+                logger.warning("The proxy %s needs PySocks, which is not installed.", self.proxy)
+                return _NoSOCKS()
+            username, password = get_auth_from_url(self.proxy)
+            # urllib3's own SOCKS pools: there a cancel before the headers waits for the socket timeout.
+            return SOCKSProxyManager(self.proxy, username=username or None, password=password or None, **sizes)
+        else:
+            username, password = get_auth_from_url(self.proxy)
+            headers = {"Proxy-Authorization": _basic_auth_str(username, password)} if username else None
+            manager = ProxyManager(self.proxy, proxy_headers=headers, **sizes)
+        manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        return manager
+
+    def close(self) -> None:
+        self.manager.clear()
 
 
-def _read_environment_once(session: requests.Session, endpoint: str) -> None:
-    """The environment's settings for this endpoint (HTTP(S)_PROXY and NO_PROXY, REQUESTS_CA_BUNDLE,
-    ~/.netrc), read once. requests reads them again on every call (it parses the proxy variables and
-    looks for the netrc file each time), which was about a tenth of an upstream call's CPU; with them
-    on the session and `trust_env` off, every call is sent as it was, without the lookups. An
-    endpoint's calls all go to its host, which is all that NO_PROXY and netrc depend on."""
-    environment = session.merge_environment_settings(endpoint, {}, None, None, None)
-    session.proxies = environment["proxies"]
-    session.verify = environment["verify"]
-    session.auth = requests.utils.get_netrc_auth(endpoint)
-    session.trust_env = False
+class UpstreamResponse:
+    """An upstream's answer: its status and headers, and its body (`read_json`, or `sse_events` for
+    a stream). Closing it gives its connection back to the pool when the body was read to its end
+    (a non-streamed answer always is), and otherwise drops the connection."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: HTTPResponse) -> None:
+        self.raw = raw
+
+    @property
+    def status(self) -> int:
+        return self.raw.status
+
+    @property
+    def headers(self) -> Any:
+        return self.raw.headers
+
+    def close(self) -> None:
+        self.raw.close()  # closes the socket only while the body is unread; a read one is back in the pool
+        self.raw.release_conn()  # ... and a closed one goes back too, to be reconnected, so the pool keeps its size
+
+    def __enter__(self) -> UpstreamResponse:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
 
 
-def _retry_after(response: requests.Response) -> float | None:
+def _retry_after(response: UpstreamResponse) -> float | None:
     # `retry-after-ms` (OpenAI, Azure) is more precise than `Retry-After`'s whole seconds.
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
         value = response.headers.get(name)
@@ -145,9 +251,10 @@ def _retry_after(response: requests.Response) -> float | None:
     return None
 
 
-def error_from_status(provider: str, response: requests.Response) -> ProviderError:
-    """Classify an upstream error status. Messages name the provider, never its credentials."""
-    status = response.status_code
+def error_from_status(provider: str, response: UpstreamResponse) -> ProviderError:
+    """Classify an upstream error status (or a redirect, which is not followed). Messages name the
+    provider, never its credentials."""
+    status = response.status
     detail = upstream_message(response)
     if status in (401, 403):
         return ProviderError("auth", f"Provider {provider!r} rejected the gateway's credentials "
@@ -167,9 +274,9 @@ def error_from_status(provider: str, response: requests.Response) -> ProviderErr
                          upstream_status=status)
 
 
-def upstream_message(response: requests.Response) -> str:
+def upstream_message(response: UpstreamResponse) -> str:
     try:
-        body = response.json()
+        body = json.loads(response.raw.data or b"")
     except ValueError:
         return ""
     error = body.get("error") if isinstance(body, dict) else None
@@ -181,7 +288,7 @@ def upstream_message(response: requests.Response) -> str:
 
 
 def post(
-    session: requests.Session,
+    upstream: Upstream,
     provider: str,
     url: str,
     *,
@@ -190,56 +297,65 @@ def post(
     timeout: Timeouts,
     stream: bool,
     cancel: CancelToken | None = None,
-) -> requests.Response:
+) -> UpstreamResponse:
+    """POST `payload` as JSON to `url` (on `upstream`'s endpoint). A non-streamed answer comes back
+    read whole, its connection already back in the pool; a streamed one with its body to read."""
     if cancel is not None:
         cancel.raise_if_cancelled()
+    headers = {**upstream.headers, **headers}
+    if upstream.authorization is not None:
+        headers["Authorization"] = upstream.authorization
+    # W3C trace context: the upstream sees the provider span as its parent (no-op without tracing).
+    propagate.inject(headers)
+    reset = _call_token.set(cancel)
     try:
-        # W3C trace context: the upstream sees the provider span as its parent (no-op without tracing).
-        headers = {**headers}
-        propagate.inject(headers)
-        reset = _call_token.set(cancel)
-        try:
-            response = session.post(url, json=payload, headers=headers, stream=stream,
-                                    timeout=(timeout.connect, timeout.socket_read(stream=stream)))
-        finally:
-            _call_token.reset(reset)
-    except requests.ConnectTimeout:
-        raise ProviderError("timeout", f"Could not connect to provider {provider!r} in time.", retryable=True) from None
-    except requests.Timeout:
-        raise ProviderError("timeout", f"Provider {provider!r} did not answer in time.") from None
-    except requests.RequestException:
-        # Refused, reset before the answer, DNS: nothing was generated, so another try is safe.
+        body = json.dumps(payload, allow_nan=False).encode()
+        raw = cast(HTTPResponse, upstream.manager.urlopen(
+            "POST", url, body=body, headers=headers, redirect=False, retries=False, preload_content=not stream,
+            timeout=Timeout(connect=timeout.connect, read=timeout.socket_read(stream=stream))))
+    except NewConnectionError:
+        # Refused, DNS (urllib3 makes it a kind of ConnectTimeoutError: caught first).
         raise ProviderError("upstream", f"Could not reach provider {provider!r}.", retryable=True) from None
-    if response.status_code >= 400:
-        with contextlib.suppress(requests.RequestException):
-            _ = response.content  # read the error body before closing
+    except ConnectTimeoutError:
+        raise ProviderError("timeout", f"Could not connect to provider {provider!r} in time.", retryable=True) from None
+    except ReadTimeoutError:
+        raise ProviderError("timeout", f"Provider {provider!r} did not answer in time.") from None
+    except (HTTPError, OSError, ValueError):
+        # Reset before the answer, TLS, the proxy, a body that is not JSON (NaN): nothing was
+        # generated, so another try is safe.
+        raise ProviderError("upstream", f"Could not reach provider {provider!r}.", retryable=True) from None
+    finally:
+        _call_token.reset(reset)
+    response = UpstreamResponse(raw)
+    if raw.status >= 300:
+        if stream:
+            with contextlib.suppress(HTTPError, OSError):
+                raw.read(cache_content=True)  # the error body, for its message (and the connection's reuse)
         response.close()
         raise error_from_status(provider, response)
     if cancel is not None:
-        # From now on a cancellation (client gone, a timeout, shutdown) ends the read at once.
-        cancel.on_cancel(lambda _reason: _shut(response))
+        if stream:
+            # From now on a cancellation (client gone, a timeout, shutdown) ends the read at once.
+            cancel.on_cancel(lambda _reason: _shut(raw))
         if cancel.cancelled:
             response.close()
             raise Cancelled(cancel.reason or "")
     return response
 
 
-def _shut(response: requests.Response) -> None:
+def _shut(raw: HTTPResponse) -> None:
     """Stop reads of a response from another thread or greenlet. A response already read (or
     released to the pool, where another call may be using its connection) is left alone."""
     with contextlib.suppress(AttributeError, RuntimeError, ValueError, OSError):
-        response.raw.shutdown()
+        raw.shutdown()
 
 
-def read_json(provider: str, response: requests.Response) -> dict[str, Any]:
+def read_json(provider: str, response: UpstreamResponse) -> dict[str, Any]:
     try:
-        body = response.json()
-    except requests.Timeout:
-        raise ProviderError("timeout", f"Provider {provider!r} stalled while answering.") from None
+        body = json.loads(response.raw.data or b"")
     except ValueError:
-        # Before RequestException: requests' JSONDecodeError is both.
         raise ProviderError("upstream", f"Provider {provider!r} sent a body that is not JSON.") from None
-    except requests.RequestException as exc:
+    except (HTTPError, OSError) as exc:
         if _timed_out(exc):
             raise ProviderError("timeout", f"Provider {provider!r} stalled while answering.") from None
         raise ProviderError("upstream", f"Provider {provider!r} broke off its answer.") from None
@@ -248,12 +364,34 @@ def read_json(provider: str, response: requests.Response) -> dict[str, Any]:
     return body
 
 
-def sse_events(provider: str, response: requests.Response) -> Iterator[tuple[str | None, str]]:
+def _chunks(raw: HTTPResponse) -> Iterator[bytes]:
+    """The body as it arrives, decoded: chunk by chunk, or what each read of the socket gives."""
+    if raw.chunked and raw.supports_chunked_reads():
+        yield from raw.read_chunked(decode_content=True)
+        return
+    while data := raw.read1(65536):
+        yield data
+
+
+def _lines(raw: HTTPResponse) -> Iterator[bytes]:
+    """The body's lines, without their ends (CRLF, LF or CR, as SSE allows), however the chunks cut them."""
+    rest = b""
+    for chunk in _chunks(raw):
+        lines = (rest + chunk).splitlines(keepends=True)
+        # The last line is unfinished, or ends with a CR whose LF may be in the next chunk.
+        rest = lines.pop() if lines[-1][-1:] != b"\n" else b""
+        for line in lines:
+            yield line.rstrip(b"\r\n")
+    if rest:
+        yield rest.rstrip(b"\r\n")
+
+
+def sse_events(provider: str, response: UpstreamResponse) -> Iterator[tuple[str | None, str]]:
     """(event name, data) pairs of an SSE body, per the WHATWG rules the providers follow."""
     event: str | None = None
     data: list[str] = []
     try:
-        for raw in response.iter_lines(decode_unicode=False):
+        for raw in _lines(response.raw):
             line = raw.decode("utf-8")
             if line == "":
                 if data:
@@ -270,7 +408,7 @@ def sse_events(provider: str, response: requests.Response) -> Iterator[tuple[str
                     event = value
         if data:
             yield event, "\n".join(data)
-    except (requests.RequestException, UnicodeDecodeError) as exc:
+    except (HTTPError, OSError, UnicodeDecodeError) as exc:
         if _timed_out(exc):
             raise ProviderError("timeout", f"Provider {provider!r} stalled mid-stream.") from None
         raise ProviderError("upstream", f"Provider {provider!r} broke off the stream.") from None
@@ -283,13 +421,13 @@ DRAIN_TIMEOUT = 0.25
 DRAIN_EVENTS = 8
 
 
-def drain(events: Iterator[tuple[str | None, str]], response: requests.Response) -> None:
+def drain(events: Iterator[tuple[str | None, str]], response: UpstreamResponse) -> None:
     """At a stream's end marker (`[DONE]`, `message_stop`, ...): read what is left of the body, so
-    that `response.close()` gives its connection back to the session's pool instead of closing it.
+    that `response.close()` gives its connection back to the entry's pool instead of closing it.
     Otherwise every stream costs a new upstream connection: a DNS lookup (on gevent's thread pool)
     and a TCP, or TLS, handshake. A body that does not end within DRAIN_TIMEOUT (or DRAIN_EVENTS
     more events), or that breaks, is dropped with its connection, as before."""
-    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    sock = getattr(response.raw.connection, "sock", None)
     if sock is None:
         return
     try:
@@ -302,10 +440,8 @@ def drain(events: Iterator[tuple[str | None, str]], response: requests.Response)
 
 
 def _timed_out(exc: BaseException) -> bool:
-    """A read timeout, however requests wrapped it (while streaming it arrives as a ConnectionError)."""
-    if isinstance(exc, requests.Timeout):
-        return True
-    return any(isinstance(arg, (ReadTimeoutError, TimeoutError)) for arg in getattr(exc, "args", ()))
+    """A read timeout, as urllib3 raises it (or the socket's own, should one get through)."""
+    return isinstance(exc, (ReadTimeoutError, TimeoutError))
 
 
 def parse_data(provider: str, data: str) -> dict[str, Any]:

@@ -127,7 +127,7 @@ class InstrumentedProvider(Provider):
         self.type = inner.type
 
     def __getattr__(self, name: str) -> Any:
-        # Anything else a caller needs from the concrete provider (its session, url, ...).
+        # Anything else a caller needs from the concrete provider (its upstream, url, ...).
         if name == "inner":  # not set yet (copy, unpickling): no recursion
             raise AttributeError(name)
         return getattr(self.inner, name)

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import requests
-
 from responses_app.providers import http
 from responses_app.providers.base import (
     Event,
@@ -150,14 +148,14 @@ def parse_usage(usage: dict[str, Any] | None) -> Usage | None:
 
 class OpenAICompatibleProvider(Provider):
     """The HTTP side every client of an OpenAI-style API shares: base URL + `path`, bearer key,
-    one pooled session per provider entry. Subclasses say what they send (`payload`)."""
+    one pooled `http.Upstream` per provider entry. Subclasses say what they send (`payload`)."""
 
     path = ""
 
     def __init__(self, key: str, entry: Any) -> None:
         super().__init__(key, entry)
         self.url = (entry.endpoint or DEFAULT_ENDPOINT).rstrip("/") + self.path
-        self.session = http.new_session(self.url)
+        self.upstream = http.Upstream(self.url)
         self.timeout = http.Timeouts.of(entry)
 
     def url_for(self, request: ProviderRequest) -> str:
@@ -172,13 +170,13 @@ class OpenAICompatibleProvider(Provider):
     def payload(self, request: ProviderRequest, *, stream: bool) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _post(self, request: ProviderRequest, *, stream: bool) -> requests.Response:
-        return http.post(self.session, self.key, self.url_for(request), payload=self.payload(request, stream=stream),
+    def _post(self, request: ProviderRequest, *, stream: bool) -> http.UpstreamResponse:
+        return http.post(self.upstream, self.key, self.url_for(request), payload=self.payload(request, stream=stream),
                          headers=self.headers(), timeout=self.timeout, stream=stream,
                          cancel=request.cancel)
 
     def close(self) -> None:
-        self.session.close()
+        self.upstream.close()
 
 
 class OpenAIChatProvider(OpenAICompatibleProvider):

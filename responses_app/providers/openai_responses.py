@@ -189,7 +189,7 @@ class OpenAIResponsesProvider(OpenAICompatibleProvider):
         if request.instructions is not None:
             payload["instructions"] = request.instructions
         payload.update(request.passthrough)
-        with http.post(self.session, self.key, self.url + "/compact", payload=payload, headers=self.headers(),
+        with http.post(self.upstream, self.key, self.url + "/compact", payload=payload, headers=self.headers(),
                        timeout=self.timeout, stream=False, cancel=request.cancel) as response:
             body = http.read_json(self.key, response)
         output = body.get("output")
@@ -202,7 +202,7 @@ class OpenAIResponsesProvider(OpenAICompatibleProvider):
         input fields (the same `input`, `instructions`, `tools`, `text`...) and answers
         `{"object": "response.input_tokens", "input_tokens": N}`."""
         payload = {k: v for k, v in build_payload(request, stream=False).items() if k in INPUT_TOKENS_FIELDS}
-        with http.post(self.session, self.key, self.url + "/input_tokens", payload=payload, headers=self.headers(),
+        with http.post(self.upstream, self.key, self.url + "/input_tokens", payload=payload, headers=self.headers(),
                        timeout=self.timeout, stream=False, cancel=request.cancel) as response:
             body = http.read_json(self.key, response)
         return http.read_count(self.key, body, "input_tokens")

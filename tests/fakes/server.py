@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -128,7 +129,7 @@ class _Server(ThreadingHTTPServer):
 class FakeServer:
     name = "fake"
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
         self.requests: list[Recorded] = []
         self.steps: deque[Any] = deque()
         self.default_step: Any = None
@@ -162,13 +163,16 @@ class FakeServer:
             do_GET = _serve
 
         self.httpd = _Server(("127.0.0.1", 0), Handler)
+        if tls is not None:  # HTTPS: the handshake runs in accept(); a client refusing the certificate is dropped there
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.scheme = "https" if tls is not None else "http"
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name=f"{self.name}-upstream", daemon=True)
         self._thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def script(self, *steps: Any) -> None:
         with self._lock:
