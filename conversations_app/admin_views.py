@@ -30,7 +30,10 @@ from conversations_app.models import Conversation, ConversationItem, Item, Store
 # says how many more there are, so one huge conversation cannot make a page of megabytes.
 MAX_TURNS = 300
 MAX_RAW_JSON = 100_000
-ID_PREFIXES = ("resp_", "conv_", "msg_", "fc_", "ctc_", "rs_", "cmp_")
+ID_PREFIXES = ("resp_", "conv_", "msg_", "fc_", "ctc_", "rs_", "cmp_", "chatcmpl-")
+# The ids Chat Completions and Messages clients are given name the stored response by the same hex
+# (surfaces_app: `chatcmpl-<hex>` and `msg_<hex>` are `resp_<hex>`).
+SURFACE_ID_PREFIXES = ("chatcmpl-", "msg_")
 
 
 # --- search ----------------------------------------------------------------------------------
@@ -60,12 +63,21 @@ def looks_like_id(term: str) -> bool:
     return term.startswith(ID_PREFIXES) and " " not in term
 
 
+def response_ids(term: str) -> list[str]:
+    """The stored responses an id may name: itself, and for a Chat Completions or Messages id the
+    response it was stored as."""
+    for prefix in SURFACE_ID_PREFIXES:
+        if term.startswith(prefix):
+            return [term, "resp_" + term.removeprefix(prefix)]
+    return [term]
+
+
 def search_responses(queryset: QuerySet[StoredResponse], term: str) -> QuerySet[StoredResponse]:
     term = term.strip()
     if not term:
         return queryset
     if looks_like_id(term):
-        return queryset.filter(Q(pk=term) | Q(conversation_id=term)
+        return queryset.filter(Q(pk__in=response_ids(term)) | Q(conversation_id=term)
                                | Q(pk__in=Item.objects.filter(item_id=term).values("response_id")))
     return queryset.filter(pk__in=matching_items(term).values("response_id"))
 
@@ -75,7 +87,8 @@ def search_conversations(queryset: QuerySet[Conversation], term: str) -> QuerySe
     if not term:
         return queryset
     if looks_like_id(term):
-        return queryset.filter(Q(pk=term) | Q(pk__in=StoredResponse.objects.filter(pk=term).values("conversation_id")))
+        return queryset.filter(Q(pk=term) | Q(pk__in=StoredResponse.objects.filter(pk__in=response_ids(term))
+                                              .values("conversation_id")))
     items = matching_items(term)
     return queryset.filter(
         Q(pk__in=items.filter(response__isnull=False).values("response__conversation_id"))

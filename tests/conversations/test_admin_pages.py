@@ -117,6 +117,19 @@ def test_search_finds_a_conversation_by_a_word_of_its_messages(api, staff, fake_
     assert "0 stored responses" in staff.get(RESPONSES, {"q": "Reykjavik"}).content.decode()
 
 
+def test_search_finds_a_stored_chat_completion_or_message_by_the_id_its_client_was_given(api, staff):
+    chat = api.post("/v1/chat/completions", {"model": "gpt-test", "store": True,
+                                             "messages": [{"role": "user", "content": "hi"}]}).json()
+    stored = "resp_" + chat["id"].removeprefix("chatcmpl-")
+    page = staff.get(RESPONSES, {"q": chat["id"]}).content.decode()
+    assert f'title="{stored}"' in page and "1 stored response" in page
+    conversation = StoredResponse.objects.get(pk=stored).conversation_id
+    assert f'title="{conversation}"' in staff.get(CONVERSATIONS, {"q": chat["id"]}).content.decode()
+    # A Messages id has the same hex; msg_ is also the prefix of message items, still found by theirs.
+    page = staff.get(RESPONSES, {"q": "msg_" + chat["id"].removeprefix("chatcmpl-")}).content.decode()
+    assert f'title="{stored}"' in page
+
+
 def test_the_search_uses_the_full_text_index(api, staff):
     if connection.vendor != "postgresql":
         pytest.skip("Postgres full-text search")
