@@ -3,7 +3,7 @@
 Errors name the Chat Completions parameter the client sent (`messages[2].content[0].image_url.url`),
 as OpenAI's API does, through the same error shaping as `/v1/responses` (responses_app.schema).
 Types are strict. Parameters the gateway does not act on are still type-checked when they are
-known (`stop`, `seed`, `logprobs`, ...) and then ignored; unknown ones are accepted and ignored, as
+known (`seed`, `logprobs`, ...) and then ignored; unknown ones are accepted and ignored, as
 the API grows faster than any gateway (docs/chat-completions.md has the lists).
 """
 
