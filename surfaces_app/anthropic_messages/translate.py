@@ -168,7 +168,8 @@ def input_items(messages: list[s.Message]) -> list[dict[str, Any]]:
                 items.append(_tool_item(block))
             elif isinstance(block, (s.ThinkingBlock, s.RedactedThinkingBlock)):
                 _flush(items, parts, message.role)
-                items.append(reasoning_item(block))
+                if (reasoning := reasoning_item(block)) is not None:
+                    items.append(reasoning)
             elif (part := _part(block, message.role)) is not None:
                 parts.append(part)
         _flush(items, parts, message.role)
@@ -238,14 +239,15 @@ def _document(block: s.DocumentBlock) -> dict[str, Any]:
     return {"type": "input_text", "text": f"{block.title}\n\n{text}" if block.title else text}
 
 
-def reasoning_item(block: s.ThinkingBlock | s.RedactedThinkingBlock) -> dict[str, Any]:
-    """The reasoning item a gateway-made thinking block came from; for any other block (Anthropic's
-    own), a reasoning item that carries it, which only an Anthropic upstream reads back."""
+def reasoning_item(block: s.ThinkingBlock | s.RedactedThinkingBlock) -> dict[str, Any] | None:
+    """The reasoning item a gateway-made thinking block came from (None if its signature is
+    damaged); for any other block (Claude's own), a reasoning item that carries it, which only an
+    Anthropic upstream reads back."""
     if isinstance(block, s.RedactedThinkingBlock) or not block.signature.startswith(SIGNATURE_PREFIX):
         return thinking_item(block.model_dump())
     item_id, _, encrypted = block.signature.removeprefix(SIGNATURE_PREFIX).partition(".")
     if not item_id or not encrypted:
-        return thinking_item(block.model_dump())
+        return None
     summary = [{"type": "summary_text", "text": block.thinking}] if block.thinking else []
     return {"type": "reasoning", "id": item_id, "summary": summary, "encrypted_content": encrypted}
 

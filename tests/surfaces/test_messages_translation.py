@@ -146,6 +146,18 @@ def test_a_thinking_block_the_gateway_made_goes_back_as_its_reasoning_item():
     assert items[2]["role"] == "assistant"
 
 
+def test_claudes_own_thinking_blocks_are_carried_and_damaged_gateway_ones_left_out():
+    items = translate.input_items(_messages({"role": "user", "content": "Q"}, {"role": "assistant", "content": [
+        {"type": "thinking", "thinking": "Because.", "signature": "claude-sig"},
+        {"type": "redacted_thinking", "data": "opaque"},
+        {"type": "thinking", "thinking": "Damaged.", "signature": translate.SIGNATURE_PREFIX + "rs_1"},
+        {"type": "text", "text": "A"}]}))
+    assert [(i["type"], i.get("encrypted_content")) for i in items] == [
+        ("message", None), ("reasoning", "anthropic-thinking-signature:claude-sig"),
+        ("reasoning", "anthropic-redacted-thinking:opaque"), ("message", None)]
+    assert items[1]["summary"] == [{"type": "summary_text", "text": "Because."}]
+
+
 def test_thinking_maps_to_reasoning_for_responses_native_upstreams():
     def reasoning(**body):
         request = schema.parse_body(schema.MessagesRequest, json.dumps(
