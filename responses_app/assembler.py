@@ -41,6 +41,7 @@ class OutputAssembler:
         self.output: list[dict[str, Any]] = []
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
+        self.stop_sequence: str | None = None  # the stop sequence that ended the answer, if the upstream said
         self._message: dict[str, Any] | None = None
         self._message_index = -1
         self._part: _OpenPart | None = None
@@ -63,6 +64,7 @@ class OutputAssembler:
             self.usage = event
         elif isinstance(event, Finish):
             self.finish_reason = event.reason
+            self.stop_sequence = event.stop_sequence
         return []
 
     def _delta(self, kind: str, text: str) -> list[StreamEvent]:

@@ -190,7 +190,8 @@ def summary_request(request: ProviderRequest) -> ProviderRequest:
     return replace(request, items=[{"type": "message", "role": "user", "content": [{"type": "input_text",
                                                                                   "text": text}]}],
                    instructions=SUMMARY_PROMPT, tools=[], tool_choice=None, parallel_tool_calls=None,
-                   text_format=None, verbosity=None, passthrough={}, heartbeat=None)
+                   text_format=None, verbosity=None, passthrough={}, heartbeat=None, stop=None,
+                   reasoning_budget=None)
 
 
 # --- thresholds (`context_management`) -----------------------------------------------------

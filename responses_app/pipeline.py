@@ -111,6 +111,7 @@ class Turn:
             tools=req.raw_tools, tool_choice=req.raw_tool_choice,
             parallel_tool_calls=req.parallel_tool_calls, text_format=self.settings["text"].get("format"),
             verbosity=self.settings["text"].get("verbosity"), user=req.user, passthrough=req.passthrough,
+            stop=req.stop_sequences, reasoning_budget=req.reasoning_budget,
             cancel=self.ctx.cancel, deadline=self.ctx.deadline, heartbeat=self.ctx.heartbeat,
         )
 

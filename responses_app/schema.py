@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     TypeAdapter,
     ValidationError,
@@ -403,6 +404,22 @@ class CreateResponseRequest(_Strict):
     compact_threshold: int | None = Field(default=None, exclude=True)
     # `conversation`'s id (it may be sent as the id or as {"id": ...}).
     conversation_id: str | None = Field(default=None, exclude=True)
+    # Set by the Chat Completions and Messages surfaces (`set_surface_options`), never from a body:
+    # the Responses API has neither. Stop sequences, and Messages' own thinking budget in tokens.
+    _stop: list[str] | None = PrivateAttr(default=None)
+    _reasoning_budget: int | None = PrivateAttr(default=None)
+
+    def set_surface_options(self, *, stop: list[str] | None = None, reasoning_budget: int | None = None) -> None:
+        self._stop = stop
+        self._reasoning_budget = reasoning_budget
+
+    @property
+    def stop_sequences(self) -> list[str] | None:
+        return self._stop
+
+    @property
+    def reasoning_budget(self) -> int | None:
+        return self._reasoning_budget
 
     @property
     def unknown_parameters(self) -> list[str]:

@@ -16,19 +16,32 @@ the entry's `unsupported_tools` policy. Structured output (`text.format` json_sc
 json_object), which the Messages API has no parameter for, is a forced call of one more tool,
 `gateway_structured_output`, whose input schema is the requested schema: its input, streamed as it
 is written, is the answer's text, so `responses.parse` works as on OpenAI.
+
+Stop sequences (Chat's `stop`, Messages' `stop_sequences`) go as `stop_sequences`; a
+`stop_sequence` stop says which one matched (`Finish.stop_sequence`).
+
+Extended thinking (docs/providers.md): on when the client asked for it explicitly, Messages'
+`thinking.budget_tokens` as sent or a reasoning effort as a budget (THINKING_BUDGETS), with
+max_tokens above the budget and without the sampling settings Anthropic refuses then; left off
+where Anthropic would refuse it (a forced tool, a prefill, a tool call replayed without its
+thinking). `thinking` and `redacted_thinking` blocks come back as reasoning items carrying them
+(THINKING_PREFIX, REDACTED_PREFIX) and go back up as those blocks while thinking is on.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
+from responses_app.ids import new_id
 from responses_app.providers import http
 from responses_app.providers.base import (
     Event,
     Finish,
     FinishReason,
+    OutputItem,
     Provider,
     ProviderError,
     ProviderRequest,
@@ -47,12 +60,24 @@ from responses_app.providers.translate import (
     text_of,
 )
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
 # The tool a structured-output request is answered through (see the module doc).
 OUTPUT_TOOL = "gateway_structured_output"
 WEB_SEARCH: dict[str, Any] = {"type": "web_search_20250305", "name": "web_search"}
+
+# Extended thinking (see the module doc): the budget an explicit reasoning effort stands for, and
+# Anthropic's smallest budget. `minimal` and `none` (absent here) ask for no thinking.
+THINKING_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768, "max": 32768}
+MIN_THINKING_BUDGET = 1024
+# A reasoning item that carries an Anthropic block: a `thinking` block's signature behind
+# THINKING_PREFIX in its encrypted_content (its text as the summary), or a `redacted_thinking`
+# block's data behind REDACTED_PREFIX. Other providers never see such an item.
+THINKING_PREFIX = "anthropic-thinking-signature:"
+REDACTED_PREFIX = "anthropic-redacted-thinking:"
 
 _STOP: dict[str, FinishReason] = {
     "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "tool_use": "tool_calls",
@@ -87,11 +112,40 @@ def _user_block(part: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def to_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def thinking_item(block: dict[str, Any]) -> dict[str, Any]:
+    """The reasoning item an upstream `thinking` or `redacted_thinking` block travels in."""
+    if block.get("type") == "redacted_thinking":
+        return {"id": new_id("rs"), "type": "reasoning", "summary": [],
+                "encrypted_content": REDACTED_PREFIX + str(block.get("data") or "")}
+    text = str(block.get("thinking") or "")
+    return {"id": new_id("rs"), "type": "reasoning",
+            "summary": [{"type": "summary_text", "text": text}] if text else [],
+            "encrypted_content": THINKING_PREFIX + str(block.get("signature") or "")}
+
+
+def thinking_block(item: dict[str, Any]) -> dict[str, Any] | None:
+    """The Anthropic block reasoning `item` carries (`thinking_item`); None for any other item."""
+    content = item.get("encrypted_content")
+    if item.get("type") != "reasoning" or not isinstance(content, str):
+        return None
+    if content.startswith(REDACTED_PREFIX) and len(content) > len(REDACTED_PREFIX):
+        return {"type": "redacted_thinking", "data": content[len(REDACTED_PREFIX):]}
+    if content.startswith(THINKING_PREFIX) and len(content) > len(THINKING_PREFIX):
+        text = "".join(str(part.get("text") or "") for part in item.get("summary") or [] if isinstance(part, dict))
+        return {"type": "thinking", "thinking": text, "signature": content[len(THINKING_PREFIX):]}
+    return None
+
+
+def to_messages(items: list[dict[str, Any]], *, thinking: bool = False) -> list[dict[str, Any]]:
+    """`items` as Messages turns; `thinking`: with the thinking blocks the reasoning items carry
+    (sent only while thinking is on: Anthropic wants them back then, tool use above all)."""
     messages: list[dict[str, Any]] = []
     for item in items:
         kind = item.get("type")
-        if kind == "message":
+        if kind == "reasoning":
+            if thinking and (block := thinking_block(item)) is not None:
+                merge_turn(messages, "assistant", [block], key="content")
+        elif kind == "message":
             role = item["role"]
             if role in ("system", "developer"):
                 continue  # hoisted into `system`
@@ -108,8 +162,8 @@ def to_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         elif kind in ("function_call_output", "custom_tool_call_output"):
             block = {"type": "tool_result", "tool_use_id": item["call_id"], "content": output_text(item["output"])}
             merge_turn(messages, "user", [block], key="content")
-        # Reasoning items carry no Anthropic thinking signature, and hosted tools' calls and other
-        # items have no Messages form: they are left out on the way up (docs/providers.md).
+        # Reasoning items made by other upstreams, hosted tools' calls and other items have no
+        # Messages form: they are left out on the way up (docs/providers.md).
     return messages
 
 
@@ -156,7 +210,7 @@ def build_payload(request: ProviderRequest, *, stream: bool, provider: str = "an
     payload: dict[str, Any] = {
         "model": request.model,
         "max_tokens": request.max_output_tokens or DEFAULT_MAX_TOKENS,
-        "messages": to_messages(request.items),
+        "messages": to_messages(request.items, thinking=True),
     }
     if system := system_text(request.instructions, request.items):
         payload["system"] = system
@@ -176,11 +230,67 @@ def build_payload(request: ProviderRequest, *, stream: bool, provider: str = "an
     if tools:
         payload["tools"] = tools
         payload["tool_choice"] = _tool_choice(request, toolset, structured)
+    if request.stop:
+        payload["stop_sequences"] = request.stop
     if request.user:
         payload["metadata"] = {"user_id": request.user}
+    if not _think(payload, request, provider):
+        payload["messages"] = to_messages(request.items)
     if stream:
         payload["stream"] = True
     return payload
+
+
+def _thinking_budget(request: ProviderRequest) -> int | None:
+    """The thinking tokens the client asked for: Messages' own budget, or an explicit effort's."""
+    if request.reasoning_budget is not None:
+        return request.reasoning_budget
+    reasoning = request.passthrough.get("reasoning")
+    effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
+    return THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
+
+
+def _refuses_thinking(payload: dict[str, Any]) -> str | None:
+    """Why Anthropic would refuse `payload` with thinking on, if it would."""
+    choice = (payload.get("tool_choice") or {}).get("type")
+    if choice in ("any", "tool"):
+        return f"a forced tool call (tool_choice {choice})"
+    messages = payload["messages"]
+    if messages and messages[-1]["role"] == "assistant":
+        return "the last message is the assistant's (a prefill)"
+    last: list[dict[str, Any]] = next((m["content"] for m in reversed(messages) if m["role"] == "assistant"), [])
+    if any(block["type"] == "tool_use" for block in last) and last[0]["type"] not in ("thinking", "redacted_thinking"):
+        return "the last assistant turn's tool call was replayed without its thinking block"
+    return None
+
+
+def _think(payload: dict[str, Any], request: ProviderRequest, provider: str) -> bool:
+    """Turn extended thinking on in `payload` when the client asked for it and Anthropic would take
+    it (docs/providers.md); False when it stays off."""
+    budget = _thinking_budget(request)
+    if budget is None:
+        return False
+    if request.max_output_tokens is None:
+        payload["max_tokens"] = DEFAULT_MAX_TOKENS + budget  # the answer keeps its default room
+    elif budget >= payload["max_tokens"]:
+        # The client's limit bounds thinking and answer together (as OpenAI's max_output_tokens does).
+        budget = payload["max_tokens"] // 2
+    reason = _refuses_thinking(payload)
+    if reason is None and budget < MIN_THINKING_BUDGET:
+        reason = f"max_output_tokens {payload['max_tokens']} leaves no room for Anthropic's smallest budget"
+    if reason is not None:
+        payload["max_tokens"] = request.max_output_tokens or DEFAULT_MAX_TOKENS
+        logger.debug("Provider %r: extended thinking left out: %s", provider, reason)
+        return False
+    payload["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    # What Anthropic refuses with thinking on: a temperature other than 1, a top_p below 0.95.
+    if payload.get("temperature", 1) != 1:
+        logger.debug("Provider %r: temperature left out: Anthropic takes none with thinking on", provider)
+        del payload["temperature"]
+    if payload.get("top_p", 1) < 0.95:
+        logger.debug("Provider %r: top_p left out: Anthropic takes none below 0.95 with thinking on", provider)
+        del payload["top_p"]
+    return True
 
 
 def parse_usage(usage: dict[str, Any] | None) -> Usage | None:
@@ -213,14 +323,15 @@ STOP_REASONS: dict[str, str] = {"stop": "end_turn", "length": "max_tokens", "too
                                 "content_filter": "refusal", "refusal": "refusal"}
 
 
-def _finish(stop_reason: str | None, *, called: bool) -> list[Event]:
+def _finish(stop_reason: str | None, *, called: bool, stop_sequence: str | None = None) -> list[Event]:
     reason = _STOP.get(stop_reason or "end_turn", "stop")
     if reason == "tool_calls" and not called:
         reason = "stop"  # only the structured-output tool was used: that was the answer
     events: list[Event] = []
     if reason == "refusal":
         events.append(RefusalDelta(REFUSAL_TEXT))
-    events.append(Finish(reason))
+    matched = stop_sequence if stop_reason == "stop_sequence" and isinstance(stop_sequence, str) else None
+    events.append(Finish(reason, stop_sequence=matched))
     return events
 
 
@@ -263,7 +374,9 @@ class AnthropicProvider(Provider):
         events: list[Event] = []
         calls = 0
         for block in body["content"]:
-            if block.get("type") == "text" and block.get("text"):
+            if block.get("type") in ("thinking", "redacted_thinking"):
+                events.append(OutputItem(thinking_item(block)))
+            elif block.get("type") == "text" and block.get("text"):
                 events.append(TextDelta(block["text"]))
             elif block.get("type") == "tool_use" and block.get("name") == OUTPUT_TOOL:
                 events.append(TextDelta(json.dumps(block.get("input") or {})))
@@ -273,7 +386,7 @@ class AnthropicProvider(Provider):
                 calls += 1
         if (usage := parse_usage(body.get("usage"))) is not None:
             events.append(usage)
-        events += _finish(body.get("stop_reason"), called=calls > 0)
+        events += _finish(body.get("stop_reason"), called=calls > 0, stop_sequence=body.get("stop_sequence"))
         return iter(events)
 
     def stream(self, request: ProviderRequest) -> Iterator[Event]:
@@ -287,6 +400,8 @@ class AnthropicProvider(Provider):
     def _stream_events(self, response: Any, toolset: Toolset) -> Iterator[Event]:
         usage: dict[str, Any] = {}
         stop_reason: str | None = None
+        stop_sequence: str | None = None
+        thinking: dict[int, dict[str, Any]] = {}  # thinking blocks being streamed, by index
         answer_blocks: set[int] = set()  # indexes of the structured-output tool's blocks: answer text
         call_blocks: set[int] = set()  # indexes of client tool calls (not server tools Anthropic runs itself)
         called = False
@@ -302,7 +417,11 @@ class AnthropicProvider(Provider):
             elif kind == "content_block_start":
                 block = event.get("content_block") or {}
                 index = int(event.get("index", 0))
-                if block.get("type") == "tool_use" and block.get("name") == OUTPUT_TOOL:
+                if block.get("type") == "thinking":
+                    thinking[index] = dict(block)  # its text and signature follow as deltas
+                elif block.get("type") == "redacted_thinking":
+                    yield OutputItem(thinking_item(block))
+                elif block.get("type") == "tool_use" and block.get("name") == OUTPUT_TOOL:
                     answer_blocks.add(index)
                 elif block.get("type") == "tool_use":
                     called = True
@@ -315,25 +434,34 @@ class AnthropicProvider(Provider):
                 index = int(event.get("index", 0))
                 if delta.get("type") == "text_delta" and delta.get("text"):
                     yield TextDelta(delta["text"])
+                elif delta.get("type") == "thinking_delta" and index in thinking:
+                    block = thinking[index]
+                    block["thinking"] = (block.get("thinking") or "") + (delta.get("thinking") or "")
+                elif delta.get("type") == "signature_delta" and index in thinking:
+                    thinking[index]["signature"] = delta.get("signature") or ""
                 elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
                     if index in answer_blocks:
                         yield TextDelta(delta["partial_json"])  # the JSON answer, as it is written
                     elif index in call_blocks:
                         yield ToolCallDelta(index, arguments=delta["partial_json"])
                     # else: a `server_tool_use` (web search Anthropic runs itself): not the client's to run
+            elif kind == "content_block_stop":
+                if (block := thinking.pop(int(event.get("index", 0)), None)) is not None:
+                    yield OutputItem(thinking_item(block))  # whole, once its signature has come
             elif kind == "message_delta":
                 stop_reason = (event.get("delta") or {}).get("stop_reason") or stop_reason
+                stop_sequence = (event.get("delta") or {}).get("stop_sequence") or stop_sequence
                 # output_tokens is cumulative; input and cache counts may be restated here.
                 usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
             elif kind == "message_stop":
                 if (final := parse_usage(usage)) is not None:
                     yield final
-                yield from _finish(stop_reason, called=called)
+                yield from _finish(stop_reason, called=called, stop_sequence=stop_sequence)
                 http.drain(events, response)  # the connection goes back to the pool
                 return
             elif kind == "error":
                 raise _error(self.key, event)
-            # `ping`, `content_block_stop` and unknown event types carry nothing to translate.
+            # `ping` and unknown event types carry nothing to translate.
         raise ProviderError("upstream", f"Provider {self.key!r} ended the stream before message_stop.")
 
     def count_input_tokens(self, request: ProviderRequest) -> int:

@@ -70,6 +70,8 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "refusa
 @dataclass(frozen=True)
 class Finish:
     reason: FinishReason
+    # Which of the request's stop sequences ended the answer, when the upstream says (Anthropic does).
+    stop_sequence: str | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,11 @@ class ProviderRequest:
     text_format: dict[str, Any] | None = None
     verbosity: str | None = None
     user: str | None = None
+    # Stop sequences (Chat's `stop`, Messages' `stop_sequences`; the Responses API has none).
+    stop: list[str] | None = None
+    # Messages' `thinking.budget_tokens`, for upstreams that think within a budget (Anthropic); an
+    # effort (`passthrough["reasoning"]`) is what every other client sends.
+    reasoning_budget: int | None = None
     # The client's parameters the gateway does not own (include, reasoning, client_metadata, ...),
     # as sent: a Responses-native upstream gets them verbatim, translating ones ignore them.
     passthrough: dict[str, Any] = field(default_factory=dict)

@@ -184,6 +184,8 @@ def build_payload(request: ProviderRequest, *, provider: str = "google",
         config["topP"] = request.top_p
     if request.max_output_tokens is not None:
         config["maxOutputTokens"] = request.max_output_tokens
+    if request.stop:
+        config["stopSequences"] = request.stop
     fmt = request.text_format
     if fmt and fmt.get("type") == "json_schema":
         config["responseMimeType"] = "application/json"

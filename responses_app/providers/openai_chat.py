@@ -103,6 +103,8 @@ def build_payload(request: ProviderRequest, *, stream: bool, provider: str = "op
         payload["top_p"] = request.top_p
     if request.max_output_tokens is not None:
         payload["max_completion_tokens"] = request.max_output_tokens
+    if request.stop:
+        payload["stop"] = request.stop
     if toolset.functions:
         payload["tools"] = [
             {"type": "function", "function": {k: v for k, v in {

@@ -16,10 +16,12 @@ as the upstream made them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 from responses_app.providers import http
+from responses_app.providers.anthropic import thinking_block
 from responses_app.providers.base import (
     Compaction,
     Event,
@@ -36,6 +38,8 @@ from responses_app.providers.base import (
 from responses_app.providers.google import signature_of
 from responses_app.providers.openai_chat import OpenAICompatibleProvider
 
+logger = logging.getLogger(__name__)
+
 # The item types whose ids and statuses the gateway may have minted (responses_app.items): those
 # mean nothing upstream. Every other item is passed on exactly as it was sent or received.
 _GATEWAY_BUILT = {"message", "function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output"}
@@ -43,8 +47,9 @@ _GATEWAY_BUILT = {"message", "function_call", "function_call_output", "custom_to
 
 def _input_item(item: dict[str, Any]) -> dict[str, Any] | None:
     kind = item.get("type")
-    if kind == "reasoning" and (not item.get("encrypted_content") or signature_of(item) is not None):
-        return None  # nothing to replay, or a Gemini thought signature that OpenAI could not read
+    if kind == "reasoning" and (not item.get("encrypted_content") or signature_of(item) is not None
+                                or thinking_block(item) is not None):
+        return None  # nothing to replay, or a Gemini or Anthropic signature that OpenAI could not read
     if kind not in _GATEWAY_BUILT:
         return item
     out = {k: v for k, v in item.items() if k not in ("id", "status")}
@@ -73,6 +78,9 @@ def build_payload(request: ProviderRequest, *, stream: bool) -> dict[str, Any]:
         payload["text"] = text
     # Everything else the client sent that the gateway does not own, as sent.
     payload.update(request.passthrough)
+    if request.stop:
+        # The Responses API has no stop sequences: a Chat or Messages client's are not sent.
+        logger.debug("stop sequences left out: the Responses API has no such parameter")
     if stream:
         payload["stream"] = True
     return payload

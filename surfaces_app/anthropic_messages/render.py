@@ -6,7 +6,8 @@ stored call (conversations.store_stateless_calls) is found in the admin under `r
 Output items become content blocks in order: a message's text (and refusal) parts -> `text`;
 function calls -> `tool_use` with the arguments parsed into `input` (a custom tool's call: `input`
 is `{"input": <its text>}`); reasoning items -> `thinking`, the summary as its text and the item
-in its signature (translate.SIGNATURE_PREFIX) when the upstream gave it encrypted; other items
+in its signature (translate.SIGNATURE_PREFIX) when the upstream gave it encrypted, or the
+Anthropic `thinking` / `redacted_thinking` block it carries as an Anthropic upstream sent it; other items
 (hosted tools' calls the upstream ran itself, compaction) have no Messages form and are left out.
 
 The stream: `message_start` (empty content, usage 0), a `ping`, then per block
@@ -25,7 +26,7 @@ from typing import Any
 
 from gateway_project.api_errors import ApiError, anthropic_body
 from responses_app.pipeline import Turn
-from responses_app.providers.anthropic import STOP_REASONS, wire_usage
+from responses_app.providers.anthropic import STOP_REASONS, thinking_block, wire_usage
 from surfaces_app.anthropic_messages.translate import signature
 
 logger = logging.getLogger(__name__)
@@ -40,10 +41,16 @@ def stop_reason(turn: Turn, output: list[dict[str, Any]]) -> str:
     if finish == "stop":
         if any(item.get("type") in ("function_call", "custom_tool_call") for item in output):
             return "tool_use"
+        if turn.assembler.stop_sequence is not None:
+            return "stop_sequence"  # only an Anthropic upstream says which one matched
         if any(part.get("type") == "refusal" for item in output if item.get("type") == "message"
                for part in item.get("content") or []):
             return "refusal"  # an OpenAI upstream's refusal: Anthropic stops with `refusal`
     return STOP_REASONS.get(finish, "end_turn")
+
+
+def _stop_sequence(turn: Turn, reason: str) -> str | None:
+    return turn.assembler.stop_sequence if reason == "stop_sequence" else None
 
 
 def _usage(turn: Turn) -> dict[str, int]:
@@ -65,6 +72,10 @@ def _tool_input(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _thinking(item: dict[str, Any]) -> dict[str, Any] | None:
+    """The thinking block for reasoning `item`: the Anthropic block it carries as the upstream made it
+    (`thinking` with its own signature, or `redacted_thinking`), else one made from it."""
+    if (block := thinking_block(item)) is not None:
+        return block
     text = "".join(part.get("text", "") for part in item.get("summary") or [] if isinstance(part, dict))
     sig = signature(item)
     if not text and not sig:
@@ -92,9 +103,10 @@ def content_blocks(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def message(turn: Turn, response: dict[str, Any]) -> dict[str, Any]:
     """The `Message` for a finished turn (`response`: its Responses object)."""
     output = response.get("output") or []
+    reason = stop_reason(turn, output)
     return {
         "id": message_id(turn.response_id), "type": "message", "role": "assistant", "model": turn.request.model,
-        "content": content_blocks(output), "stop_reason": stop_reason(turn, output), "stop_sequence": None,
+        "content": content_blocks(output), "stop_reason": reason, "stop_sequence": _stop_sequence(turn, reason),
         "usage": _usage(turn),
     }
 
@@ -180,6 +192,8 @@ class _Stream:
         if item.get("type") == "reasoning" and (block := _thinking(item)) is not None:
             # A reasoning item arrives whole: its block opens, is said, and closes at once.
             key = ("item", output_index)
+            if block["type"] == "redacted_thinking":
+                return self._start(key, block) + self._stop(key)
             events = self._start(key, {"type": "thinking", "thinking": "", "signature": ""})
             if block["thinking"]:
                 events += self._delta(key, {"type": "thinking_delta", "thinking": block["thinking"]})
@@ -213,6 +227,7 @@ class _Stream:
         if response["status"] == "incomplete" and response.get("incomplete_details") is None:
             # Cut short with no limit reached (the gateway is shutting down): not an answer to build on.
             return [*events, anthropic_body(ApiError(503, "The gateway is shutting down; retry the request."))]
-        delta = {"stop_reason": stop_reason(self.turn, response.get("output") or []), "stop_sequence": None}
+        reason = stop_reason(self.turn, response.get("output") or [])
+        delta = {"stop_reason": reason, "stop_sequence": _stop_sequence(self.turn, reason)}
         return [*events, {"type": "message_delta", "delta": delta, "usage": _usage(self.turn)},
                 {"type": "message_stop"}]

@@ -8,7 +8,9 @@
       tool_use (assistant)              -> function_call (arguments: the input as JSON)
       tool_result (user)                -> function_call_output (text, or text and images)
       thinking with a gateway signature -> the reasoning item it was made from (render.py)
-      other thinking, redacted_thinking -> left out (no upstream but Anthropic could read them)
+      other thinking, redacted_thinking -> a reasoning item carrying the block (providers.anthropic
+                                           `thinking_item`): only an Anthropic upstream reads it
+    stop_sequences                      -> the turn's stop sequences (not a Responses parameter)
     max_tokens                          -> max_output_tokens (charged by the rate limiter)
     tools: custom tools                 -> function tools; web_search_* -> the hosted web_search;
            Anthropic's other tool types -> hosted tools of that type (the provider's unsupported_tools)
@@ -16,9 +18,11 @@
       disable_parallel_tool_use         -> parallel_tool_calls: false
     temperature, top_p                  -> the same; metadata.user_id -> user
     thinking / output_config.effort     -> reasoning {effort, summary: auto}, with encrypted reasoning
-                                           asked for (Responses-native upstreams act on it)
+                                           asked for (Responses-native upstreams act on it); an
+                                           Anthropic upstream gets `thinking.budget_tokens` as sent
+                                           (it must be below max_tokens, as Anthropic requires)
     output_config.format (json_schema)  -> text.format json_schema
-    top_k, stop_sequences, cache_control, service_tier, ... -> accepted, not acted on (debug log)
+    top_k, cache_control, service_tier, ...  -> accepted, not acted on (debug log)
 
 Messages is stateless: the turn is stored only with `conversations.store_stateless_calls` on.
 """
@@ -32,6 +36,7 @@ from typing import Any
 from django.conf import settings
 
 from gateway_project.api_errors import invalid_request
+from responses_app.providers.anthropic import thinking_item
 from responses_app.schema import CreateResponseRequest, create_request_from
 from surfaces_app.anthropic_messages import schema as s
 
@@ -46,7 +51,7 @@ SIGNATURE_PREFIX = "gwrs1."
 WEB_SEARCH_TOOLS = ("web_search_",)
 
 # Parameters of MessageCreateParams the gateway accepts without acting on them.
-IGNORED = ("top_k", "stop_sequences")
+IGNORED = ("top_k",)
 
 
 def create_request(request: s.MessagesRequest) -> CreateResponseRequest:
@@ -65,6 +70,12 @@ def create_request(request: s.MessagesRequest) -> CreateResponseRequest:
     # Set after validation: Anthropic takes any max_tokens from 1, where the Responses schema has
     # OpenAI's minimum of 16 (a Responses-native upstream may refuse fewer than 16 itself).
     create.max_output_tokens = request.max_tokens
+    budget = request.thinking.budget_tokens if isinstance(request.thinking, s.ThinkingEnabled) else None
+    if budget is not None and budget >= request.max_tokens:
+        raise invalid_request("Invalid value for 'thinking.budget_tokens': `max_tokens` must be greater than "
+                              "`thinking.budget_tokens`.",
+                              param="thinking.budget_tokens", code="invalid_value")
+    create.set_surface_options(stop=request.stop_sequences or None, reasoning_budget=budget)
     return create
 
 
@@ -155,14 +166,14 @@ def input_items(messages: list[s.Message]) -> list[dict[str, Any]]:
                                           f"{expected} messages.", param=where, code="invalid_value")
                 _flush(items, parts, message.role)
                 items.append(_tool_item(block))
-            elif isinstance(block, s.ThinkingBlock):
+            elif isinstance(block, (s.ThinkingBlock, s.RedactedThinkingBlock)):
                 _flush(items, parts, message.role)
                 if (reasoning := reasoning_item(block)) is not None:
                     items.append(reasoning)
             elif (part := _part(block, message.role)) is not None:
                 parts.append(part)
         _flush(items, parts, message.role)
-    if not items:
+    if all(item["type"] == "reasoning" for item in items):
         raise invalid_request("Invalid value for 'messages': no content the gateway can send (only thinking or "
                               "unsupported blocks).", param="messages", code="invalid_value")
     return items
@@ -194,8 +205,7 @@ def _part(block: Any, role: str) -> dict[str, Any] | None:
     if isinstance(block, s.TextBlock):
         return {"type": "output_text" if role == "assistant" else "input_text", "text": block.text}
     if role == "assistant":
-        if not isinstance(block, s.RedactedThinkingBlock):
-            logger.debug("assistant %s block left out: it has no Responses form", block.type)
+        logger.debug("assistant %s block left out: it has no Responses form", block.type)
         return None
     if isinstance(block, s.ImageBlock):
         source = block.source
@@ -229,10 +239,12 @@ def _document(block: s.DocumentBlock) -> dict[str, Any]:
     return {"type": "input_text", "text": f"{block.title}\n\n{text}" if block.title else text}
 
 
-def reasoning_item(block: s.ThinkingBlock) -> dict[str, Any] | None:
-    """The reasoning item a gateway-made thinking block came from; None for any other."""
-    if not block.signature.startswith(SIGNATURE_PREFIX):
-        return None
+def reasoning_item(block: s.ThinkingBlock | s.RedactedThinkingBlock) -> dict[str, Any] | None:
+    """The reasoning item a gateway-made thinking block came from (None if its signature is
+    damaged); for any other block (Claude's own), a reasoning item that carries it, which only an
+    Anthropic upstream reads back."""
+    if isinstance(block, s.RedactedThinkingBlock) or not block.signature.startswith(SIGNATURE_PREFIX):
+        return thinking_item(block.model_dump())
     item_id, _, encrypted = block.signature.removeprefix(SIGNATURE_PREFIX).partition(".")
     if not item_id or not encrypted:
         return None

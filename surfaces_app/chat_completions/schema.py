@@ -3,7 +3,7 @@
 Errors name the Chat Completions parameter the client sent (`messages[2].content[0].image_url.url`),
 as OpenAI's API does, through the same error shaping as `/v1/responses` (responses_app.schema).
 Types are strict. Parameters the gateway does not act on are still type-checked when they are
-known (`stop`, `seed`, `logprobs`, ...) and then ignored; unknown ones are accepted and ignored, as
+known (`seed`, `logprobs`, ...) and then ignored; unknown ones are accepted and ignored, as
 the API grows faster than any gateway (docs/chat-completions.md has the lists).
 """
 
@@ -249,8 +249,9 @@ class ChatRequest(_Open):
     prompt_cache_options: dict[str, Any] | None = None
     modalities: list[Literal["text", "audio"]] | None = None
     audio: dict[str, Any] | None = None
-    # Known, type-checked, not acted on (IGNORED).
+    # Up to 4 stop sequences (an upstream with no such parameter leaves them out: docs/providers.md).
     stop: str | list[str] | None = None
+    # Known, type-checked, not acted on (IGNORED).
     seed: int | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
@@ -267,8 +268,11 @@ class ChatRequest(_Open):
         return sorted(self.model_extra or {})
 
 
+# Chat Completions takes at most this many stop sequences.
+MAX_STOP = 4
+
 # Sent with a value, these change nothing in the answer (docs/chat-completions.md says why for each).
-IGNORED = ("stop", "seed", "logprobs", "top_logprobs", "logit_bias", "prediction", "web_search_options", "moderation")
+IGNORED = ("seed", "logprobs", "top_logprobs", "logit_bias", "prediction", "web_search_options", "moderation")
 
 
 def parse_chat_request(body: bytes) -> ChatRequest:
@@ -294,6 +298,13 @@ def _refuse_what_cannot_be_served(request: ChatRequest) -> None:
         param = "audio" if request.audio is not None else "modalities"
         raise invalid_request("Audio output is not supported by this gateway.", param=param,
                               code="unsupported_parameter")
+    if isinstance(request.stop, list) and not 1 <= len(request.stop) <= MAX_STOP:
+        if request.stop:
+            raise invalid_request(f"Invalid 'stop': array too long. Expected an array with maximum length {MAX_STOP}, "
+                                  f"but got an array with length {len(request.stop)} instead.", param="stop",
+                                  code="array_above_max_length")
+        raise invalid_request("Invalid 'stop': empty array. Expected an array with minimum length 1, but got an "
+                              "empty array instead.", param="stop", code="empty_array")
     if request.stream_options is not None and not request.stream:
         raise invalid_request("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
                               param="stream_options", code="invalid_value")

@@ -8,6 +8,7 @@
     formats       response_format → text.format; verbosity → text.verbosity
     limits        max_completion_tokens (or max_tokens) → max_output_tokens
     effort        reasoning_effort → reasoning.effort
+    stop          stop (a string or up to 4) → the turn's stop sequences (not a Responses parameter)
     storage       `store` as sent, else `conversations.store_stateless_calls`; never a chain
 
 What a Responses-native upstream takes as it is (service_tier, prompt_cache_key, safety_identifier,
@@ -73,6 +74,8 @@ def create_request(chat: ChatRequest, *, store_by_default: bool) -> CreateRespon
     # Set after validation: the Responses API's own minimum (16) is not Chat Completions' (1). A
     # Responses-native upstream may still refuse a smaller value; its 400 reaches the client.
     create.max_output_tokens = chat.max_completion_tokens or chat.max_tokens
+    if chat.stop is not None:
+        create.set_surface_options(stop=[chat.stop] if isinstance(chat.stop, str) else chat.stop)
     return create
 
 

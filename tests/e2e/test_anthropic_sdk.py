@@ -177,6 +177,50 @@ def test_thinking_from_a_responses_upstream_round_trips_as_its_reasoning_item(cl
     assert [item["encrypted_content"] for item in replayed] == ["enc-state"]
 
 
+def test_claude_thinks_when_asked_and_its_signed_thinking_continues_the_tool_use(client, fakes):
+    """Extended thinking on an Anthropic upstream: the budget as sent, the thinking block streamed
+    back with Claude's own signature, and the tool round trip sent back with it, which the fake
+    (like Anthropic) refuses unless the signed block opens the tool call's turn."""
+    fake = fakes["anthropic"]
+    fake.script(anth.Reply(text="", thinking="Paris: call the weather tool.", signature="sig-e2e-1",
+                           tool_calls=[{"id": "toolu_t1", "name": "weather", "input": {"city": "Paris"}}]),
+                anth.Reply(text="It is ", quote_tool_result=True))
+    thinking: Any = {"type": "enabled", "budget_tokens": 2048}
+    question: Any = {"role": "user", "content": "Weather in Paris?"}
+    with client.messages.stream(model="claude", max_tokens=4000, tools=TOOLS, thinking=thinking,
+                                messages=[question]) as stream:
+        deltas = [event.type for event in stream if event.type in ("thinking", "signature")]
+        first = stream.get_final_message()
+    assert deltas == ["thinking", "signature"]
+    assert fake.last.json["thinking"] == thinking and fake.last.json["max_tokens"] == 4000
+    assert [block.type for block in first.content] == ["thinking", "tool_use"]
+    assert (first.content[0].thinking, first.content[0].signature) == ("Paris: call the weather tool.", "sig-e2e-1")
+    answer = client.messages.create(model="claude", max_tokens=4000, tools=TOOLS, thinking=thinking, messages=[
+        question, {"role": "assistant", "content": first.content},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_t1", "content": "sunny"}]}])
+    assert text_of(answer) == "It is sunny" and answer.stop_reason == "end_turn"
+    assert fake.last.json["messages"][1]["content"][0] == {
+        "type": "thinking", "thinking": "Paris: call the weather tool.", "signature": "sig-e2e-1"}
+    with pytest.raises(anthropic.BadRequestError) as too_big:
+        client.messages.create(model="claude", max_tokens=2048, thinking=thinking, messages=[question])
+    assert "budget_tokens" in str(too_big.value)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stop_sequence_ends_a_claude_answer_with_its_stop_reason(client, fakes, stream):
+    fakes["anthropic"].script(anth.Reply(text="Counting: one two STOP three"))
+    request: Any = {"model": "claude", "max_tokens": 100, "stop_sequences": ["STOP"],
+                    "messages": [{"role": "user", "content": "Count"}]}
+    if stream:
+        with client.messages.stream(**request) as reading:
+            message = reading.get_final_message()
+    else:
+        message = client.messages.create(**request)
+    assert fakes["anthropic"].last.json["stop_sequences"] == ["STOP"]
+    assert text_of(message) == "Counting: one two "
+    assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", "STOP")
+
+
 def test_errors_are_the_sdks_typed_exceptions(client, fakes):
     with pytest.raises(anthropic.BadRequestError) as bad:
         client.messages.create(model="claude", max_tokens=0, messages=[{"role": "user", "content": "Hi"}])

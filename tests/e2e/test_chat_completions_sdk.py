@@ -120,6 +120,29 @@ def test_stream_with_usage(client: OpenAI, fakes: dict[str, FakeServer], kind: s
     assert len({c.id for c in found}) == 1
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_stop_sequences_cut_the_answer(client: OpenAI, fakes: dict[str, FakeServer], stream: bool) -> None:
+    fakes["chat"].script(chat.Reply(text="one two three four"))
+    messages: Any = [{"role": "user", "content": "Count."}]
+    if stream:
+        found = list(client.chat.completions.create(model="chat-model", messages=messages, stop=[" three", "x"],
+                                                    stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in found if c.choices)
+        finish = found[-1].choices[0].finish_reason
+    else:
+        completion = _completion(client.chat.completions.with_raw_response.create(
+            model="chat-model", messages=messages, stop=[" three", "x"]))
+        text, finish = completion.choices[0].message.content, completion.choices[0].finish_reason
+    assert fakes["chat"].last.json["stop"] == [" three", "x"]
+    assert text == "one two" and finish == "stop"
+    # One string is one sequence; more than Chat's 4 is a 400 naming the parameter.
+    client.chat.completions.create(model="chat-model", messages=messages, stop="two")
+    assert fakes["chat"].last.json["stop"] == ["two"]
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model="chat-model", messages=messages, stop=["a", "b", "c", "d", "e"])
+    assert bad.value.status_code == 400 and bad.value.param == "stop"
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_tool_call_round_trip(client: OpenAI, fakes: dict[str, FakeServer], kind: str) -> None:
     fake = fakes[kind]

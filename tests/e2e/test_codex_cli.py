@@ -239,6 +239,36 @@ def test_reasoning_and_hosted_tool_items_round_trip_through_codex(codex: Codex, 
     assert {k: v for k, v in search.items() if k != "id"} == {k: v for k, v in web_search.items() if k != "id"}
 
 
+def test_codex_default_reasoning_asks_claude_for_no_thinking(codex: Codex, upstreams: Upstreams) -> None:
+    """Codex sends `reasoning: {summary: auto}` without an effort: an Anthropic upstream is not asked to think."""
+    run = codex("anthropic", "say hi")
+    assert run.returncode == 0, _failure(run, upstreams.anthropic.requests)
+    body = upstreams.anthropic.requests[0].json
+    assert "thinking" not in body and body["max_tokens"] == 4096
+
+
+def test_codex_with_an_effort_gets_claude_thinking_and_replays_it(gateway: GatewayProcess, upstreams: Upstreams,
+                                                                  tmp_path: Path) -> None:
+    """With `model_reasoning_effort` set, Claude thinks (effort high: a 16,384-token budget); its
+    thinking reaches Codex as a reasoning item, which Codex replays with the tool's output, and the
+    signed thinking block opens the tool call's turn again, as Anthropic requires (the fake checks)."""
+    upstreams.reset()
+    upstreams.anthropic.script(
+        anth.Reply(text="", thinking="Running the command first.", signature="sig-codex-1",
+                   tool_calls=[{"id": "call_codex1", "name": "exec_command", "input": {"cmd": COMMAND}}]),
+        _quoting("anthropic", "The command printed: "))
+    run = run_codex(gateway.base_url, MODELS["anthropic"], f"Run `{COMMAND}` and tell me what it printed.",
+                    tmp_path / "codex-home", tmp_path / "work", extra_args=["-c", 'model_reasoning_effort="high"'])
+    requests = upstreams.anthropic.requests
+    assert run.returncode == 0, _failure(run, requests)
+    assert len(requests) == 2, _failure(run, requests)
+    assert requests[0].json["thinking"] == {"type": "enabled", "budget_tokens": 16384}
+    assert "Running the command first." in run.stderr, run
+    assert requests[1].json["messages"][1]["content"][0] == {
+        "type": "thinking", "thinking": "Running the command first.", "signature": "sig-codex-1"}
+    assert "The command printed: " in run.stdout and "gateway-ok" in run.stdout, run
+
+
 @pytest.mark.parametrize("kind", list(MODELS))
 def test_a_namespaced_tool_call_round_trip(codex: Codex, gateway: GatewayProcess, upstreams: Upstreams,
                                            kind: str) -> None:

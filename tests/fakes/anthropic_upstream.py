@@ -5,10 +5,17 @@ Also `POST /v1/messages/count_tokens`, which refuses fields its params do not ha
 
 Script it with `Reply`, `Fail` (an error status with Anthropic's error body), `Raw` or `Count`.
 A `Reply` can also open with a `thinking` block (streamed as `thinking_delta`s and a closing
-`signature_delta`) and carry server-tool blocks (`server_tool_use`, `web_search_tool_result`) as
+`signature_delta`), sent only when the request enabled extended thinking, or a `redacted_thinking`
+block, and carry server-tool blocks (`server_tool_use`, `web_search_tool_result`) as
 Anthropic's hosted web search sends them. `quote_tool_result` appends the content of the last
 `tool_result` block the request carried to the text, so a tool round trip's final answer shows
 that the tool's result reached the upstream.
+
+Requests are checked as Anthropic checks them: with `thinking` on, budget_tokens at least 1024 and
+below max_tokens, no temperature but 1, no top_p below 0.95, no top_k, no forced tool_choice, no
+prefill, and the last assistant turn with a tool call starting with a thinking block this fake
+issued (signature and text unchanged); a 400 `invalid_request_error` otherwise. `stop_sequences`
+cut the text before the first one it contains (stop_reason `stop_sequence`, `stop_sequence` set).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tests.fakes.server import FakeServer, Recorded, Writer
-from tests.fakes.steps import Count, Fail, Pacing, Raw, wait_first_byte, write_frames, write_raw
+from tests.fakes.steps import Count, Fail, Pacing, Raw, cut_at_stop, wait_first_byte, write_frames, write_raw
 
 # What `POST /v1/messages/count_tokens` accepts (Anthropic's MessageCountTokensParams); anything else is a 400.
 COUNT_TOKENS_FIELDS = {"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config",
@@ -42,6 +49,8 @@ class Reply(Pacing):
     # Extended thinking: a `thinking` block with its signature, before everything else.
     thinking: str | None = None
     signature: str = "sig-fake-thinking"
+    redacted: str | None = None  # a `redacted_thinking` block's data, after the thinking
+    stop_sequence: str | None = None  # set by the fake when a request's stop sequence cut the text
     # Blocks of Anthropic-run tools, sent as given after the thinking, e.g. {"type": "server_tool_use",
     # "id": "srvtoolu_1", "name": "web_search", "input": {...}} and {"type": "web_search_tool_result", ...}.
     server_blocks: list[dict[str, Any]] = field(default_factory=list)
@@ -81,6 +90,8 @@ class FakeAnthropic(FakeServer):
     def __init__(self) -> None:
         super().__init__()
         self.default_step = Reply()
+        # The thinking blocks this fake sent, signature -> text: a replayed one must match.
+        self.issued: dict[str, str] = {}
 
     # What the count endpoint answers unless a test scripts a `Count`.
     default_count = 37
@@ -106,12 +117,54 @@ class FakeAnthropic(FakeServer):
             write_raw(writer, step)
             return
         request = recorded.json or {}
+        if (refused := self._refusal(request)) is not None:
+            writer.json(400, {"type": "error", "error": {"type": "invalid_request_error", "message": refused},
+                              "request_id": "req_fake"})
+            return
         if step.quote_tool_result:
             step = replace(step, text=step.text + last_tool_result(request))
+        text, matched = cut_at_stop(step.text, request.get("stop_sequences"))
+        if matched is not None:
+            step = replace(step, text=text, chunks=None, tool_calls=[], stop_reason="stop_sequence",
+                           stop_sequence=matched)
+        if (request.get("thinking") or {}).get("type") != "enabled":
+            step = replace(step, thinking=None, redacted=None)  # Claude thinks only when asked to
+        elif step.thinking is not None:
+            self.issued[step.signature] = step.thinking
         if request.get("stream"):
             write_frames(writer, self._frames(step, request), step)
         else:
             writer.json(200, self._message(step, request))
+
+    def _refusal(self, request: dict[str, Any]) -> str | None:
+        """Anthropic's 400 for what it refuses with extended thinking on (see the module doc)."""
+        thinking = request.get("thinking")
+        if thinking is None:
+            return None
+        budget = thinking.get("budget_tokens")
+        if thinking.get("type") != "enabled" or not isinstance(budget, int) or budget < 1024:
+            return "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+        if budget >= request.get("max_tokens", 0):
+            return "`max_tokens` must be greater than `thinking.budget_tokens`."
+        if request.get("temperature", 1) != 1:
+            return "`temperature` may only be set to 1 when thinking is enabled."
+        if request.get("top_p", 1) < 0.95 or "top_k" in request:
+            return "`top_p` must be at least 0.95 and `top_k` is not allowed when thinking is enabled."
+        if (request.get("tool_choice") or {}).get("type") in ("any", "tool"):
+            return "Thinking may not be enabled when tool_choice forces tool use."
+        messages = request.get("messages") or []
+        if messages and messages[-1].get("role") == "assistant":
+            return "Prefilling the assistant message is not supported when thinking is enabled."
+        for message in messages:
+            for block in message.get("content") if isinstance(message.get("content"), list) else []:
+                if block.get("type") == "thinking" and self.issued.get(block.get("signature")) != block.get("thinking"):
+                    return "Invalid `signature` in `thinking` block."
+        last: Any = next((m["content"] for m in reversed(messages) if m.get("role") == "assistant"), [])
+        if isinstance(last, list) and any(b.get("type") == "tool_use" for b in last) \
+                and last[0].get("type") not in ("thinking", "redacted_thinking"):
+            return ("Expected `thinking` or `redacted_thinking`, but found `tool_use`. When `thinking` is enabled, "
+                    "a final `assistant` message must start with a thinking block.")
+        return None
 
     def _count(self, recorded: Recorded, step: Any, writer: Writer) -> None:
         def error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
@@ -141,12 +194,14 @@ class FakeAnthropic(FakeServer):
         content: list[dict[str, Any]] = []
         if step.thinking is not None:
             content.append({"type": "thinking", "thinking": step.thinking, "signature": step.signature})
+        if step.redacted is not None:
+            content.append({"type": "redacted_thinking", "data": step.redacted})
         content += [dict(block) for block in step.server_blocks]
         content += [{"type": "text", "text": step.text}] if step.text else []
         content += [{"type": "tool_use", "id": c["id"], "name": c["name"], "input": c["input"]}
                     for c in step.tool_calls]
         return {"id": "msg_fake123", "type": "message", "role": "assistant", "model": request.get("model"),
-                "content": content, "stop_reason": step.stop, "stop_sequence": None,
+                "content": content, "stop_reason": step.stop, "stop_sequence": step.stop_sequence,
                 "usage": self._usage(step, output=step.output_tokens)}
 
     def _frames(self, step: Reply, request: dict[str, Any]) -> list[str]:
@@ -161,6 +216,11 @@ class FakeAnthropic(FakeServer):
                                   "delta": {"type": "thinking_delta", "thinking": step.thinking}}))
             frames.append(_frame({"type": "content_block_delta", "index": index,
                                   "delta": {"type": "signature_delta", "signature": step.signature}}))
+            frames.append(_frame({"type": "content_block_stop", "index": index}))
+            index += 1
+        if step.redacted is not None:
+            frames.append(_frame({"type": "content_block_start", "index": index,
+                                  "content_block": {"type": "redacted_thinking", "data": step.redacted}}))
             frames.append(_frame({"type": "content_block_stop", "index": index}))
             index += 1
         for block in step.server_blocks:
@@ -195,7 +255,8 @@ class FakeAnthropic(FakeServer):
                                       "delta": {"type": "input_json_delta", "partial_json": piece}}))
             frames.append(_frame({"type": "content_block_stop", "index": index}))
             index += 1
-        frames.append(_frame({"type": "message_delta", "delta": {"stop_reason": step.stop, "stop_sequence": None},
+        frames.append(_frame({"type": "message_delta", "delta": {"stop_reason": step.stop,
+                                                                  "stop_sequence": step.stop_sequence},
                               "usage": {"output_tokens": step.output_tokens}}))
         frames.append(_frame({"type": "message_stop"}))
         if step.error_after is not None:

@@ -7,6 +7,7 @@ A `Reply` can open with a thought summary (a part with `thought: true`) and sign
 function call (or text) with a `thoughtSignature`, as thinking models do; the signature must come
 back on that part in the next turn. `quote_tool_result` appends the last `functionResponse` the
 request carried to the text, so a tool round trip's final answer shows it reached the upstream.
+`generationConfig.stopSequences` cut the text before the first one it contains (finishReason STOP).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tests.fakes.server import FakeServer, Recorded, Writer
-from tests.fakes.steps import Count, Fail, Pacing, wait_first_byte, write_frames
+from tests.fakes.steps import Count, Fail, Pacing, cut_at_stop, wait_first_byte, write_frames
 
 _PATH = re.compile(r"^/v1beta/models/(?P<model>[^/:]+)"
                    r":(?P<method>generateContent|streamGenerateContent\?alt=sse|countTokens)$")
@@ -94,6 +95,10 @@ class FakeGemini(FakeServer):
             return
         if step.quote_tool_result:
             step = replace(step, text=step.text + last_tool_result(recorded.json or {}))
+        stops = ((recorded.json or {}).get("generationConfig") or {}).get("stopSequences")
+        text, matched = cut_at_stop(step.text, stops)
+        if matched is not None:  # Gemini stops there, with finishReason STOP as for a natural end
+            step = replace(step, text=text, chunks=None, function_calls=[], finish_reason="STOP")
         if match.group("method") == "generateContent":
             writer.json(200, self._chunk(model, self._parts(step, whole=True), step, last=True))
             return

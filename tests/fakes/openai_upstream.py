@@ -6,6 +6,8 @@ Every request is recorded, so tests assert what the gateway sent upstream.
 `quote_tool_result` appends the content of the last `tool` message the request carried to the
 text: the final answer of a tool round trip then shows that the tool's result reached the upstream.
 For structured output, script the JSON the requested `response_format` schema describes as the text.
+A request's `stop` (1 to 4 sequences, else a 400) cuts the text before the first one it contains
+(finish_reason `stop`, no tool calls), as the model would have stopped there.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tests.fakes.server import FakeServer, Recorded, Writer
-from tests.fakes.steps import Fail, Pacing, Raw, wait_first_byte, write_frames, write_raw
+from tests.fakes.steps import Fail, Pacing, Raw, cut_at_stop, wait_first_byte, write_frames, write_raw
 
 __all__ = ["Fail", "FakeOpenAI", "Raw", "Reply"]
 
@@ -91,8 +93,17 @@ class FakeOpenAI(FakeServer):
             write_raw(writer, step)
             return
         request = recorded.json or {}
+        stop = request.get("stop")
+        if isinstance(stop, list) and not 1 <= len(stop) <= 4:
+            writer.json(400, {"error": {"message": "Invalid 'stop': expected an array of 1 to 4 strings.",
+                                        "type": "invalid_request_error", "param": "stop", "code": "invalid_value"}})
+            return
         if step.quote_tool_result:
             step = replace(step, text=step.text + last_tool_result(request))
+        text, matched = cut_at_stop(step.text, stop)
+        if matched is not None:
+            # The model stops at the sequence (left out of the text), as it would without one: `stop`.
+            step = replace(step, text=text, chunks=None, tool_calls=[], finish_reason="stop")
         if request.get("stream"):
             self._stream(step, request, writer)
         else:

@@ -4,12 +4,13 @@
 after N frames: the body cut short (`drop_after`), a TCP reset (`reset_after`) or silence with the
 connection held open (`stall_after`). `Fail` answers with an error status in the fake's own error
 shape; `Raw` sends arbitrary bytes, for malformed answers; `Count` is what a token-count endpoint
-answers.
+answers. `cut_at_stop` is how a fake honours a request's stop sequences.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from tests.fakes.server import Writer
 
@@ -82,3 +83,14 @@ def write_frames(writer: Writer, frames: list[str], pacing: Pacing) -> None:
         if pacing.chunk_delay and index < len(frames) - 1 and writer.wait_for_disconnect(pacing.chunk_delay):
             return
     writer.end_stream()
+
+
+def cut_at_stop(text: str, stops: Any) -> tuple[str, str | None]:
+    """`text` up to the first of the stop sequences `stops` (a string or a list, as a request sends
+    them) it contains, and the sequence that matched; the text itself and None when none does."""
+    sequences = [stops] if isinstance(stops, str) else [s for s in stops or [] if isinstance(s, str)]
+    found = [(text.find(s), s) for s in sequences if s and s in text]
+    if not found:
+        return text, None
+    at, matched = min(found)
+    return text[:at], matched

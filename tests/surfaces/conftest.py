@@ -1,5 +1,5 @@
-"""Fixtures of the surfaces' tests: the identity tests' (a gateway config, keys, a Redis prefix) and
-the observability tests' (metrics on, spans)."""
+"""Fixtures of the surfaces' tests: the identity tests' (a gateway config, keys, a Redis prefix), the
+observability tests' (metrics on, spans) and the provider tests' fakes of every upstream type."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import pytest
 from gateway_project.config import GatewayConfig
 from tests.identity.conftest import SHARED_REDIS, configure, make_key, redis_prefix
 from tests.observability.conftest import observed, span_exporter, spans
+from tests.providers.harness import _fake_servers, fakes
 
-__all__ = ["configure", "limited", "make_key", "observed", "redis_prefix", "span_exporter", "spans"]
+__all__ = ["_fake_servers", "configure", "fakes", "limited", "make_key", "observed", "redis_prefix", "span_exporter",
+           "spans"]
 
 
 @pytest.fixture

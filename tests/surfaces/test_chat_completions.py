@@ -181,14 +181,18 @@ def test_parameters_the_gateway_does_not_act_on_are_accepted(api, fake_openai, c
     assert response.status_code == 200, response.content
     validate("ChatCompletion", response.json())
     sent = fake_openai.last.json
-    for ignored in ("stop", "seed", "logprobs", "logit_bias", "prediction", "some_future_parameter"):
+    for ignored in ("seed", "logprobs", "logit_bias", "prediction", "some_future_parameter"):
         assert ignored not in sent
-    assert ("chat completions: parameters accepted and ignored: stop, seed, logprobs, top_logprobs, logit_bias, "
+    assert sent["stop"] == ["\n"]  # acted on: see test_stop_sequences_reach_the_upstream
+    assert ("chat completions: parameters accepted and ignored: seed, logprobs, top_logprobs, logit_bias, "
             "prediction, web_search_options, some_future_parameter") in caplog.messages
 
 
 @pytest.mark.parametrize(("body", "param", "code"), [
     ({"n": 2}, "n", "invalid_value"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "array_above_max_length"),
+    ({"stop": []}, "stop", "empty_array"),
+    ({"stop": 5}, "stop", "invalid_type"),
     ({"functions": [{"name": "f"}]}, "functions", "unsupported_parameter"),
     ({"function_call": "auto"}, "function_call", "unsupported_parameter"),
     ({"modalities": ["text", "audio"]}, "modalities", "unsupported_parameter"),

@@ -39,8 +39,8 @@ def test_system_messages_and_settings_reach_the_upstream(gateway, fake_openai):
     assert payload["max_completion_tokens"] == 300
     assert payload["temperature"] == 0.3 and payload["top_p"] == 0.9
     assert payload["user"] == "user-7"
-    # top_k and stop_sequences are accepted and not acted on.
-    assert "stop" not in payload and "top_k" not in payload
+    # stop_sequences are Chat's `stop`; top_k is accepted and not acted on.
+    assert payload["stop"] == ["END"] and "top_k" not in payload
 
 
 def test_a_max_tokens_below_openais_minimum_is_carried_as_asked(gateway, fake_openai):
@@ -146,6 +146,18 @@ def test_a_thinking_block_the_gateway_made_goes_back_as_its_reasoning_item():
     assert items[2]["role"] == "assistant"
 
 
+def test_claudes_own_thinking_blocks_are_carried_and_damaged_gateway_ones_left_out():
+    items = translate.input_items(_messages({"role": "user", "content": "Q"}, {"role": "assistant", "content": [
+        {"type": "thinking", "thinking": "Because.", "signature": "claude-sig"},
+        {"type": "redacted_thinking", "data": "opaque"},
+        {"type": "thinking", "thinking": "Damaged.", "signature": translate.SIGNATURE_PREFIX + "rs_1"},
+        {"type": "text", "text": "A"}]}))
+    assert [(i["type"], i.get("encrypted_content")) for i in items] == [
+        ("message", None), ("reasoning", "anthropic-thinking-signature:claude-sig"),
+        ("reasoning", "anthropic-redacted-thinking:opaque"), ("message", None)]
+    assert items[1]["summary"] == [{"type": "summary_text", "text": "Because."}]
+
+
 def test_thinking_maps_to_reasoning_for_responses_native_upstreams():
     def reasoning(**body):
         request = schema.parse_body(schema.MessagesRequest, json.dumps(
@@ -192,6 +204,8 @@ def test_anthropic_web_search_is_the_hosted_web_search():
     ({"tool_choice": {"type": "tool"}}, "Missing required parameter: 'tool_choice.name'."),
     ({"thinking": {"type": "enabled", "budget_tokens": 10}},
      "Invalid value for 'thinking.budget_tokens': Input should be greater than or equal to 1024."),
+    ({"max_tokens": 1024, "thinking": {"type": "enabled", "budget_tokens": 1024}},
+     "Invalid value for 'thinking.budget_tokens': `max_tokens` must be greater than `thinking.budget_tokens`."),
 ])
 def test_bad_input_is_a_400_naming_the_parameter(gateway, fake_openai, body, message):
     sent = {"model": "gpt-test", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}], **body}
