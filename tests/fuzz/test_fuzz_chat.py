@@ -2,7 +2,9 @@
 test_fuzz_messages.py does the Messages API: hostile JSON, raw bytes, and valid bodies with one field
 mutated. The properties are tests/fuzz/conftest.py's (`Fuzzer.send`): no 5xx, every error in OpenAI's
 shape naming a parameter, an accepted call a ChatCompletion (or its chunks, ending with `[DONE]`)
-that stored one response if the body said `store: true` and nothing otherwise."""
+that stored one response if the body said `store: true` and nothing otherwise. The valid bodies are
+also sent unmutated while the fake upstream answers anything (`replies`): that found a NUL in an
+answer making a stored call a 503 (tests/surfaces/test_chat_policy.py has its regression test)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.fakes.openai_upstream import Reply
 from tests.fuzz.conftest import CHAT, FUZZ, Fuzzer, post_json_bodies, post_raw_bodies, run_examples, scaled
 from tests.fuzz.strategies import (
     CITY_SCHEMA,
@@ -101,16 +104,36 @@ def test_chat_with_raw_bytes(fuzzer: Fuzzer) -> None:
     post_raw_bodies(fuzzer, [CHAT], scaled(100), bodies())
 
 
+@st.composite
+def replies(draw: st.DrawFn) -> Reply:
+    """What the fake upstream answers: any text (NUL included, as a model may write it), function
+    calls, a refusal, any finish reason, usage or none."""
+    calls = [{"id": f"call_{index}", "name": "get_weather", "arguments": arguments}
+             for index, arguments in enumerate(draw(st.lists(st.sampled_from(ARGUMENTS), max_size=2)))]
+    return Reply(text=draw(st.text(max_size=30)), tool_calls=calls,
+                 refusal=draw(st.sampled_from([None, "I cannot help with that."])),
+                 finish_reason=draw(st.sampled_from([None, "stop", "length", "content_filter", "tool_calls"])),
+                 send_usage=draw(st.booleans()))
+
+
+ARGUMENTS = ['{"city": "Paris"}', "{}", "", "not json", '{"city": "\\u0000"}']
+
+
 def test_chat_with_valid_bodies(fuzzer: Fuzzer) -> None:
-    """Every valid body, streamed or not, stored or not: each accepted, and checked as a client and
-    the admin would see it (conftest.py: the completion or its chunks, the stored response)."""
+    """Every valid body, streamed or not, stored or not, whatever the upstream answers: each
+    accepted, and checked as a client and the admin would see it (conftest.py: the completion or
+    its chunks, the stored response)."""
     examples = scaled(150)
 
     @settings(FUZZ, max_examples=examples)
-    @given(body=bodies(), ascii_only=st.booleans())
-    def fuzz(body: dict[str, Any], ascii_only: bool) -> None:
+    @given(body=bodies(), ascii_only=st.booleans(), reply=replies())
+    def fuzz(body: dict[str, Any], ascii_only: bool, reply: Reply) -> None:
+        fuzzer.fake.default_step = reply
         response = fuzzer.send("POST", CHAT, body=encode_json(body, ascii_only=ascii_only),
                                content_type="application/json")
         assert response.status_code == 200, response.content
 
-    run_examples(fuzz, examples)
+    try:
+        run_examples(fuzz, examples)
+    finally:
+        fuzzer.fake.default_step = Reply()
