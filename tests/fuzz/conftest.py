@@ -347,18 +347,23 @@ def _check_error_body(body: dict[str, Any], where: str) -> None:
 
 # What pydantic puts in an error location besides parameter names: union branches (`str`,
 # `dict[str,any]`, `literal['auto',...]`, a model's class name) and discriminator tags. A `param`
-# made of those points the caller at nothing. (A client could send a key spelled like one; the
-# fuzz does not.)
+# made of those points the caller at nothing. A union branch never comes first (it follows the
+# parameter it is a branch of), so a first segment that is a bare type name (`none`) is a key the
+# client sent: random runs do send one. (A client could send a longer key spelled like a label;
+# the fuzz does not.)
 _MODEL_NAMES = {name for module in (schema, chat_schema) for name, value in vars(module).items()
                 if isinstance(value, type) and issubclass(value, BaseModel)}
 _TYPE_LABEL = re.compile(r"^(str|int|float|bool|none)$|^(dict|list|literal|tagged-union|function-\w+|json-or-python)\[")
+_SCALAR_LABEL = re.compile(r"^(str|int|float|bool|none)$")
 
 
 def _names_a_parameter(param: str) -> bool:
     if not param:
         return False
-    segments = [segment for segment in re.split(r"\.|\[\d+\]", param) if segment]
-    return not any(segment in _MODEL_NAMES or _TYPE_LABEL.match(segment) for segment in segments)
+    first, *rest = [segment for segment in re.split(r"\.|\[\d+\]", param) if segment] or [""]
+    if first in _MODEL_NAMES or (_TYPE_LABEL.match(first) and not _SCALAR_LABEL.match(first)):
+        return False
+    return not any(segment in _MODEL_NAMES or _TYPE_LABEL.match(segment) for segment in rest)
 
 
 def _check_json_or_metrics(response: Any, where: str) -> None:

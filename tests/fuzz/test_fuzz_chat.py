@@ -72,8 +72,8 @@ def bodies(draw: st.DrawFn) -> dict[str, Any]:
     maybe with a last question of any text and limits anywhere in their ranges."""
     body = dict(draw(st.sampled_from(VALID)))
     if draw(st.booleans()):
-        # Any text but NUL, which the gateway refuses (Postgres cannot store it).
-        text = draw(st.text(st.characters(exclude_characters="\x00"), max_size=40))
+        # Any text but NUL, which the gateway refuses (Postgres cannot store it), and lone surrogates.
+        text = draw(st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40))
         body["messages"] = [*body["messages"], {"role": "user", "content": text}]
     if draw(st.booleans()):
         body["temperature"] = draw(st.floats(min_value=0, max_value=2))
