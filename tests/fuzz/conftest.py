@@ -14,6 +14,10 @@ must hold for every request, whatever it carries.
   create is a Response object, and a stored one can be retrieved with its input items.
 - An accepted /v1/messages is a Message as the anthropic SDK parses it, or a stream from
   `message_start` to `message_stop` (or `error`), and stores nothing (the default config).
+- An accepted /v1/chat/completions is a ChatCompletion as the openai SDK (strict) and the OpenAPI
+  spec have it, or a stream of `data:` chunks (no `event:` lines), each a ChatCompletionChunk of
+  one id, ending with `data: [DONE]` or an error chunk; it stores nothing unless the body says
+  `store: true`, and then exactly one response, `resp_<hex>` for `chatcmpl-<hex>`, retrievable.
 
 Each case runs in a savepoint that is rolled back, so every case starts from the same database
 (the seeded response is always there, never deleted by an earlier case), and the cases, being
@@ -37,20 +41,26 @@ import pytest
 from django.db import connection, transaction
 from django.test import Client
 from django.urls import Resolver404, resolve
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from conversations_app.models import Conversation, ConversationItem, Item, StoredResponse
 from gateway_project.api_errors import is_anthropic_path
 from responses_app import schema
+from surfaces_app.chat_completions import schema as chat_schema
 from tests.conftest import gateway_config_for
+from tests.contract import validate
 from tests.fakes.openai_upstream import FakeOpenAI, Reply
 from tests.fuzz.strategies import (
     EXISTING,
     EXISTING_CONVERSATION,
     EXISTING_CONVERSATION_ITEM,
     EXISTING_ITEM,
+    content_types,
+    encode_json,
     fill_in,
+    raw_bodies,
 )
 
 REPORT = Path(__file__).resolve().parents[2] / "var" / "fuzz" / "cases.json"
@@ -69,6 +79,38 @@ FUZZ_SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
 
 def scaled(examples: int) -> int:
     return max(1, round(examples * FUZZ_SCALE))
+
+
+def run_examples(fuzz: Any, examples: int) -> None:
+    """Run a Hypothesis test and check that (nearly) all its examples were sent: a change that made
+    the strategies reject most of what they draw must not pass as a fuzz run."""
+    before = sum(CASES.values())
+    fuzz()
+    assert sum(CASES.values()) - before >= 0.9 * examples
+
+
+def post_json_bodies(fuzzer: Fuzzer, path: str, bodies: st.SearchStrategy[Any], examples: int, *,
+                     any_content_type: bool = True) -> None:
+    """POST `examples` bodies drawn from `bodies` to `path` as JSON text (ASCII or not), with any
+    content type (or `application/json`)."""
+    @settings(FUZZ, max_examples=examples)
+    @given(body=bodies, ascii_only=st.booleans(),
+           content_type=content_types if any_content_type else st.just("application/json"))
+    def fuzz(body: Any, ascii_only: bool, content_type: str | None) -> None:
+        fuzzer.send("POST", path, body=encode_json(body, ascii_only=ascii_only), content_type=content_type)
+
+    run_examples(fuzz, examples)
+
+
+def post_raw_bodies(fuzzer: Fuzzer, paths: list[str], examples: int,
+                    valid: st.SearchStrategy[dict[str, Any]] | None = None) -> None:
+    """POST `examples` raw bodies (strategies.raw_bodies, made from `valid`) to one of `paths`."""
+    @settings(FUZZ, max_examples=examples)
+    @given(raw=raw_bodies(valid), path=st.sampled_from(paths))
+    def fuzz(raw: tuple[bytes, str], path: str) -> None:
+        fuzzer.send("POST", path, body=raw[0], content_type="application/json")
+
+    run_examples(fuzz, examples)
 
 
 TERMINAL_EVENTS = {"response.completed", "response.failed", "response.incomplete"}
@@ -109,7 +151,10 @@ ROUTES: dict[str, tuple[str, tuple[str, ...]]] = {
     "conversation_item": ("/v1/conversations/{id}/items/{item_id}", ("GET", "HEAD", "DELETE")),
     "messages": ("/v1/messages", ("POST",)),
     "messages-count-tokens": ("/v1/messages/count_tokens", ("POST",)),
+    "create_chat_completion": ("/v1/chat/completions", ("POST",)),
 }
+CHAT = "/v1/chat/completions"
+COMPLETION_ID = re.compile(r"chatcmpl-[0-9a-f]{48}")
 
 
 def route_of(path_info: str) -> tuple[str, tuple[str, ...]]:
@@ -141,6 +186,7 @@ class Fuzzer:
         CASES[label] += 1
         is_create = route == "/v1/responses" and method == "POST"
         is_message = route == "/v1/messages" and method == "POST"
+        is_chat = route == CHAT and method == "POST"
         # The Conversations API's writes: accepted, they change rows (and never call the upstream).
         is_conversation_write = route.startswith("/v1/conversations") and method in ("POST", "DELETE")
         with transaction.atomic():
@@ -150,7 +196,7 @@ class Fuzzer:
             status = response.status_code
             ANSWERS[label, f"{status // 100}xx"] += 1
             where = f"{method} {path_info[:200]!r}?{query[:200]!r} -> {status}"
-            events = _sse_events(response, where) if response.streaming else None
+            events = _sse_events(response, where, named=route != CHAT) if response.streaming else None
             assert status < 500, f"{where}: {_excerpt(response)}"
             if not 200 <= status < 300:
                 _check_error_shape(response, method, where, anthropic=is_anthropic_path(path_info))
@@ -161,6 +207,8 @@ class Fuzzer:
             elif is_message and 200 <= status < 300:
                 _check_accepted_message(response, events, where)
                 assert _rows() == rows_before, f"{where}: a Messages call stored (store_stateless_calls is off)"
+            elif is_chat and 200 <= status < 300:
+                self._check_accepted_chat(response, events, body, rows_before, where)
             elif is_conversation_write and 200 <= status < 300:
                 assert len(self.fake.requests) == upstream_before, f"{where}: the upstream was called"
                 _check_json_or_metrics(response, where)
@@ -199,6 +247,41 @@ class Fuzzer:
         items = self.client.get(f"/v1/responses/{final['id']}/input_items", {"order": "asc", "limit": "100"})
         assert items.status_code == 200, f"{where}: input_items -> {items.status_code} {_excerpt(items)}"
         assert _strict_json(items.content, where)["object"] == "list"
+
+    def _check_accepted_chat(self, response: Any, events: list[dict[str, Any]] | None, body: bytes,
+                             rows_before: tuple[int, ...], where: str) -> None:
+        if events is None:
+            assert response["Content-Type"] == "application/json", where
+            completion = _strict_json(response.content, where)
+            validate("ChatCompletion", completion)
+            ids = {completion["id"]}
+        else:
+            assert response["Content-Type"] == "text/event-stream", where
+            assert events and (events[-1] is DONE or set(events[-1]) == {"error"}), f"{where}: ends {events[-1:]}"
+            if events[-1] is not DONE:
+                _check_error_body(events[-1], where)
+            for chunk in events[:-1]:
+                assert chunk is not DONE and "error" not in chunk, f"{where}: {chunk} before the end"
+                validate("ChatCompletionChunk", chunk)
+            ids = {chunk["id"] for chunk in events[:-1]}
+            assert len(ids) == 1 or (not ids and events[-1] is not DONE), f"{where}: ids {ids}"
+        assert all(COMPLETION_ID.fullmatch(id_) for id_ in ids), f"{where}: ids {ids}"
+        # The body was accepted, so it is a JSON object in UTF-8 (a BOM skipped).
+        store = json.loads(body.decode("utf-8").removeprefix("\ufeff")).get("store") is True
+        rows = _rows()
+        if not store:
+            assert rows == rows_before, f"{where}: a chat completion without store: true wrote rows"
+            return
+        # One stored response (and its items), the root of a chain (a Conversation) of its own.
+        conversations, responses, _items, conversation_items = rows
+        expected = (rows_before[0] + 1, rows_before[1] + 1, rows_before[3])
+        assert (conversations, responses, conversation_items) == expected, f"{where}: rows {rows_before} -> {rows}"
+        assert len(ids) == 1, f"{where}: store: true and no completion id"
+        (completion_id,) = ids
+        response_id = "resp_" + completion_id.removeprefix("chatcmpl-")
+        retrieved = self.client.get(f"/v1/responses/{response_id}")
+        assert retrieved.status_code == 200, f"{where}: retrieve -> {retrieved.status_code} {_excerpt(retrieved)}"
+        assert _strict_json(retrieved.content, where)["id"] == response_id, where
 
 
 def _check_accepted_message(response: Any, events: list[dict[str, Any]] | None, where: str) -> None:
@@ -248,6 +331,11 @@ def _check_error_shape(response: Any, method: str, where: str, *, anthropic: boo
         assert set(body["error"]) == {"type", "message"} and body["error"]["message"], f"{where}: {body}"
         return
     assert isinstance(body, dict) and set(body) == {"error"}, f"{where}: {_excerpt(response)}"
+    _check_error_body(body, where)
+
+
+def _check_error_body(body: dict[str, Any], where: str) -> None:
+    """OpenAI's `{"error": {...}}` (an error answer, or a Chat stream's last chunk)."""
     error = body["error"]
     assert isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}, f"{where}: {error}"
     assert isinstance(error["message"], str) and error["message"], f"{where}: {error}"
@@ -259,18 +347,23 @@ def _check_error_shape(response: Any, method: str, where: str, *, anthropic: boo
 
 # What pydantic puts in an error location besides parameter names: union branches (`str`,
 # `dict[str,any]`, `literal['auto',...]`, a model's class name) and discriminator tags. A `param`
-# made of those points the caller at nothing. (A client could send a key spelled like one; the
-# fuzz does not.)
-_MODEL_NAMES = {name for name, value in vars(schema).items()
+# made of those points the caller at nothing. A union branch never comes first (it follows the
+# parameter it is a branch of), so a first segment that is a bare type name (`none`) is a key the
+# client sent: random runs do send one. (A client could send a longer key spelled like a label;
+# the fuzz does not.)
+_MODEL_NAMES = {name for module in (schema, chat_schema) for name, value in vars(module).items()
                 if isinstance(value, type) and issubclass(value, BaseModel)}
 _TYPE_LABEL = re.compile(r"^(str|int|float|bool|none)$|^(dict|list|literal|tagged-union|function-\w+|json-or-python)\[")
+_SCALAR_LABEL = re.compile(r"^(str|int|float|bool|none)$")
 
 
 def _names_a_parameter(param: str) -> bool:
     if not param:
         return False
-    segments = [segment for segment in re.split(r"\.|\[\d+\]", param) if segment]
-    return not any(segment in _MODEL_NAMES or _TYPE_LABEL.match(segment) for segment in segments)
+    first, *rest = [segment for segment in re.split(r"\.|\[\d+\]", param) if segment] or [""]
+    if first in _MODEL_NAMES or (_TYPE_LABEL.match(first) and not _SCALAR_LABEL.match(first)):
+        return False
+    return not any(segment in _MODEL_NAMES or _TYPE_LABEL.match(segment) for segment in rest)
 
 
 def _check_json_or_metrics(response: Any, where: str) -> None:
@@ -281,21 +374,36 @@ def _check_json_or_metrics(response: Any, where: str) -> None:
     _strict_json(response.content, where)
 
 
-def _sse_events(response: Any, where: str) -> list[dict[str, Any]]:
-    """The events of a streamed answer, checking the framing (comments allowed: keep-alives)."""
+# `data: [DONE]`, the end of a Chat Completions stream, in the list `_sse_events` returns.
+DONE: dict[str, Any] = {"[DONE]": True}
+
+
+def _sse_events(response: Any, where: str, *, named: bool = True) -> list[dict[str, Any]]:
+    """The events of a streamed answer, checking the framing (comments allowed: keep-alives):
+    `event: <type>` and `data: <json>` frames, or (`named` False, Chat Completions) `data:` lines
+    alone, the last maybe `data: [DONE]` (listed as DONE)."""
     raw = b"".join(response.streaming_content).decode("utf-8")
     assert "\r" not in raw, f"{where}: CR in a stream"
-    events = []
+    events: list[dict[str, Any]] = []
     for frame in raw.split("\n\n"):
         if not frame or frame.startswith(":"):
             continue
+        assert not events or events[-1] is not DONE, f"{where}: {frame!r} after [DONE]"
         lines = frame.split("\n")
-        framed = len(lines) == 2 and lines[0].startswith("event: ") and lines[1].startswith("data: ")
+        if named:
+            framed = len(lines) == 2 and lines[0].startswith("event: ") and lines[1].startswith("data: ")
+        else:
+            framed = len(lines) == 1 and lines[0].startswith("data: ")
         assert framed, f"{where}: {frame!r}"
-        data = _strict_json(lines[1].removeprefix("data: ").encode(), where)
-        assert lines[0].removeprefix("event: ") == data["type"], f"{where}: {frame!r}"
+        text = lines[-1].removeprefix("data: ")
+        if not named and text == "[DONE]":
+            events.append(DONE)
+            continue
+        data = _strict_json(text.encode(), where)
+        assert not named or lines[0].removeprefix("event: ") == data["type"], f"{where}: {frame!r}"
         events.append(data)
-    assert raw.endswith("\n\n"), f"{where}: the stream ends mid-frame"
+    # Empty is a whole stream: a replay after its last event (starting_after) has nothing to send.
+    assert not raw or raw.endswith("\n\n"), f"{where}: the stream ends mid-frame"
     return events
 
 

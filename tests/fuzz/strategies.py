@@ -206,15 +206,35 @@ def create_bodies(draw: st.DrawFn) -> dict[str, Any]:
     return body
 
 
-@st.composite
-def mutated_create_bodies(draw: st.DrawFn) -> tuple[Any, str]:
-    """A valid create body with one field replaced by a hostile value of any type (or deleted, or
+def mutations(valid: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[tuple[Any, str]]:
+    """A body from `valid` with one field replaced by a hostile value of any type (or deleted, or
     given an unknown sibling), and a label saying which."""
-    body = draw(create_bodies())
-    path = draw(st.sampled_from(paths_of(body)))
-    how = draw(st.sampled_from(["replace", "replace", "replace", "delete", "sibling"]))
-    value = draw(hostile_values) if how != "delete" else None
-    return mutate(body, path, how, value), f"{how} {'.'.join(map(str, path))}"
+    @st.composite
+    def one_mutated(draw: st.DrawFn) -> tuple[Any, str]:
+        body = draw(valid)
+        path = draw(st.sampled_from(paths_of(body)))
+        how = draw(st.sampled_from(["replace", "replace", "replace", "delete", "sibling"]))
+        value = draw(hostile_values) if how != "delete" else None
+        return mutate(body, path, how, value), f"{how} {'.'.join(map(str, path))}"
+
+    return one_mutated()
+
+
+def mutated_create_bodies() -> st.SearchStrategy[tuple[Any, str]]:
+    """A valid create body of the Responses API with one field mutated (`mutations`)."""
+    return mutations(create_bodies())
+
+
+def arbitrary_bodies(fields: list[str], required: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    """Bodies for an endpoint whose parameters are `fields`: any JSON value at all; parameter names
+    (and others) with values of any type; the `required` parameters and a few others of any type."""
+    return st.one_of(
+        json_values,
+        st.dictionaries(st.one_of(st.sampled_from(fields), short_text), hostile_values, max_size=8),
+        st.builds(lambda extra, required: {**extra, **required},
+                  st.dictionaries(st.sampled_from(fields), hostile_values, max_size=3),
+                  st.fixed_dictionaries(required)),
+    )
 
 
 # --- raw bodies ---------------------------------------------------------------------------------
@@ -229,10 +249,11 @@ RAW_LITERALS = [
 
 
 @st.composite
-def raw_bodies(draw: st.DrawFn) -> tuple[bytes, str]:
-    """Bytes that are not quite JSON (or not JSON at all), with a label saying how they were made."""
+def raw_bodies(draw: st.DrawFn, bodies: st.SearchStrategy[dict[str, Any]] | None = None) -> tuple[bytes, str]:
+    """Bytes that are not quite JSON (or not JSON at all), with a label saying how they were made;
+    truncated, spliced and re-encoded ones are made from `bodies` (the Responses API's by default)."""
     kind = draw(st.sampled_from(["binary", "truncated", "spliced", "literal", "encoding", "text"]))
-    valid = encode_json(draw(create_bodies()), ascii_only=draw(st.booleans()))
+    valid = encode_json(draw(create_bodies() if bodies is None else bodies), ascii_only=draw(st.booleans()))
     if kind == "binary":
         return draw(st.binary(max_size=300)), kind
     if kind == "truncated":

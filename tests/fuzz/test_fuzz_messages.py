@@ -7,21 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz.conftest import FUZZ, Fuzzer, scaled
+from tests.fuzz.conftest import Fuzzer, post_json_bodies, post_raw_bodies, scaled
 from tests.fuzz.strategies import (
-    content_types,
-    encode_json,
+    arbitrary_bodies,
     hostile_values,
-    json_values,
-    mutate,
-    paths_of,
-    raw_bodies,
-    short_text,
+    mutations,
 )
-from tests.fuzz.test_fuzz_api import _run
 
 MESSAGES = "/v1/messages"
 COUNT = "/v1/messages/count_tokens"
@@ -60,53 +53,22 @@ def bodies(draw: st.DrawFn) -> dict[str, Any]:
     return body
 
 
-@st.composite
-def mutated(draw: st.DrawFn) -> Any:
-    body = draw(bodies())
-    path = draw(st.sampled_from(paths_of(body)))
-    how = draw(st.sampled_from(["replace", "replace", "replace", "delete", "sibling"]))
-    return mutate(body, path, how, draw(hostile_values) if how != "delete" else None)
+def mutated() -> st.SearchStrategy[Any]:
+    return mutations(bodies()).map(lambda mutated: mutated[0])
 
 
-ARBITRARY = st.one_of(
-    json_values,
-    st.dictionaries(st.one_of(st.sampled_from(FIELDS), short_text), hostile_values, max_size=8),
-    st.builds(lambda extra, required: {**extra, **required},
-              st.dictionaries(st.sampled_from(FIELDS), hostile_values, max_size=3),
-              st.fixed_dictionaries({"model": st.sampled_from(["gpt-test", "demo"]), "max_tokens": st.just(20),
-                                     "messages": st.one_of(st.just([{"role": "user", "content": "hi"}]),
-                                                           hostile_values)})),
-)
+ARBITRARY = arbitrary_bodies(FIELDS, {
+    "model": st.sampled_from(["gpt-test", "demo"]), "max_tokens": st.just(20),
+    "messages": st.one_of(st.just([{"role": "user", "content": "hi"}]), hostile_values)})
 
 
 def test_messages_with_arbitrary_and_mutated_bodies(fuzzer: Fuzzer) -> None:
-    examples = scaled(400)
-
-    @settings(FUZZ, max_examples=examples)
-    @given(body=st.one_of(ARBITRARY, mutated()), ascii_only=st.booleans(), content_type=content_types)
-    def fuzz(body: Any, ascii_only: bool, content_type: str | None) -> None:
-        fuzzer.send("POST", MESSAGES, body=encode_json(body, ascii_only=ascii_only), content_type=content_type)
-
-    _run(fuzz, examples)
+    post_json_bodies(fuzzer, MESSAGES, st.one_of(ARBITRARY, mutated()), scaled(400))
 
 
 def test_messages_with_raw_bytes(fuzzer: Fuzzer) -> None:
-    examples = scaled(100)
-
-    @settings(FUZZ, max_examples=examples)
-    @given(raw=raw_bodies(), path=st.sampled_from([MESSAGES, COUNT]))
-    def fuzz(raw: tuple[bytes, str], path: str) -> None:
-        fuzzer.send("POST", path, body=raw[0], content_type="application/json")
-
-    _run(fuzz, examples)
+    post_raw_bodies(fuzzer, [MESSAGES, COUNT], scaled(100))
 
 
 def test_count_tokens_with_arbitrary_and_mutated_bodies(fuzzer: Fuzzer) -> None:
-    examples = scaled(150)
-
-    @settings(FUZZ, max_examples=examples)
-    @given(body=st.one_of(ARBITRARY, mutated()), ascii_only=st.booleans())
-    def fuzz(body: Any, ascii_only: bool) -> None:
-        fuzzer.send("POST", COUNT, body=encode_json(body, ascii_only=ascii_only), content_type="application/json")
-
-    _run(fuzz, examples)
+    post_json_bodies(fuzzer, COUNT, st.one_of(ARBITRARY, mutated()), scaled(150), any_content_type=False)

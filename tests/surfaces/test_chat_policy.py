@@ -46,6 +46,31 @@ def test_a_streamed_call_with_store_true_is_settled_in_place(api, fake_openai):
     assert stored.status == "completed"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_nul_in_the_answer_is_stored_as_a_replacement_character(api, fake_openai, stream):
+    """Found by tests/fuzz/test_fuzz_chat.py: a model's U+0000 (which Postgres cannot store) with
+    `store: true` was a 503 `database_unavailable` (an error chunk when streamed) after the
+    upstream had answered, and the write was deferred to be retried for ever. The client gets the
+    text as the model wrote it; the stored response has U+FFFD in its place."""
+    fake_openai.script(Reply(text="a\x00b", tool_calls=[{"id": "call_\x00", "name": "get_weather",
+                                                         "arguments": '{"city": "\\u0000"}'}]))
+    response = chat(api, stream=stream, store=True, tools=[WEATHER])
+    assert response.status_code == 200
+    if stream:
+        found, done = chunks(response)
+        completion_id, text = found[0]["id"], "".join(c["choices"][0]["delta"].get("content") or "" for c in found)
+        assert done
+    else:
+        body = response.json()
+        completion_id, text = body["id"], body["choices"][0]["message"]["content"]
+    assert text == "a\x00b"
+    stored = StoredResponse.objects.get()
+    assert completion_id == "chatcmpl-" + stored.pk.removeprefix("resp_") and stored.status == "completed"
+    output = api.get(f"/v1/responses/{stored.pk}").json()["output"]
+    assert output[0]["content"][0]["text"] == "a\ufffdb"
+    assert output[1]["call_id"] == "call_\ufffd" and output[1]["arguments"] == '{"city": "\\u0000"}'
+
+
 @pytest.mark.parametrize(("config", "sent", "kept"), [(True, None, True), (True, False, False), (False, True, True)])
 def test_the_config_decides_when_the_request_does_not(api, settings, config, sent, kept):
     settings.GATEWAY.conversations.store_stateless_calls = config
