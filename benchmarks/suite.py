@@ -186,9 +186,13 @@ def load_points(scenarios: Sequence[str], plan: Plan, upstreams: Upstreams) -> l
             prefix = "sse" if stream else "json"
             model, how = f"bench-nginx-{prefix}", "streamed" if stream else "non-streamed"
             direct = (f"{nginx}/{prefix}/v1/chat/completions", chat_request(stream))
+            # Chat Completions and Messages store nothing by default; /v1/responses stores every turn
+            # unless told not to, so it is loaded both ways.
             points += [
                 LoadPoint("surfaces", f"{how}, /v1/responses", 10, plan.side_requests,
                           {"model": model, "input": PROMPT, "stream": stream}, *direct),
+                LoadPoint("surfaces", f"{how}, /v1/responses store: false", 10, plan.side_requests,
+                          {"model": model, "input": PROMPT, "stream": stream, "store": False}, *direct),
                 LoadPoint("surfaces", f"{how}, /v1/chat/completions", 10, plan.side_requests,
                           {**chat_request(stream), "model": model}, *direct, gateway_path="chat/completions"),
                 LoadPoint("surfaces", f"{how}, /v1/messages", 10, plan.side_requests,

@@ -106,7 +106,8 @@ def test_the_gateway_serves_every_surface_point_of_the_suite(settings, nginx):
         "models": [config.models[0].model_copy(update={"name": f"bench-nginx-{prefix}", "provider": prefix})
                    for prefix in ("json", "sse")]})
     points = load_points(["surfaces"], QUICK, SimpleNamespace(nginx=nginx))  # type: ignore[arg-type]
-    assert sorted(p.gateway_path for p in points) == sorted(["responses", "chat/completions", "messages"] * 2)
+    assert sorted(p.gateway_path for p in points) == sorted(["responses", "responses", "chat/completions",
+                                                             "messages"] * 2)
     for point in points:
         answer = ApiClient().post(f"/v1/{point.gateway_path}", point.gateway_body)
         assert answer.status_code == 200, (point.label, answer.content[:300])
