@@ -99,11 +99,11 @@ def _run(turn: Turn) -> None:
     sse = SseEncoder()
     sequence = 0
     try:
-        for event in turn_events(turn, None, turn.route.provider.stream(turn.provider_request())):
-            if event is None:
-                continue  # followers send their own keep-alives
-            log.append(turn.response_id, sequence, event["type"], sse.frame(event))
-            sequence += 1
+        for batch in turn_events(turn, None, turn.route.provider.stream(turn.provider_request())):
+            for event in batch:
+                if event is not None:  # None is a keep-alive: followers send their own
+                    log.append(turn.response_id, sequence, event["type"], sse.frame(event))
+                    sequence += 1
     except Exception:
         logger.exception("background response %s failed", turn.response_id)
     finally:

@@ -8,7 +8,7 @@ cancels the upstream when the client hangs up) is the one pipeline (responses_ap
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -20,9 +20,10 @@ from responses_app.schema import CreateResponseRequest
 
 R = TypeVar("R", HttpResponse, StreamingHttpResponse)
 
-# A surface's stream renderer: the turn's Responses events (None where a keep-alive belongs, the
-# upstream being silent) in, the surface's SSE frames out.
-Renderer = Callable[[pipeline.Turn, Iterator[dict[str, Any] | None]], Iterator[str]]
+# A surface's stream renderer: given the turn, the function that renders each of its Responses
+# events in turn (None where a keep-alive belongs, the upstream being silent) as the surface's SSE
+# frames, none or more. The frames of one batch of events (pipeline.turn_events) go out in one write.
+Renderer = Callable[[pipeline.Turn], Callable[[dict[str, Any] | None], Iterable[str]]]
 
 
 def run_json(request: HttpRequest, create: CreateResponseRequest,
@@ -46,24 +47,28 @@ def run_stream(request: HttpRequest, create: CreateResponseRequest, render: Rend
     watch = watch_client(request, ctx.cancel)
     try:
         turn = pipeline.start_turn(ctx, create, body_bytes=len(request.body))
-        events = pipeline.open_stream(turn)
+        batches = pipeline.open_stream(turn)
     except BaseException:
         watch.stop()
         raise
-    response = StreamingHttpResponse(until_done(_rendered(turn, events, render), watch),
+    response = StreamingHttpResponse(until_done(_rendered(turn, batches, render), watch),
                                      content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return with_turn_headers(response, turn)
 
 
-def _rendered(turn: pipeline.Turn, events: Iterator[dict[str, Any] | None], render: Renderer) -> Iterator[str]:
-    # Closing the events settles the turn (pipeline.turn_events) when the server stops reading
-    # early, whatever the renderer does.
+def _rendered(turn: pipeline.Turn, batches: Iterator[pipeline.Batch], render: Renderer) -> Iterator[str]:
+    # One string, so one write, per batch: the frames the pipeline has in hand at once (it yields a
+    # batch before it waits on the upstream again, so no frame waits for a later one). Closing the
+    # batches settles the turn (pipeline.turn_events) when the server stops reading early.
+    frames = render(turn)
     try:
-        yield from render(turn, events)
+        for batch in batches:
+            if data := "".join([frame for event in batch for frame in frames(event)]):
+                yield data
     finally:
-        events.close()  # type: ignore[attr-defined]
+        batches.close()  # type: ignore[attr-defined]
 
 
 def json_response(turn: pipeline.Turn, body: dict[str, Any]) -> HttpResponse:

@@ -422,11 +422,15 @@ def respond_json(turn: Turn) -> dict[str, Any]:
 
 # --- SSE --------------------------------------------------------------------------------------
 
-def open_stream(turn: Turn, steer: Callable[[], bool] | None = None) -> Iterator[dict[str, Any] | None]:
+# The events one step of the stream has in hand at once, in order: None where a keep-alive belongs.
+Batch = list[dict[str, Any] | None]
+
+
+def open_stream(turn: Turn, steer: Callable[[], bool] | None = None) -> Iterator[Batch]:
     """Wait for the upstream's first event (or its first heartbeat) so that a failure before it is
-    still an error status (retries and fallbacks happen there), then return the stream's events.
-    `steer` (WebSocket mode) is asked at each safe output boundary whether to end the response
-    there for steering (responses_app.steering)."""
+    still an error status (retries and fallbacks happen there), then return the stream's batches of
+    events (turn_events). `steer` (WebSocket mode) is asked at each safe output boundary whether to
+    end the response there for steering (responses_app.steering)."""
     events = turn.route.provider.stream(turn.provider_request())
     try:
         first = next(events, None)
@@ -445,60 +449,73 @@ def open_stream(turn: Turn, steer: Callable[[], bool] | None = None) -> Iterator
     return turn_events(turn, first, events, steer)
 
 
-def sse_frames(turn: Turn, events: Iterator[dict[str, Any] | None]) -> Iterator[str]:
-    """The Responses API's stream renderer (responses_app.http_turns): its events as SSE frames."""
+def sse_frames(turn: Turn) -> Callable[[dict[str, Any] | None], list[str]]:
+    """The Responses API's stream renderer (responses_app.http_turns): each event as its SSE frame."""
     sse = SseEncoder()
-    for event in events:
-        yield sse.comment("keep-alive") if event is None else sse.frame(event)
+
+    def render(event: dict[str, Any] | None) -> list[str]:
+        return [sse.comment("keep-alive") if event is None else sse.frame(event)]
+    return render
 
 
 def turn_events(turn: Turn, first: Event | None, events: Iterator[Event],
-                steer: Callable[[], bool] | None = None) -> Iterator[dict[str, Any] | None]:
+                steer: Callable[[], bool] | None = None) -> Iterator[Batch]:
     """The stream's events, from `response.created` to the terminal one, settling the turn before
-    the terminal event; None where a keep-alive belongs (the upstream is silent)."""
+    the terminal event; None where a keep-alive belongs (the upstream is silent).
+
+    They come in batches: a batch holds the events produced without waiting on the upstream in
+    between (`response.created`, `response.in_progress` and the first upstream event's; then each
+    upstream event's; then the end: the last items' `.done` events and the terminal one), and is
+    yielded before the next wait, so a consumer may write a batch at once (one socket write)
+    without ever holding an event back while the upstream is slow. No batch is empty."""
     assembler = turn.assembler
+    batch: Batch = [{"type": "response.created", "response": turn.render("in_progress")},
+                    {"type": "response.in_progress", "response": turn.render("in_progress")}]
     try:
-        yield {"type": "response.created", "response": turn.render("in_progress")}
-        yield {"type": "response.in_progress", "response": turn.render("in_progress")}
         try:
             for event in _chain([first] if first is not None else [], events):
                 if isinstance(event, Heartbeat):
-                    yield None
-                    continue
-                if steer is not None and assembler.at_boundary(event) and steer():
+                    batch.append(None)
+                elif steer is not None and assembler.at_boundary(event) and steer():
                     break  # steered: the upstream is closed below, the answer ends here
-                yield from assembler.feed(event)
+                else:
+                    batch.extend(assembler.feed(event))
+                if batch:  # all of it before the next wait on the upstream
+                    yield batch
+                    batch = []
             else:
                 if assembler.finish_reason is None:
                     raise _truncated(turn)
             if assembler.finish_reason is None:  # steered
                 events.close()  # type: ignore[attr-defined]
-                yield from assembler.end_steered()
+                batch.extend(assembler.end_steered())
         except ProviderError as error:
             logger.warning("upstream failed mid-stream: %s", error.message)
             assembler.abandon()
             error_object = _error_object(error)
             turn.settle("failed", error=error_object)
-            yield {"type": "response.failed", "response": turn.render("failed", error=error_object)}
+            yield [*batch, {"type": "response.failed", "response": turn.render("failed", error=error_object)}]
             return
         except Cancelled as stop:
             assembler.abandon()
             if stop.reason == CANCELLED:  # POST /v1/responses/{id}/cancel: no event type says so
                 turn.settle("cancelled", interrupted=stop.reason)
-                return
-            turn.settle("incomplete", interrupted=stop.reason)
-            if stop.reason == SHUTDOWN:  # the client is still there: tell it the stream ends here
-                yield {"type": "response.incomplete", "response": turn.render("incomplete")}
+            else:
+                turn.settle("incomplete", interrupted=stop.reason)
+                if stop.reason == SHUTDOWN:  # the client is still there: tell it the stream ends here
+                    batch.append({"type": "response.incomplete", "response": turn.render("incomplete")})
+            if batch:
+                yield batch
             return
-        yield from assembler.finish()
+        batch.extend(assembler.finish())
         status = assembler.status
         completed_at = timezone.now() if status == "completed" else None
         if not turn.settle(status, completed_at=completed_at):
             # Never claim `completed` for a turn a follow-up could not build on: say it failed.
-            yield {"type": "response.failed", "response": turn.render("failed", error=STORAGE_FAILED)}
+            yield [*batch, {"type": "response.failed", "response": turn.render("failed", error=STORAGE_FAILED)}]
             return
         terminal = "response.completed" if status == "completed" else "response.incomplete"
-        yield {"type": terminal, "response": turn.render(status, completed_at=completed_at)}
+        yield [*batch, {"type": terminal, "response": turn.render(status, completed_at=completed_at)}]
     finally:
         # The server stopped reading this generator early (the client is gone, GeneratorExit), or
         # something failed: drop the upstream now and keep what was said as an incomplete turn.

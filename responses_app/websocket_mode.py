@@ -287,10 +287,10 @@ class Session:
                 self.steering.ended(lane, turn, running)
             return
         try:
-            for event in events:
-                if event is None:
-                    continue  # a keep-alive: the WebSocket has its own pings
-                outcome.sent_bytes += self.send_numbered(event, running, lane.stream_id)
+            for batch in events:  # a message per event, as each batch comes (pipeline.turn_events)
+                for event in batch:
+                    if event is not None:  # None is a keep-alive: the WebSocket has its own pings
+                        outcome.sent_bytes += self.send_numbered(event, running, lane.stream_id)
         except ConnectionClosed:
             outcome.status = 499
         except Exception as failure:  # noqa: BLE001 - the turn settled itself; the lane goes on

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -89,6 +89,15 @@ class ApiClient:
 @pytest.fixture
 def api(db: None, gateway: GatewayConfig) -> ApiClient:
     return ApiClient()
+
+
+def sse_frames(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The SSE frames of a streamed response's chunks, read lazily. A chunk (one write) may hold
+    several frames, but only whole ones."""
+    for chunk in chunks:
+        assert chunk.endswith(b"\n\n"), f"a write ends with a whole frame: {chunk!r}"
+        for frame in chunk.split(b"\n\n")[:-1]:
+            yield frame + b"\n\n"
 
 
 def sse_events(response: Any) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gateway_project.api_errors import ApiError, anthropic_body
@@ -120,9 +120,9 @@ def frame(event: dict[str, Any]) -> str:
 PING = frame({"type": "ping"})
 
 
-def stream_frames(turn: Turn, events: Iterator[dict[str, Any] | None]) -> Iterator[str]:
+def stream_frames(turn: Turn) -> Callable[[dict[str, Any] | None], Iterator[str]]:
     """The stream renderer (responses_app.http_turns.Renderer) of the Messages API."""
-    return _Stream(turn).frames(events)
+    return _Stream(turn).frames
 
 
 class _Stream:
@@ -132,15 +132,15 @@ class _Stream:
         self.open: dict[Any, int] = {}  # what an open block belongs to -> its index
         self.argued: set[int] = set()  # tool_use blocks that have had an input_json_delta
 
-    def frames(self, events: Iterator[dict[str, Any] | None]) -> Iterator[str]:
-        for event in events:
-            if event is None:
+    def frames(self, event: dict[str, Any] | None) -> Iterator[str]:
+        """One Responses event's frames (None: a keep-alive)."""
+        if event is None:
+            yield PING
+            return
+        for out in self._translate(event):
+            yield frame(out)
+            if out["type"] == "message_start":
                 yield PING
-                continue
-            for out in self._translate(event):
-                yield frame(out)
-                if out["type"] == "message_start":
-                    yield PING
 
     def _start(self, key: Any, block: dict[str, Any]) -> list[dict[str, Any]]:
         index = self.blocks

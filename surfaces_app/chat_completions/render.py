@@ -10,7 +10,7 @@ read here, never the pipeline's internals, so a Chat client is told what a Respo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from responses_app.http_turns import Renderer
@@ -122,18 +122,17 @@ class ChunkStream:
                      "created": unix(turn.created_at), "model": turn.request.model}
         self.calls: dict[int, int] = {}  # output index of a function call → its index among tool_calls
 
-    def frames(self, events: Iterator[dict[str, Any] | None]) -> Iterator[str]:
-        for event in events:
-            if event is None:
-                yield KEEP_ALIVE
-                continue
-            kind = event["type"]
-            if kind in ("response.completed", "response.incomplete", "response.failed"):
-                yield from self._end(event["response"])
-                return
-            delta = self._delta(event)
-            if delta is not None:
-                yield self._chunk(delta)
+    def frames(self, event: dict[str, Any] | None) -> Iterator[str]:
+        """One Responses event's frames (None: a keep-alive)."""
+        if event is None:
+            yield KEEP_ALIVE
+            return
+        if event["type"] in ("response.completed", "response.incomplete", "response.failed"):
+            yield from self._end(event["response"])
+            return
+        delta = self._delta(event)
+        if delta is not None:
+            yield self._chunk(delta)
 
     def _delta(self, event: dict[str, Any]) -> dict[str, Any] | None:
         kind = event["type"]
@@ -177,6 +176,6 @@ class ChunkStream:
 
 def chunks(include_usage: bool) -> Renderer:
     """The renderer for responses_app.http_turns.run_stream."""
-    def render(turn: Turn, events: Iterator[dict[str, Any] | None]) -> Iterator[str]:
-        return ChunkStream(turn, include_usage=include_usage).frames(events)
+    def render(turn: Turn) -> Callable[[dict[str, Any] | None], Iterator[str]]:
+        return ChunkStream(turn, include_usage=include_usage).frames
     return render

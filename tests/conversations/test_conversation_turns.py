@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from conversations_app.api_store import api_conversations
 from conversations_app.models import ConversationItem, StoredResponse
 from conversations_app.usage import rollup as usage_rollup
-from tests.conftest import ApiClient, sse_events
+from tests.conftest import ApiClient, sse_events, sse_frames
 from tests.contract import validate
 from tests.fakes.openai_upstream import Fail, FakeOpenAI, Reply
 
@@ -159,7 +159,7 @@ def test_a_turn_that_ends_after_its_conversation_was_deleted_is_not_appended(api
     conversation = _new()
     fake_openai.script(Reply(text="late"))
     stream = api.create(model="gpt-test", input="hi", conversation=conversation, stream=True)
-    frames = iter(stream.streaming_content)  # type: ignore[attr-defined]
+    frames = sse_frames(stream.streaming_content)  # type: ignore[attr-defined]
     next(frames)  # response.created: the turn is open
     assert api_conversations.delete_conversation(conversation, "")
     for _ in ApiConversationStore().remove_in_batches(conversation):

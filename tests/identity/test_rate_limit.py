@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 from gateway_project.middleware.ratelimit import format_reset
 from gateway_project.request_notes import notes_of
 from identity_app.limiter import Limits, LocalBuckets
-from tests.conftest import sse_events
+from tests.conftest import sse_events, sse_frames
 from tests.fakes.openai_upstream import Fail, Reply
 from tests.identity.conftest import SHARED_REDIS, GatewayClient
 
@@ -333,7 +333,7 @@ def test_a_stream_the_client_abandons_is_settled_when_it_closes(limited, make_ke
     ticket = notes_of(response.wsgi_request).rate_ticket
     # response.created, then the client goes away (django-stubs types the test client's responses as
     # non-streaming).
-    next(iter(response.streaming_content))  # type: ignore[attr-defined]
+    next(sse_frames(response.streaming_content))  # type: ignore[attr-defined]
     assert not ticket.settled
     response.close()
     assert ticket.settled and ticket.reported

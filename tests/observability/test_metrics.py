@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conversations_app.models import Conversation, StoredResponse
 from gateway_project.middleware.metrics import MetricsMiddleware
 from gateway_project.observability import metrics
+from tests.conftest import sse_frames
 from tests.fakes.openai_upstream import Fail, Reply
 from tests.observability.conftest import observed_config, sample
 
@@ -194,7 +195,8 @@ def test_a_shutdown_or_hang_up_is_cancelled_not_a_provider_error(client, fake_op
     errors = sum(sample("provider_requests_total", **labels, status=kind)
                  for kind in ("timeout", "upstream", "error", "unavailable"))
     fake_openai.script(Reply(text="one two three four five", chunk_delay=0.3))
-    frames = iter(client.post("/v1/responses", {"model": "gpt-test", "input": "hi", "stream": True}).streaming_content)
+    stream = client.post("/v1/responses", {"model": "gpt-test", "input": "hi", "stream": True})
+    frames = sse_frames(stream.streaming_content)
     next(frames)
     live_turns.cancel_all(SHUTDOWN)
     assert b"response.incomplete" in b"".join(frames)

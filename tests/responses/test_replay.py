@@ -10,7 +10,7 @@ import pytest
 
 from conversations_app.store import store
 from responses_app import replay
-from tests.conftest import sse_events
+from tests.conftest import sse_events, sse_frames
 from tests.contract import validate
 from tests.fakes.openai_upstream import Reply
 
@@ -163,7 +163,7 @@ class _LiveStream:
 
     def __init__(self, api: Any) -> None:
         self.response = api.create(model="gpt-test", input="hello", stream=True)
-        self.frames = iter(self.response.streaming_content)
+        self.frames = sse_frames(self.response.streaming_content)
         self.id = _data(next(self.frames))["response"]["id"]
 
     def rest(self) -> list[dict[str, Any]]:

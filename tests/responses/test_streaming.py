@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conversations_app.models import StoredResponse
-from tests.conftest import sse_events
+from tests.conftest import sse_events, sse_frames
 from tests.contract import validate
 from tests.fakes.openai_upstream import Fail, Reply
 
@@ -49,7 +49,7 @@ def test_it_asks_the_upstream_for_usage_in_the_stream(api, fake_openai):
 
 
 def test_the_streamed_turn_is_stored_before_completed_is_sent(api, fake_openai):
-    frames = iter(api.create(model="gpt-test", input="x", stream=True).streaming_content)
+    frames = sse_frames(api.create(model="gpt-test", input="x", stream=True).streaming_content)
     for frame in frames:  # read lazily: stop at the terminal frame, before the generator finishes
         if frame.startswith(b"event: response.completed"):
             completed = json.loads(frame.split(b"data: ", 1)[1])["response"]

@@ -16,12 +16,12 @@ from django.utils import timezone
 from conversations_app.models import StoredResponse, WorkerLease
 from responses_app import worker_lifecycle
 from responses_app.cancellation import SHUTDOWN, live_turns
-from tests.conftest import sse_events
+from tests.conftest import sse_events, sse_frames
 from tests.fakes.openai_upstream import Raw, Reply
 
 
 def _frames(response: Any) -> Any:
-    return iter(response.streaming_content)
+    return sse_frames(response.streaming_content)
 
 
 def _data(frame: bytes) -> dict[str, Any]:

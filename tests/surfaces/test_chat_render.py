@@ -45,7 +45,8 @@ def test_citations_of_every_text_part_point_into_the_joined_content():
 
 
 def _frames(events: list[dict[str, Any] | None], include_usage: bool = False) -> list[str]:
-    return list(render.ChunkStream(TURN, include_usage=include_usage).frames(iter(events)))
+    frames = render.ChunkStream(TURN, include_usage=include_usage).frames
+    return [frame for event in events for frame in frames(event)]
 
 
 def test_a_call_the_upstream_sent_whole_streams_with_its_arguments():

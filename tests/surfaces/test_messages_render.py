@@ -138,7 +138,8 @@ def _turn(**assembler: Any) -> Any:
 
 
 def _render(turn: Any, responses_events: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
-    frames = list(render.stream_frames(turn, iter(responses_events)))
+    frames_of = render.stream_frames(turn)
+    frames = [frame for event in responses_events for frame in frames_of(event)]
     return [json.loads(f.split("\ndata: ", 1)[1]) for f in frames]
 
 

@@ -1,0 +1,104 @@
+"""How a stream's frames go out under real gunicorn (issue 13): the frames the gateway has in hand
+at once share one write (one HTTP chunk), and no frame waits for the upstream's next event.
+
+The client reads the raw socket and decodes the chunked transfer encoding itself: each HTTP chunk
+is one write of the gateway, timed as it arrives.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import time
+
+import pytest
+
+from tests.e2e.gunicorn import GatewayProcess
+from tests.fakes.openai_upstream import FakeOpenAI, Reply
+from tests.fakes.server import FakeServer
+
+pytestmark = pytest.mark.e2e
+
+PAUSE = 0.4  # between the upstream's chunks
+
+
+def _writes(gw: GatewayProcess, path: str, body: dict[str, object]) -> list[tuple[float, bytes]]:
+    """POST a stream over a bare socket; each HTTP chunk of the answer with when it was complete
+    (seconds after the request was sent)."""
+    payload = json.dumps(body).encode()
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as sock:
+        reader = sock.makefile("rb")
+        start = time.monotonic()
+        sock.sendall(f"POST {path} HTTP/1.1\r\n".encode() + b"Host: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode() + payload)
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += reader.readline()
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"transfer-encoding: chunked" in head.lower(), head
+        writes = []
+        while size := int(reader.readline().strip(), 16):
+            data = reader.read(size)
+            assert reader.read(2) == b"\r\n"
+            writes.append((time.monotonic() - start, data))
+        return writes
+
+
+def _types(data: bytes) -> list[str]:
+    assert data.endswith(b"\n\n"), data  # whole frames only
+    return [json.loads(frame.split(b"data: ", 1)[1])["type"] for frame in data.split(b"\n\n")[:-1]]
+
+
+WORDS = ["alpha", "beta", "gamma", "delta"]
+
+
+def _script(fakes: dict[str, FakeServer]) -> FakeOpenAI:
+    upstream = fakes["chat"]
+    assert isinstance(upstream, FakeOpenAI)
+    # The upstream's chunks: the role, a word each, the finish, the usage; a pause after each.
+    upstream.script(Reply(text=" ".join(WORDS), chunks=[f"{w} " for w in WORDS[:-1]] + [WORDS[-1]],
+                          chunk_delay=PAUSE))
+    return upstream
+
+
+def _paced(writes: list[tuple[float, bytes]]) -> None:
+    """No frame waited for the upstream's next chunk: each word's write came a pause after the one
+    before it, not together with the next word (which the upstream sends a pause later)."""
+    times = [at for at, _ in writes]
+    for earlier, later in itertools.pairwise(times[:4]):
+        assert PAUSE * 0.75 < later - earlier < PAUSE * 1.9, times
+
+
+def test_the_frames_in_hand_share_a_write_and_none_waits_for_the_upstream(provider_gateway, provider_fakes):
+    _script(provider_fakes)
+    writes = _writes(provider_gateway, "/v1/responses", {"model": "chat-model", "input": "hi", "stream": True})
+    types = [_types(data) for _, data in writes]
+    # The opening events and the first word's (its item and part opened) in one write: the gateway
+    # waits for the upstream's first event before it answers (a failure there is still an HTTP status).
+    assert types[0] == ["response.created", "response.in_progress", "response.output_item.added",
+                        "response.content_part.added", "response.output_text.delta"]
+    # Every later word in a write of its own, as it comes.
+    assert types[1:4] == [["response.output_text.delta"]] * 3
+    # The end: what closes the item and the terminal event, in one write.
+    assert types[4:] == [["response.output_text.done", "response.content_part.done", "response.output_item.done",
+                          "response.completed"]]
+    text = "".join(json.loads(frame.split(b"data: ", 1)[1])["delta"] for _, data in writes[:4]
+                   for frame in data.split(b"\n\n")[:-1] if b"output_text.delta" in frame)
+    assert text == " ".join(WORDS)
+    _paced(writes)
+
+
+@pytest.mark.parametrize(("path", "body", "first", "last"), [
+    # The role chunk and the first word's; the finish chunk and [DONE].
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, 2, 2),
+    # message_start, ping, content_block_start, the first delta; content_block_stop, message_delta, message_stop.
+    ("/v1/messages", {"max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}, 4, 3),
+], ids=["chat-completions", "messages"])
+def test_every_surface_writes_what_it_has_in_hand_at_once(provider_gateway, provider_fakes, path, body, first, last):
+    _script(provider_fakes)
+    writes = _writes(provider_gateway, path, {**body, "model": "chat-model", "stream": True})
+    counts = [data.count(b"\n\n") for _, data in writes]
+    assert all(data.endswith(b"\n\n") for _, data in writes)
+    assert counts == [first, 1, 1, 1, last], [data for _, data in writes]
+    _paced(writes)
