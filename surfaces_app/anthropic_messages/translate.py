@@ -33,8 +33,6 @@ import json
 import logging
 from typing import Any
 
-from django.conf import settings
-
 from gateway_project.api_errors import invalid_request
 from responses_app.providers.anthropic import thinking_item
 from responses_app.schema import CreateResponseRequest, create_request_from
@@ -54,9 +52,11 @@ WEB_SEARCH_TOOLS = ("web_search_",)
 IGNORED = ("top_k",)
 
 
-def create_request(request: s.MessagesRequest) -> CreateResponseRequest:
+def create_request(request: s.MessagesRequest, *, store: bool) -> CreateResponseRequest:
+    """The turn `request` asks for; `store`: whether its transcript is kept (Messages has no
+    `store` of its own: the view passes `conversations.store_stateless_calls`)."""
     data = responses_body(request)
-    data.update({"stream": request.stream, "store": settings.GATEWAY.conversations.store_stateless_calls})
+    data.update({"stream": request.stream, "store": store})
     if request.temperature is not None:
         data["temperature"] = request.temperature
     if request.top_p is not None:

@@ -17,10 +17,12 @@ from surfaces_app.anthropic_messages.schema import CountTokensRequest, MessagesR
 @api_view("POST")
 @admitted_by_view
 def create_message(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
-    create = translate.create_request(parse_body(MessagesRequest, request.body))
+    ctx = TurnContext.for_request(request)
+    create = translate.create_request(parse_body(MessagesRequest, request.body),
+                                      store=ctx.config.conversations.store_stateless_calls)
     if create.stream:
-        return http_turns.run_stream(request, create, render.stream_frames)
-    turn, response = http_turns.run_json(request, create)
+        return http_turns.run_stream(request, create, render.stream_frames, ctx)
+    turn, response = http_turns.run_json(request, create, ctx)
     return http_turns.json_response(turn, render.message(turn, response))
 
 
