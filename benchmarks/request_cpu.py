@@ -10,11 +10,17 @@ to an OTLP/gRPC receiver on loopback, in front of the fake OpenAI upstream answe
 All checkouts run side by side, and batches alternate between them (a non-streamed batch, then a
 streamed one, per checkout per round), so drift on a shared machine falls on all of them alike.
 The figure is user+system CPU of the gunicorn master and workers (psutil) during a batch, divided
-by its requests; printed as the median over rounds with the lowest and highest, and, for each
-checkout, the median over rounds of its difference to the first checkout in the same round.
+by its requests; printed as the median over rounds with the lowest and highest, the part spent in
+the kernel (system time: mostly loopback TCP, whose receiving side runs in the sender's system call),
+and, for each checkout, the median over rounds of its difference to the first checkout in the same round.
 
 `--profile N` instead records N seconds of one worker of the first checkout with py-spy under
-non-streamed and streamed load and prints its top functions (own and cumulative).
+non-streamed and streamed load and prints its top functions (own and cumulative). With `--pin`
+the gateway runs one worker, alone on CPU 0, with everything else (this script and its load,
+the upstream, Postgres, Redis, py-spy) on CPU 1. py-spy counts a thread that is runnable but not
+running as busy: on two shared cores a worker is preempted right after each write that wakes
+another process, and an unpinned profile charges that wait to the write's caller (psycopg's
+`_execute_send`, gevent's `send`). Pinned, busy samples are CPU time.
 Needs Postgres at 127.0.0.1:5432 and Redis at 127.0.0.1:6379.
 """
 
@@ -75,9 +81,9 @@ def config(upstream: str, collector: str, prefix: str) -> str:
 class Gateway:
     """One checkout under gunicorn, with an API key, and the CPU time of its process tree."""
 
-    def __init__(self, tree: Path, config_yaml: str) -> None:
+    def __init__(self, tree: Path, config_yaml: str, *, workers: int = 2) -> None:
         self.tree = tree
-        self.process = harness.GatewayProcess(config_yaml, workers=2, env={"REDIS_URL": REDIS_URL})
+        self.process = harness.GatewayProcess(config_yaml, workers=workers, env={"REDIS_URL": REDIS_URL})
         self.key = ""
 
     def __enter__(self) -> Gateway:
@@ -100,15 +106,17 @@ class Gateway:
         master = psutil.Process(self.process.proc.pid)
         return [master, *master.children(recursive=True)]
 
-    def cpu_seconds(self) -> float:
-        total = 0.0
+    def cpu_seconds(self) -> tuple[float, float]:
+        """User and system CPU seconds of the process tree so far."""
+        user = system = 0.0
         for process in self.tree_processes():
             try:
                 times = process.cpu_times()
             except psutil.NoSuchProcess:
                 continue
-            total += times.user + times.system
-        return total
+            user += times.user
+            system += times.system
+        return user, system
 
 
 class Load:
@@ -144,10 +152,13 @@ class Load:
         list(self.pool.map(one, range(count)))
 
 
-def measure(gateway: Gateway, load: Load, count: int, *, stream: bool) -> float:
-    before = gateway.cpu_seconds()
+def measure(gateway: Gateway, load: Load, count: int, *, stream: bool) -> tuple[float, float]:
+    """CPU ms per request, and the part of it spent in the kernel (mostly loopback TCP: the
+    client's, the upstream's, Postgres' and Redis' sockets)."""
+    user, system = gateway.cpu_seconds()
     load.run(gateway, count, stream=stream)
-    return (gateway.cpu_seconds() - before) / count * 1000
+    user_after, system_after = gateway.cpu_seconds()
+    return (user_after - user + system_after - system) / count * 1000, (system_after - system) / count * 1000
 
 
 def profile(gateway: Gateway, load: Load, seconds: int, *, stream: bool, keep: Path | None = None) -> str:
@@ -174,6 +185,23 @@ def profile(gateway: Gateway, load: Load, seconds: int, *, stream: bool, keep: P
         if keep is not None:
             keep.write_text(text)
         return summarize(text)
+
+
+def pin_everything_but(gateway: Gateway) -> None:
+    """Its one worker alone on CPU 0; its master, every thread of this process (the upstream, the
+    OTLP receiver, the load, and what they start), Postgres and Redis on CPU 1."""
+    for thread in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(int(thread), {1})
+    master, worker = gateway.tree_processes()[:2]
+    os.sched_setaffinity(master.pid, {1})
+    for process in psutil.process_iter(["name"]):
+        name = process.info["name"] or ""
+        if name.startswith(("postgres", "redis")):
+            try:
+                os.sched_setaffinity(process.pid, {1})
+            except OSError:
+                continue
+    os.sched_setaffinity(worker.pid, {0})
 
 
 def summarize(raw: str, top: int = 40) -> str:
@@ -207,6 +235,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS")
     parser.add_argument("--raw", type=Path, help="with --profile: a directory for py-spy's raw stacks")
+    parser.add_argument("--pin", action="store_true",
+                        help="with --profile: one worker alone on CPU 0, everything else on CPU 1")
     args = parser.parse_args()
     trees = [tree.resolve() for tree in args.tree or [ROOT]]
 
@@ -218,10 +248,15 @@ def main() -> None:
     prefix = f"bench:cpu:{secrets.token_hex(4)}:"
     load = Load(args.concurrency)
     figures: dict[tuple[str, str], list[float]] = {}
+    kernel: dict[tuple[str, str], list[float]] = {}
     try:
         with ExitStack() as stack:
-            gateways = [stack.enter_context(Gateway(tree, config(upstream.url, collector.endpoint, prefix)))
+            workers = 1 if args.pin else 2
+            gateways = [stack.enter_context(Gateway(tree, config(upstream.url, collector.endpoint, prefix),
+                                                    workers=workers))
                         for tree in trees]
+            if args.pin:
+                pin_everything_but(gateways[0])
             for gateway in gateways:  # warm-up: connections, pools, code paths
                 load.run(gateway, args.concurrency * 5, stream=False)
                 load.run(gateway, args.concurrency * 5, stream=True)
@@ -234,10 +269,12 @@ def main() -> None:
             for round_ in range(args.rounds):
                 for stream in (False, True):
                     for tree, gateway in zip(trees, gateways, strict=True):
-                        ms = measure(gateway, load, args.requests, stream=stream)
-                        figures.setdefault((str(tree), "streamed" if stream else "non-streamed"), []).append(ms)
-                        print(f"round {round_ + 1} {tree.name} {'stream' if stream else 'json'}: {ms:.2f} ms",
-                              file=sys.stderr)
+                        ms, system_ms = measure(gateway, load, args.requests, stream=stream)
+                        key = (str(tree), "streamed" if stream else "non-streamed")
+                        figures.setdefault(key, []).append(ms)
+                        kernel.setdefault(key, []).append(system_ms)
+                        print(f"round {round_ + 1} {tree.name} {'stream' if stream else 'json'}: {ms:.2f} ms "
+                              f"({system_ms:.2f} in the kernel)", file=sys.stderr)
     finally:
         load.close()
         upstream.close()
@@ -251,14 +288,15 @@ def main() -> None:
     print(f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {args.rounds} rounds x {args.requests} "
           f"requests per batch, concurrency {args.concurrency}, upstream first byte after "
           f"{UPSTREAM_LATENCY * 1000:.0f} ms; {len(collector.spans)} spans received.\n")
-    print("| checkout | kind | CPU ms/request, median | lowest | highest | change vs first, median of rounds |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| checkout | kind | CPU ms/request, median | lowest | highest | of which kernel, median "
+          "| change vs first, median of rounds |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for (tree, kind), values in figures.items():
         # Paired by round (the batches of one round ran back to back), which cancels most of the drift.
         first = figures[(str(trees[0]), kind)]
         change = statistics.median(value - base for value, base in zip(values, first, strict=True))
         print(f"| {tree} | {kind} | {statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f} "
-              f"| {change:+.2f} |")
+              f"| {statistics.median(kernel[(tree, kind)]):.2f} | {change:+.2f} |")
 
 
 if __name__ == "__main__":
