@@ -212,6 +212,9 @@ class AuthConfig(_Section):
     issuer: str = ""
     audience: str | list[str] = ""
     jwks_cache_ttl: Duration = 3600.0
+    # How long a worker may remember an active API key (identity_app.key_cache: any change to a key
+    # makes every worker forget at once, so this only bounds the unexpected); 0 reads it every request.
+    key_cache_ttl: Duration = 60.0
     leeway: Duration = 60.0  # clock skew tolerated on exp/nbf/iat
     # An unknown kid refetches the JWKS, but not more often than this (random kids cannot flood the IdP).
     jwks_refresh_cooldown: Duration = 30.0
@@ -219,7 +222,8 @@ class AuthConfig(_Section):
     http_timeout: Duration = 5.0
     metrics: MetricsGuardConfig = Field(default_factory=MetricsGuardConfig)
 
-    @field_validator("jwks_cache_ttl", "leeway", "http_timeout", "jwks_refresh_cooldown", mode="before")
+    @field_validator("jwks_cache_ttl", "key_cache_ttl", "leeway", "http_timeout", "jwks_refresh_cooldown",
+                     mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_duration(value)

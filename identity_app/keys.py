@@ -3,7 +3,8 @@
 A key is `gwk_<8 visible chars>_<43 random chars>`: 256 bits of entropy, so a plain SHA-256 is
 enough (no slow KDF needed: there is nothing to brute-force). Lookup is by hash, and the hash
 found is compared again in constant time so timing says nothing about near misses.
-Revocation works at once on every worker because nothing is cached: each request reads its row.
+Active keys are remembered per process (identity_app.key_cache), and forgotten by every worker the
+moment any key is revoked or changed, so revocation still works at once everywhere.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from identity_app.key_cache import forget_keys, key_cache
 from identity_app.models import ApiKey
 
 logger = logging.getLogger(__name__)
@@ -65,10 +67,10 @@ def issue_key(*, name: str, owner: str, allowed_models: list[str] | None = None,
     return IssuedKey(key=key, record=record)
 
 
-# The lookup every authenticated request makes, as one constant statement (key_hash is unique, so
-# there is at most one row). The ORM built and compiled the same query on each request, about
-# 0.5 ms of CPU of the ~0.9 ms the lookup cost (issue 13); the row still becomes an ApiKey through
-# the model's own converters (RawQuerySet), and is read on every request: nothing is cached.
+# The lookup of a key not remembered, as one constant statement (key_hash is unique, so there is
+# at most one row). The ORM built and compiled the same query on each request, about 0.5 ms of CPU
+# of the ~0.9 ms the lookup cost (issue 13); the row still becomes an ApiKey through the model's
+# own converters (RawQuerySet).
 _ACTIVE_KEY_SQL = f"SELECT * FROM {ApiKey._meta.db_table} WHERE key_hash = %s AND revoked_at IS NULL"  # noqa: S608
 
 
@@ -76,10 +78,17 @@ def find_active_key(key: str) -> ApiKey | None:
     if not looks_like_api_key(key) or len(key) > 128:
         return None
     digest = hash_key(key)
+    cache = key_cache()
+    if cache is not None and (record := cache.get(digest)) is not None:
+        _touch(record)
+        return record
+    generation = cache.generation() if cache is not None else 0
     record = next(iter(ApiKey.objects.raw(_ACTIVE_KEY_SQL, [digest])), None)
     if record is None or not hmac.compare_digest(record.key_hash, digest):
         return None
     _touch(record)
+    if cache is not None:
+        cache.remember(digest, record, generation)
     return record
 
 
@@ -90,6 +99,8 @@ def _touch(record: ApiKey) -> None:
         stale = now - LAST_USED_RESOLUTION
         ApiKey.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale), pk=record.pk).update(
             last_used_at=now)
+        # A remembered record is not read again: it carries the time written, or it would write each time.
+        record.last_used_at = now
 
 
 def revoke(record: ApiKey) -> bool:
@@ -101,9 +112,10 @@ def revoke_keys(records: Iterable[ApiKey]) -> list[ApiKey]:
     """Revoke these keys now and return those that were still active, with revoked_at set.
 
     The one way keys are revoked, from the admin and from `manage.py revoke_api_key` alike: the
-    row's revoked_at is set, and every worker and instance refuses the key on its next request
-    because find_active_key reads the row each time (nothing is cached). Three queries however
-    many keys: the active ones are locked, so of two concurrent revocations one reports each key.
+    row's revoked_at is set, and every worker and instance refuses the key on its next request:
+    the commit notifies every process that remembers keys (identity_app.key_cache), and this one
+    forgets at once. Three queries however many keys: the active ones are locked, so of two
+    concurrent revocations one reports each key.
     """
     wanted = {record.pk: record for record in records}
     now = timezone.now()
@@ -112,6 +124,7 @@ def revoke_keys(records: Iterable[ApiKey]) -> list[ApiKey]:
                       .values_list("pk", flat=True))
         if active:
             ApiKey.objects.filter(pk__in=active).update(revoked_at=now)
+            forget_keys()
     for pk in active:
         record = wanted[pk]
         record.revoked_at = now

@@ -25,6 +25,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group("gunicorn"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _key_listener_closed_before_teardown(django_db_setup: None) -> Iterator[None]:
+    """The API-key cache's listening connection (identity_app.key_cache) would keep the test
+    database open, and pytest-django could not drop it."""
+    yield
+    from identity_app.key_cache import reset_key_cache
+
+    reset_key_cache()
+
+
 @pytest.fixture(scope="session")
 def _fake_openai_server() -> Iterator[FakeOpenAI]:
     server = FakeOpenAI()
