@@ -20,8 +20,10 @@ remembered is trusted only while nothing has been said against it:
 - Nothing is remembered longer than `auth.key_cache_ttl` (default 60 s; 0 switches this off).
 
 The window left: a request that reaches a worker after the revoking transaction committed but
-before Postgres has written the notification to that worker's socket (microseconds: the
-listener's backend is signalled at commit).
+before Postgres has written the notification to that worker's socket. The listener's backend is
+signalled at commit and must be scheduled to send it: measured here, no stale answer in 200
+revocations on an idle machine nor with three CPU-bound processes beside it; with the test suite
+running on both cores, now and then one lookup 1-3 ms after the commit still found the key.
 """
 
 from __future__ import annotations

@@ -51,6 +51,21 @@ def listening() -> None:
         time.sleep(0.01)
 
 
+# How long Postgres may take to deliver the commit's notification to this process's listening
+# connection: well under a millisecond on an idle server, milliseconds when its CPU is saturated (the
+# listener's backend must be scheduled to send it). docs/identity.md states this window.
+NOTIFICATION_DELAY = 1.0
+
+
+def refused_within(key: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while find_active_key(key) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
 def found(key: str) -> ApiKey:
     record = find_active_key(key)
     assert record is not None
@@ -90,7 +105,7 @@ def test_a_key_changed_by_sql_elsewhere_is_refused_on_the_next_lookup(sql):
     assert find_active_key(issued.key) is not None
     assert queries_of(issued.key) == 0  # remembered
     run_sql(sql, (issued.record.pk,))
-    assert find_active_key(issued.key) is None
+    assert refused_within(issued.key, NOTIFICATION_DELAY)
 
 
 def test_new_limits_and_owner_apply_on_the_next_lookup():
@@ -99,7 +114,9 @@ def test_new_limits_and_owner_apply_on_the_next_lookup():
     find_active_key(issued.key)
     run_sql("UPDATE identity_app_apikey SET rpm = 99, owner = 'beta', allowed_models = '[\"m\"]' WHERE id = %s",
             (issued.record.pk,))
-    record = found(issued.key)
+    deadline = time.monotonic() + NOTIFICATION_DELAY
+    while (record := found(issued.key)).rpm != 99 and time.monotonic() < deadline:
+        time.sleep(0.001)
     assert (record.rpm, record.owner, record.allowed_models) == (99, "beta", ["m"])
 
 
@@ -142,6 +159,7 @@ def test_a_row_read_while_a_change_arrived_is_not_remembered():
 
 
 def test_a_lost_listening_connection_means_rows_are_read_until_it_is_back(monkeypatch):
+    monkeypatch.setattr(key_cache_module, "RETRY_SECONDS", 3600.0)  # no retry until the test says so
     issued = issue_key(name="a", owner="acme")
     listening()
     find_active_key(issued.key)
@@ -155,7 +173,6 @@ def test_a_lost_listening_connection_means_rows_are_read_until_it_is_back(monkey
         assert time.monotonic() < deadline, "the lost connection went unnoticed"
         time.sleep(0.01)
     assert queries_of(issued.key) == 1  # read, not remembered: nobody would say if it changed
-    monkeypatch.setattr(key_cache_module, "RETRY_SECONDS", 0.0)
     cache = key_cache()
     assert cache is not None
     cache._retry_at = 0.0  # the retry is due
@@ -163,7 +180,7 @@ def test_a_lost_listening_connection_means_rows_are_read_until_it_is_back(monkey
     find_active_key(issued.key)  # remembered again
     assert queries_of(issued.key) == 0
     run_sql("UPDATE identity_app_apikey SET revoked_at = now() WHERE id = %s", (issued.record.pk,))
-    assert find_active_key(issued.key) is None
+    assert refused_within(issued.key, NOTIFICATION_DELAY)
 
 
 def test_nothing_is_remembered_longer_than_the_ttl(settings):
