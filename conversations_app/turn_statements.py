@@ -23,7 +23,6 @@ and for turns of the Conversations API, whose append needs its own reads.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -34,6 +33,7 @@ from django.db.models import DecimalField, Field, JSONField, Model
 from django_prometheus.models import model_inserts
 
 from conversations_app.models import Conversation, Item, StoredResponse
+from gateway_project import fast_json
 
 _CONVERSATIONS = Conversation._meta.db_table
 _RESPONSES = StoredResponse._meta.db_table
@@ -120,10 +120,10 @@ def write_turn(*, conversation: ConversationPart, response: dict[str, Any], inpu
     columns, placeholders, response_params = _row(StoredResponse, response)
     response_id = response["id"]
     items_sql = _items_select("%s", Item.Kind.INPUT)
-    items_params: list[Any] = [response_id, json.dumps(input_items)]
+    items_params: list[Any] = [response_id, fast_json.dumps(input_items)]
     if output_items is not None:
         items_sql += " UNION ALL " + _items_select("%s", Item.Kind.OUTPUT)
-        items_params += [response_id, json.dumps(output_items)]
+        items_params += [response_id, fast_json.dumps(output_items)]
     sql = (f"WITH {conversation.sql}, response AS (INSERT INTO {_RESPONSES} ({columns}) VALUES ({placeholders})) "  # noqa: S608
            f"INSERT INTO {_ITEMS} ({_ITEM_COLUMNS}) {items_sql}")
     # The row writes django-prometheus's model mixin counts when the ORM saves them (before the write, as it does).
@@ -151,5 +151,5 @@ def finish_turn(*, response_id: str, conversation_id: str, status: str, complete
            f"UPDATE {_CONVERSATIONS} SET updated_at = %s, input_tokens = input_tokens + %s, "
            f"output_tokens = output_tokens + %s WHERE id = %s AND EXISTS (SELECT 1 FROM settled)")
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, response_id, json.dumps(output_items), now, tokens["input_tokens"],
+        cursor.execute(sql, [*params, response_id, fast_json.dumps(output_items), now, tokens["input_tokens"],
                              tokens["output_tokens"], conversation_id])

@@ -4,8 +4,9 @@ and no `[DONE]` sentinel (responses-api.md §0.5-6)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from gateway_project import fast_json
 
 
 class SseEncoder:
@@ -16,8 +17,8 @@ class SseEncoder:
         payload = {"type": event["type"], "sequence_number": self._sequence,
                    **{k: v for k, v in event.items() if k != "type"}}
         self._sequence += 1
-        # json.dumps never emits a raw newline, so the data stays on one line.
-        return f"event: {event['type']}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
+        # JSON text never holds a raw newline, so the data stays on one line.
+        return f"event: {event['type']}\ndata: {fast_json.dumps(payload)}\n\n"
 
     def skip_to(self, sequence: int) -> None:
         """Number the next frame `sequence` (a stream that continues another's numbering)."""

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
 import logging
 import os
 import socket
@@ -66,6 +65,7 @@ from urllib3.exceptions import (
 from urllib3.util import Timeout, make_headers
 from urllib3.util.ssl_ import create_urllib3_context
 
+from gateway_project import fast_json
 from responses_app.cancellation import Cancelled, CancelToken
 from responses_app.providers.base import ProviderError
 
@@ -276,7 +276,7 @@ def error_from_status(provider: str, response: UpstreamResponse) -> ProviderErro
 
 def upstream_message(response: UpstreamResponse) -> str:
     try:
-        body = json.loads(response.raw.data or b"")
+        body = fast_json.loads(response.raw.data or b"")
     except ValueError:
         return ""
     error = body.get("error") if isinstance(body, dict) else None
@@ -309,7 +309,7 @@ def post(
     propagate.inject(headers)
     reset = _call_token.set(cancel)
     try:
-        body = json.dumps(payload, allow_nan=False).encode()
+        body = fast_json.dumps(payload).encode()
         raw = cast(HTTPResponse, upstream.manager.urlopen(
             "POST", url, body=body, headers=headers, redirect=False, retries=False, preload_content=not stream,
             timeout=Timeout(connect=timeout.connect, read=timeout.socket_read(stream=stream))))
@@ -352,7 +352,7 @@ def _shut(raw: HTTPResponse) -> None:
 
 def read_json(provider: str, response: UpstreamResponse) -> dict[str, Any]:
     try:
-        body = json.loads(response.raw.data or b"")
+        body = fast_json.loads(response.raw.data or b"")
     except ValueError:
         raise ProviderError("upstream", f"Provider {provider!r} sent a body that is not JSON.") from None
     except (HTTPError, OSError) as exc:
@@ -446,7 +446,7 @@ def _timed_out(exc: BaseException) -> bool:
 
 def parse_data(provider: str, data: str) -> dict[str, Any]:
     try:
-        value = json.loads(data)
+        value = fast_json.loads(data)
     except ValueError:
         raise ProviderError("upstream", f"Provider {provider!r} sent a malformed stream event.") from None
     if not isinstance(value, dict):

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from gateway_project import fast_json
 from gateway_project.api_errors import ApiError, anthropic_body
 from responses_app.pipeline import Turn
 from responses_app.providers.anthropic import STOP_REASONS, thinking_block, wire_usage
@@ -114,7 +115,7 @@ def message(turn: Turn, response: dict[str, Any]) -> dict[str, Any]:
 # --- the stream --------------------------------------------------------------------------------
 
 def frame(event: dict[str, Any]) -> str:
-    return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
+    return f"event: {event['type']}\ndata: {fast_json.dumps(event)}\n\n"
 
 
 PING = frame({"type": "ping"})

@@ -9,10 +9,10 @@ read here, never the pipeline's internals, so a Chat client is told what a Respo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from gateway_project import fast_json
 from responses_app.http_turns import Renderer
 from responses_app.pipeline import Turn
 from responses_app.response_object import unix
@@ -106,7 +106,7 @@ def completion(response: dict[str, Any]) -> dict[str, Any]:
 # --- streams -----------------------------------------------------------------------------------
 
 def _frame(data: dict[str, Any]) -> str:
-    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+    return f"data: {fast_json.dumps(data)}\n\n"
 
 
 DONE = "data: [DONE]\n\n"
