@@ -14,6 +14,7 @@ duration is the real one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextvars import Token
 from typing import Any
@@ -41,8 +42,15 @@ def route_of(request: HttpRequest) -> str | None:
 
     Known before the view runs, so the span is named at its start, as the conventions ask.
     """
+    return _route_of_path(request.path_info)
+
+
+@functools.lru_cache(maxsize=1024)
+def _route_of_path(path: str) -> str | None:
+    # Django resolves the path again for the view; remembering the answer for the paths seen
+    # most (POST /v1/responses on every turn) saves walking the URLconf twice per request.
     try:
-        return resolve(request.path_info).route or None
+        return resolve(path).route or None
     except Resolver404:
         return None
 

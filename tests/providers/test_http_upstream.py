@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -275,5 +276,21 @@ def test_a_body_cut_short_is_an_upstream_error_and_the_next_call_connects_again(
         next(found)
     assert (caught.value.kind, caught.value.message) == ("upstream", "Provider 'p' broke off the stream.")
     response.close()
+    assert answer(upstream, f"{fake.url}/v1/chat/completions") == {"ok": True}
+    assert len({recorded.client_port for recorded in fake.requests}) == 2
+
+
+def test_a_kept_alive_connection_the_upstream_closed_meanwhile_is_not_reused(fake: Scripted) -> None:
+    # The first answer is whole and kept alive, then the server closes the connection, as an
+    # upstream's idle timeout does. Reused, the next call would fail on a dead socket (retries are
+    # off); the pool's check before reuse (`is_connected`) finds it closed and connects again.
+    def answered_then_closed(recorded: Recorded, writer: Writer) -> None:
+        writer.json(200, {"ok": True})
+        writer.handler.wfile.flush()
+        writer.drop()
+    fake.script(answered_then_closed, ok)
+    upstream = http.Upstream(fake.url)
+    assert answer(upstream, f"{fake.url}/v1/chat/completions") == {"ok": True}
+    time.sleep(0.05)  # the server's FIN reaches the pooled socket
     assert answer(upstream, f"{fake.url}/v1/chat/completions") == {"ok": True}
     assert len({recorded.client_port for recorded in fake.requests}) == 2
