@@ -36,7 +36,7 @@ class InstrumentedStore:
         started = time.perf_counter()
         status = "success"
         span_cm: Any = nullcontext(None)
-        if span_name and tracing_enabled():
+        if span_name and tracing_enabled() and tracing.unsampled_parent() is None:
             # The span records the exception and sets the error status itself.
             span_cm = tracing.tracer().start_as_current_span(
                 span_name, attributes={"conversation.backend": backend, "db.system": backend, **(attributes or {})},

@@ -197,6 +197,18 @@ def shutdown() -> None:
         provider.shutdown()
 
 
+def unsampled_parent() -> trace.Span | None:
+    """The current span when it belongs to a trace that is not sampled, else None.
+
+    The sampler is parent-based, so every child of such a span would be dropped: callers skip
+    creating one (about 2 % of a small request's CPU for three spans, issue 13) and carry on under
+    this span, whose context still goes upstream in `traceparent` (sampled flag off) and into
+    log lines. A root (no current span) is created as before: the sampler decides it."""
+    span = trace.get_current_span()
+    context = span.get_span_context()
+    return span if context.is_valid and not context.trace_flags.sampled else None
+
+
 def set_attributes(span: trace.Span, attributes: dict[str, Any]) -> None:
     if span.is_recording():
         span.set_attributes({k: v for k, v in attributes.items() if v is not None})

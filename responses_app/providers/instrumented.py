@@ -40,7 +40,9 @@ class _Call:
         self.chunks = 0
         self.usage: Usage | None = None
         self.span: Span = trace.INVALID_SPAN
-        if tracing_enabled():
+        if tracing_enabled() and (parent := tracing.unsampled_parent()) is not None:
+            self.span = parent  # not recording: never ended here, and its context still goes upstream
+        elif tracing_enabled():
             self.span = tracing.tracer().start_span(f"provider.{operation}", kind=SpanKind.CLIENT, attributes={
                 "provider.name": provider.key, "provider.model": request.model,
                 "gen_ai.system": _GEN_AI_SYSTEM.get(provider.type, provider.type),

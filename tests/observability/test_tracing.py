@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpResponse
 from opentelemetry import trace
+from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import SpanKind, StatusCode
@@ -104,7 +106,25 @@ def test_an_incoming_traceparent_is_continued_and_passed_upstream_as_a_child(cli
 def test_an_unsampled_caller_is_honoured(client, spans, fake_openai):
     client.post("/v1/responses", {"model": "gpt-test", "input": "hi"}, traceparent=f"00-{TRACE_ID}-{PARENT_ID}-00")
     assert spans.get_finished_spans() == ()
-    assert fake_openai.last.headers["traceparent"].endswith("-00")
+    outgoing = fake_openai.last.headers["traceparent"]
+    assert outgoing.startswith(f"00-{TRACE_ID}-") and outgoing.endswith("-00")
+
+
+@pytest.mark.parametrize(("flags", "started"), [("01", 3), ("00", 1)], ids=["sampled", "unsampled"])
+def test_under_an_unsampled_span_no_child_span_is_even_started(client, spans, fake_openai, monkeypatch, flags,
+                                                                started):
+    # The server span; sampled, also the provider's and the store's (`conversation.create`).
+    calls: list[str] = []
+    real = sdk_trace.Tracer.start_span
+
+    def counted(self: sdk_trace.Tracer, name: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return real(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(sdk_trace.Tracer, "start_span", counted)
+    client.post("/v1/responses", {"model": "gpt-test", "input": "hi"},
+                traceparent=f"00-{TRACE_ID}-{PARENT_ID}-{flags}")
+    assert len(calls) == started, calls
 
 
 def test_a_request_that_matches_no_route_is_named_by_its_method(client, spans):
