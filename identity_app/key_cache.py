@@ -17,7 +17,10 @@ remembered is trusted only while nothing has been said against it:
   so a greenlet cannot put back a row that was read before the change.
 - The process that makes a change forgets at once too, inside its transaction, without waiting
   for the commit's notification.
-- Nothing is remembered longer than `auth.key_cache_ttl` (default 60 s; 0 switches this off).
+- Nothing is remembered longer than `auth.key_cache_ttl` (default 60 s; 0 switches this off). That
+  bounds the one case the socket check cannot see: a listening connection cut off without being
+  closed (a network partition, a failover to another server), until TCP keepalives declare it
+  dead (about 25 s).
 
 The window left: a request that reaches a worker after the revoking transaction committed but
 before Postgres has written the notification to that worker's socket. The listener's backend is
@@ -137,6 +140,9 @@ class KeyCache:
             params = connection.get_connection_params()
             params.pop("cursor_factory", None)
             params.setdefault("application_name", "gateway-api-key-listener")
+            # A connection cut off without being closed (a partition, a failover) shows no EOF;
+            # TCP keepalives find it dead within about 25 s (the TTL bounds what is trusted meanwhile).
+            params.update(keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
             listener = psycopg.connect(**{**params, "autocommit": True})
             listener.execute(f"LISTEN {CHANNEL}")
         except psycopg.Error as exc:

@@ -308,3 +308,54 @@ def test_an_outage_under_load_gives_only_503s_while_down_and_no_error_after(gate
             assert outcome.status == 200, outcome
     bad = [o for o in after if not ok(o)]
     assert not bad, f"{summary}\n{bad}\n{gw.log()[-3000:]}"
+
+
+AUTH_CONFIG = DEMO_CONFIG + "auth: {enabled: true}\n"
+
+
+def test_api_keys_remembered_by_the_workers_are_still_revoked_at_once_after_a_restart(
+        private_postgres: PrivatePostgres, say: Say) -> None:  # noqa: F811 - the fixture
+    """The workers remember active keys and listen for changes on a connection of their own
+    (identity_app.key_cache). A restart closes that connection: a revocation made after it must
+    still be refused by every worker on the next request, both before the workers listen again
+    (they read rows meanwhile) and after (the notification)."""
+    url = private_postgres.create_database("gateway")
+    gw = GatewayProcess(AUTH_CONFIG, workers=2, database_url=url)
+    subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, env=gw.env(), check=True)
+
+    def new_key() -> tuple[str, str]:
+        done = subprocess.run([sys.executable, "manage.py", "create_api_key", "--name", "k", "--owner", "acme"],
+                              cwd=ROOT, env=gw.env(), check=True, capture_output=True, text=True)
+        key = done.stdout.strip()
+        return key, "_".join(key.split("_")[:2])  # its visible prefix (gwk_1a2b3c4d) names it in SQL
+
+    def statuses(key: str, count: int = 16) -> list[int]:
+        def one(_: int) -> int:
+            return requests.post(f"{gw.base_url}/responses", json={"model": "demo", "input": "hi"},
+                                 headers={"Authorization": f"Bearer {key}"}, timeout=15).status_code
+        with ThreadPoolExecutor(4) as pool:  # spread over both workers
+            return list(pool.map(one, range(count)))
+
+    def revoke(prefix: str) -> None:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            done = conn.execute("UPDATE identity_app_apikey SET revoked_at = now() WHERE prefix = %s", (prefix,))
+            assert done.rowcount == 1
+
+    with gw:
+        first, first_prefix = new_key()
+        second, second_prefix = new_key()
+        assert set(statuses(first) + statuses(second)) == {200}  # both remembered by both workers
+        private_postgres.restart()
+        after = statuses(first)
+        assert set(after) == {200}, f"{after}\n{gw.log()[-3000:]}"
+        revoke(first_prefix)  # the workers are not listening again yet (they retry after 5 s)
+        assert set(statuses(first)) == {401}, gw.log()[-3000:]
+        time.sleep(6)  # now they listen again
+        assert set(statuses(second, 24)) == {200}  # remembered again
+        revoke(second_prefix)
+        refused = statuses(second, 24)
+        assert set(refused) == {401}, f"{refused}\n{gw.log()[-3000:]}"
+        say(f"after the restart: {len(after)} calls with a remembered key 200; revoked before and after the "
+            "workers listened again: every call 401")
