@@ -17,13 +17,50 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import prometheus_client
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 logger = logging.getLogger(__name__)
+
+
+class _ChildrenByValues:
+    """`labels(*values)` from a dict of the children already made. prometheus_client validates
+    and converts the values and takes a lock on every call; a request makes about a dozen such
+    calls on these families (issue 13). Only positional calls are remembered; the families are
+    never cleared or have children removed, so a remembered child stays the one to use."""
+
+    _by_values: dict[tuple[Any, ...], Any]
+
+    def labels(self, *values: Any, **named: Any) -> Any:
+        if named or not values:
+            return super().labels(*values, **named)  # type: ignore[misc]
+        by_values = self.__dict__.get("_by_values")
+        if by_values is None:
+            by_values = self._by_values = {}
+        try:
+            return by_values[values]
+        except KeyError:
+            child = by_values[values] = super().labels(*values)  # type: ignore[misc]
+            return child
+        except TypeError:  # an unhashable value: prometheus_client's str() of it is the label
+            return super().labels(*values)  # type: ignore[misc]
+
+
+class Counter(_ChildrenByValues, prometheus_client.Counter):
+    pass
+
+
+class Gauge(_ChildrenByValues, prometheus_client.Gauge):
+    pass
+
+
+class Histogram(_ChildrenByValues, prometheus_client.Histogram):
+    pass
 
 # LLM calls take seconds to minutes: the default buckets stop at 10 s.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
