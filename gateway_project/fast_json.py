@@ -7,9 +7,11 @@ comes out means the same as before: integers wider than 64 bits, lone surrogates
 `json.JSONDecodeError` for input that is not JSON, as before). One difference remains: decoding, an
 integer wider than 64 bits becomes a float (the standard library kept it exact). Only upstream
 bodies are decoded here; no provider sends such numbers, and a client's body, parsed by
-gateway_project.json_body, may not hold one. Output is compact and
-UTF-8 (non-ASCII characters as themselves rather than `\\u` escapes: the same JSON to any
-parser; the fallback escapes them, so a lone surrogate never reaches a socket unescaped).
+gateway_project.json_body, may not hold one.
+
+Output is compact and UTF-8: non-ASCII characters as themselves rather than `\\u` escapes, the
+same JSON to any parser. The fallback escapes them, so a lone surrogate never reaches a socket
+unescaped.
 """
 
 from __future__ import annotations

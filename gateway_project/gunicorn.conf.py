@@ -88,7 +88,7 @@ def post_worker_init(worker: Any) -> None:
     # A request allocates thousands of objects, and the default first threshold (700 allocations)
     # ran a young-generation collection several times per request; almost nothing of a request
     # is cyclic garbage. Every 10,000 allocations instead, and the older generations every 10 of
-    # those (the default ratio): -0.1 ms of CPU per request, -0.18 per stream (issue 13), with
+    # those (the default ratio): -0.10 ms of CPU per request, -0.16 per stream (issue 13), with
     # worker memory as flat as before (benchmarks/soak.py).
     gc.set_threshold(10_000, 10, 10)
 

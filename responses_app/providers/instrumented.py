@@ -40,14 +40,15 @@ class _Call:
         self.chunks = 0
         self.usage: Usage | None = None
         self.span: Span = trace.INVALID_SPAN
-        if tracing_enabled() and (parent := tracing.unsampled_parent()) is not None:
-            self.span = parent  # not recording: never ended here, and its context still goes upstream
-        elif tracing_enabled():
-            self.span = tracing.tracer().start_span(f"provider.{operation}", kind=SpanKind.CLIENT, attributes={
-                "provider.name": provider.key, "provider.model": request.model,
-                "gen_ai.system": _GEN_AI_SYSTEM.get(provider.type, provider.type),
-                "gen_ai.operation.name": "chat", "gen_ai.request.model": request.model,
-            })
+        if tracing_enabled():
+            # Under an unsampled span the call carries on under it (not recording, so never ended
+            # here; its context still goes upstream) instead of starting a child the sampler drops.
+            self.span = tracing.unsampled_parent() or tracing.tracer().start_span(
+                f"provider.{operation}", kind=SpanKind.CLIENT, attributes={
+                    "provider.name": provider.key, "provider.model": request.model,
+                    "gen_ai.system": _GEN_AI_SYSTEM.get(provider.type, provider.type),
+                    "gen_ai.operation.name": "chat", "gen_ai.request.model": request.model,
+                })
 
     def current(self) -> Token[Context]:
         """Make this call's span current while upstream code runs (for the outgoing traceparent)."""
