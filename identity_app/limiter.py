@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import redis
 
+from gateway_project import redis_clients
 from gateway_project.observability import metrics
 
 logger = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ def _decision(admitted: int, scope: int, wait_us: float, rl: float, tl: float, c
 
 class RedisBuckets:
     def __init__(self, url: str, *, prefix: str, timeout: float) -> None:
-        self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self.client = redis_clients.client(url, socket_timeout=timeout)
         self.prefix = prefix
         self._acquire = self.client.register_script(_ACQUIRE)
         self._reconcile = self.client.register_script(_RECONCILE)

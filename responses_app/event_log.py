@@ -67,9 +67,9 @@ class EventLog:
         self._broken: set[str] = set()
         self._redis: Any = None
         if redis_url:
-            import redis
+            from gateway_project import redis_clients
 
-            self._redis = redis.Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+            self._redis = redis_clients.client(redis_url, socket_timeout=2.0)
 
     # --- writing (the turn's runner) ----------------------------------------------------------
 

@@ -154,3 +154,17 @@ def test_the_burst_reaches_both_workers(prefix):
         key = create_key(gw)
         admitted = sum(r.status_code == 200 for r in burst([gw.url], key))
         assert LIMIT < admitted <= 2 * LIMIT, gw.log()
+
+
+def test_a_burst_wider_than_the_redis_pool_waits_for_it_and_stays_exact(prefix):
+    """150 requests at once on one worker: more of them reach the limiter together than the worker
+    has Redis connections (REDIS_POOL_MAX_SIZE, here 8). They wait for a connection in turn instead
+    of failing open (redis-py's default pool refused the 101st with "Too many connections", and the
+    limiter then admitted those requests unlimited), so exactly the key's limit is admitted."""
+    limit, count = 60, 150
+    with GatewayProcess(config(prefix), workers=1, env={"REDIS_URL": SHARED_REDIS, "REDIS_POOL_MAX_SIZE": "8"}) as gw:
+        key = create_key(gw, "--rpm", str(limit))
+        statuses = sorted(r.status_code for r in burst([gw.url], key, count))
+        log = gw.log()
+        assert statuses == [200] * limit + [429] * (count - limit), log
+        assert "Redis unavailable" not in log
