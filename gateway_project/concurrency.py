@@ -9,8 +9,11 @@ works in both worlds; this module only picks the cheaper way to start one.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+_T = TypeVar("_T")
 
 
 def gevent_active() -> bool:
@@ -68,3 +71,129 @@ def _original_select() -> Callable[..., Any]:
     import select
 
     return select.select
+
+
+class Empty(Exception):
+    """`Mailbox.get` waited its whole timeout and nothing came."""
+
+
+class Mailbox(Generic[_T]):
+    """Items from a helper to the one request that waits on them, the helper at most `capacity`
+    items ahead of the request (it waits for room first: `wait_for_room`). `put` never blocks, so
+    anyone may put (a cancellation putting its wake-up while the helper waits for room).
+
+    The upstream guard hands every streamed event over one of these (responses_app/providers/
+    guard.py). A queue.SimpleQueue with a semaphore for the room cost, under gevent, a Timeout
+    object and a pure-Python Condition round per event, about a sixth of a slow stream's CPU
+    (issue 13); under gevent this waits on the event loop's own Waiter and timer instead.
+    `mailbox()` makes the one that fits the process."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.items: deque[_T] = deque()
+        self.unblocked = False
+
+    def put(self, item: _T) -> None:
+        raise NotImplementedError
+
+    def get(self, timeout: float) -> _T:
+        """The oldest item; waits up to `timeout` seconds for one, else raises `Empty`."""
+        raise NotImplementedError
+
+    def wait_for_room(self) -> None:
+        """For the helper, before each `put`: wait while it is `capacity` items ahead."""
+        raise NotImplementedError
+
+    def unblock(self) -> None:
+        """`wait_for_room` never waits again (the helper must see a cancellation at once)."""
+        raise NotImplementedError
+
+
+class _ThreadMailbox(Mailbox[_T]):
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity)
+        self._changed = threading.Condition()
+
+    def put(self, item: _T) -> None:
+        with self._changed:
+            self.items.append(item)
+            self._changed.notify_all()
+
+    def get(self, timeout: float) -> _T:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self.items, timeout):
+                raise Empty
+            item = self.items.popleft()
+            self._changed.notify_all()
+            return item
+
+    def wait_for_room(self) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self.unblocked or len(self.items) < self.capacity)
+
+    def unblock(self) -> None:
+        with self._changed:
+            self.unblocked = True
+            self._changed.notify_all()
+
+
+def mailbox(capacity: int) -> Mailbox[Any]:
+    return _GeventMailbox(capacity) if gevent_active() else _ThreadMailbox(capacity)
+
+
+_TIMED_OUT = object()
+
+
+class _GeventMailbox(Mailbox[_T]):
+    # Every user is a greenlet of the worker's one thread, so plain attributes need no lock; a
+    # waiter is woken from the event loop (run_callback), never by switching to it directly.
+
+    def __init__(self, capacity: int) -> None:
+        from gevent import get_hub
+        from gevent.hub import Waiter
+
+        super().__init__(capacity)
+        self._hub = get_hub()
+        self._waiter = Waiter
+        self._getter: Any = None  # the request's Waiter while it waits for an item
+        self._putter: Any = None  # the helper's Waiter while it waits for room
+
+    def put(self, item: _T) -> None:
+        self.items.append(item)
+        if self._getter is not None:
+            waiter, self._getter = self._getter, None
+            self._hub.loop.run_callback(waiter.switch, None)
+
+    def get(self, timeout: float) -> _T:
+        if not self.items:
+            waiter = self._getter = self._waiter(self._hub)
+            timer = self._hub.loop.timer(max(0.0, timeout))
+            timer.start(waiter.switch, _TIMED_OUT)
+            try:
+                waiter.get()
+            finally:
+                timer.close()
+                self._getter = None
+            if not self.items:
+                raise Empty
+        item = self.items.popleft()
+        if self._putter is not None:
+            self._wake_putter()
+        return item
+
+    def wait_for_room(self) -> None:
+        while not self.unblocked and len(self.items) >= self.capacity:
+            waiter = self._putter = self._waiter(self._hub)
+            try:
+                waiter.get()
+            finally:
+                self._putter = None
+
+    def unblock(self) -> None:
+        self.unblocked = True
+        if self._putter is not None:
+            self._wake_putter()
+
+    def _wake_putter(self) -> None:
+        waiter, self._putter = self._putter, None
+        self._hub.loop.run_callback(waiter.switch, None)

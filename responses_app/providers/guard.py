@@ -2,7 +2,7 @@
 
 Why: a request that blocks inside an upstream socket read can only be stopped by throwing into
 it, and a throw can land anywhere, including inside a database call (which left pooled Postgres
-connections mid-query for good). Here the request only ever waits on a queue, with a timeout, so:
+connections mid-query for good). Here the request only ever waits on a mailbox, with a timeout, so:
 
 - the four timeouts are plain clock checks: no first event within `first_byte_timeout`, a gap
   longer than `idle_timeout`, or past `total_timeout` (or the turn's own deadline) — the attempt is
@@ -21,8 +21,6 @@ response headers as after them); the socket timeouts are only a safety net.
 from __future__ import annotations
 
 import contextvars
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -109,14 +107,13 @@ BUFFERED = 256
 def _guarded(call: Callable[[ProviderRequest], Iterator[Event]], request: ProviderRequest, timeouts: Timeouts,
              key: str) -> Iterator[Event]:
     attempt = request.cancel.child()
-    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
     # The helper may run at most BUFFERED events ahead of the reader: a client that reads slowly
     # stalls the upstream read (TCP backpressure) instead of growing the worker's memory.
-    credits = threading.Semaphore(BUFFERED)
+    inbox = concurrency.mailbox(BUFFERED)
 
     def wake(_reason: str) -> None:
         inbox.put(_WAKE)
-        credits.release(BUFFERED)  # a helper waiting for room sees the cancel at once
+        inbox.unblock()  # a helper waiting for room sees the cancel at once
 
     attempt.on_cancel(wake)
     started = time.monotonic()
@@ -124,7 +121,7 @@ def _guarded(call: Callable[[ProviderRequest], Iterator[Event]], request: Provid
     if request.deadline is not None:
         deadline = min(deadline, request.deadline)
     concurrency.start(contextvars.copy_context().run, _pump, call, replace(request, cancel=attempt), attempt, inbox,
-                      credits, name=f"upstream-{key}")
+                      name=f"upstream-{key}")
     heartbeat = request.heartbeat
     received = False
     last = beat_from = started
@@ -139,8 +136,8 @@ def _guarded(call: Callable[[ProviderRequest], Iterator[Event]], request: Provid
             if heartbeat:
                 wait = min(wait, beat_from + heartbeat - now)
             try:
-                item = inbox.get(timeout=max(0.0, wait))
-            except queue.Empty:
+                item = inbox.get(max(0.0, wait))
+            except concurrency.Empty:
                 now = time.monotonic()
                 if now >= limit:
                     attempt.cancel(phase)
@@ -159,7 +156,6 @@ def _guarded(call: Callable[[ProviderRequest], Iterator[Event]], request: Provid
                 raise item.error
             received = True
             last = beat_from = time.monotonic()
-            credits.release()
             yield item
     finally:
         if not done:
@@ -169,7 +165,7 @@ def _guarded(call: Callable[[ProviderRequest], Iterator[Event]], request: Provid
 
 
 def _pump(call: Callable[[ProviderRequest], Iterator[Event]], request: ProviderRequest, attempt: CancelToken,
-          inbox: queue.SimpleQueue[Any], credits: threading.Semaphore) -> None:
+          inbox: concurrency.Mailbox[Any]) -> None:
     """The helper: read the upstream, hand every event over. Whatever it raises is handed over too,
     unless the attempt was abandoned meanwhile (nobody is waiting for it then)."""
     events: Iterator[Event] | None = None
@@ -179,7 +175,7 @@ def _pump(call: Callable[[ProviderRequest], Iterator[Event]], request: ProviderR
     try:
         events = call(request)
         for event in events:
-            credits.acquire()  # room for one more event: the reader is not too far behind
+            inbox.wait_for_room()  # the reader is not too far behind
             if attempt.cancelled:
                 return
             inbox.put(event)
