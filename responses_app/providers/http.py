@@ -10,7 +10,8 @@ socket down for reading, which ends a blocked read in any thread or greenlet wit
 what else the process is doing: until the headers are in (and, for an answer that is not
 streamed, its whole body), through the connection class of the entry's pools
 (`_AbortableConnection`); after them, through `HTTPResponse.shutdown()`, urllib3's public way to
-stop a response's reads. The socket timeouts given to urllib3 are only a safety net.
+stop a response's reads. The socket timeouts given to urllib3 are only a safety net, and a
+streamed body, once its headers are in, is read without one (`_untimed`).
 
 Calls go to urllib3 directly: `requests`' per-call session machinery (merging settings, preparing
 the request, hooks, a cookie jar, the response wrapper) cost about 1.5 ms of CPU per call. What it
@@ -345,10 +346,24 @@ def post(
         if stream:
             # From now on a cancellation (client gone, a timeout, shutdown) ends the read at once.
             cancel.on_cancel(lambda _reason: _shut(raw))
+            _untimed(raw)
         if cancel.cancelled:
             response.close()
             raise Cancelled(cancel.reason or "")
     return response
+
+
+def _untimed(raw: HTTPResponse) -> None:
+    """A streamed body is read without a socket timeout: the guard's clock bounds the wait between
+    events (`idle`, `total`) and its token ends the read when one passes, so the socket timeout
+    only cost, under gevent, a Timeout object and a timer started and stopped on every read that
+    waits, that is on every event of a slow stream (issue 13). urllib3 sets the timeout again
+    when the connection is reused."""
+    connection = raw.connection
+    sock = connection.sock if connection is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.settimeout(None)
 
 
 def _shut(raw: HTTPResponse) -> None:

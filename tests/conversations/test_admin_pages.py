@@ -244,12 +244,21 @@ def test_every_admin_page_stays_fast_over_100000_responses(api, staff, fake_open
                                   created_at=now, updated_at=now - timedelta(seconds=n)) for n in range(1000)]
     Conversation.objects.bulk_create(conversations)
     Conversation.objects.filter(pk=conversation_id).update(updated_at=now + timedelta(minutes=1))
-    rows = (StoredResponse(id=f"resp_bulk{n:07d}", conversation_id=f"conv_bulk{n % 1000:06d}", depth=n // 1000,
-                           owner=f"owner{n % 10}", subject=f"key:{n % 7}", model="gpt-test", provider="openai",
-                           status="completed", created_at=now - timedelta(seconds=n), completed_at=now,
-                           input_tokens=10, output_tokens=20, cost_usd=Decimal("0.001")) for n in range(100_000))
-    StoredResponse.objects.bulk_create(rows, batch_size=5000)
     with connection.cursor() as cursor:
+        # The rows that bulk_create would make of StoredResponse(id=f"resp_bulk{n:07d}",
+        # conversation_id=f"conv_bulk{n % 1000:06d}", depth=n // 1000, owner=f"owner{n % 10}",
+        # subject=f"key:{n % 7}", model="gpt-test", provider="openai", status="completed",
+        # created_at=now - n seconds, completed_at=now, input_tokens=10, output_tokens=20,
+        # cost_usd=0.001), made by Postgres in one statement: 100,000 model instances cost this
+        # test 20 of its 30 s.
+        cursor.execute(
+            f"INSERT INTO {StoredResponse._meta.db_table} (id, conversation_id, depth, owner, subject, model, "  # noqa: S608
+            "provider, status, created_at, completed_at, settings, input_tokens, cached_tokens, cache_write_tokens, "
+            "output_tokens, reasoning_tokens, usage_reported, cost_usd, worker, interrupted) "
+            "SELECT 'resp_bulk' || lpad(n::text, 7, '0'), 'conv_bulk' || lpad((n %% 1000)::text, 6, '0'), n / 1000, "
+            "'owner' || (n %% 10), 'key:' || (n %% 7), 'gpt-test', 'openai', 'completed', "
+            "%s - n * interval '1 second', %s, '{}'::jsonb, 10, 0, 0, 20, 0, true, 0.001, '', '' "
+            "FROM generate_series(0, 99999) AS n", [now, now])
         cursor.execute("ANALYZE conversations_app_storedresponse")
         cursor.execute("ANALYZE conversations_app_conversation")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from responses_app.cancellation import CancelToken
 from responses_app.providers import http
 from responses_app.providers.base import ProviderError
 from tests.fakes.proxy import RecordingProxy
@@ -294,3 +296,33 @@ def test_a_kept_alive_connection_the_upstream_closed_meanwhile_is_not_reused(fak
     time.sleep(0.05)  # the server's FIN reaches the pooled socket
     assert answer(upstream, f"{fake.url}/v1/chat/completions") == {"ok": True}
     assert len({recorded.client_port for recorded in fake.requests}) == 2
+
+
+def test_a_streamed_body_waits_without_a_socket_timeout_until_its_token_is_cancelled(fake: Scripted) -> None:
+    """The guard's clock bounds a stream's gaps and its token ends the read (http._untimed); the socket
+    timeout (1 s here) is off for the body, and back on when the pooled connection is reused."""
+    silent = threading.Event()
+
+    def stalls(recorded: Recorded, writer: Writer) -> None:
+        writer.start_stream()
+        writer.chunk(b'data: {"n": 0}\n\n')
+        silent.wait(10)  # then nothing, until the test ends
+
+    fake.script(stalls, ok)
+    upstream = http.Upstream(fake.url)
+    token = CancelToken()
+    short = http.Timeouts(connect=2, first_byte=1, idle=1, total=1)
+    response = http.post(upstream, "p", f"{fake.url}/v1/chat/completions", payload={"model": "m"}, headers={},
+                         timeout=short, stream=True, cancel=token)
+    found = http.sse_events("p", response)
+    assert next(found) == (None, '{"n": 0}')
+    threading.Timer(2.5, token.cancel, args=["idle"]).start()
+    started = time.monotonic()
+    with pytest.raises((ProviderError, StopIteration)):
+        next(found)  # blocked past the 1 s socket timeout, until the cancel at 2.5 s
+    assert 2.3 < time.monotonic() - started < 5
+    silent.set()
+    response.close()
+    assert answer(upstream, f"{fake.url}/v1/chat/completions") == {"ok": True}
+    connection = upstream.manager.connection_from_url(fake.url).pool.queue[-1]  # type: ignore[attr-defined]
+    assert connection.sock is None or connection.sock.gettimeout() is not None
