@@ -324,5 +324,7 @@ def test_a_streamed_body_waits_without_a_socket_timeout_until_its_token_is_cance
     silent.set()
     response.close()
     assert answer(upstream, f"{fake.url}/v1/chat/completions") == {"ok": True}
-    connection = upstream.manager.connection_from_url(fake.url).pool.queue[-1]  # type: ignore[attr-defined]
+    idle = upstream.manager.connection_from_url(fake.url).pool
+    assert idle is not None
+    connection = idle.queue[-1]  # the connection just put back
     assert connection.sock is None or connection.sock.gettimeout() is not None
