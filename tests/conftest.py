@@ -15,27 +15,6 @@ if TYPE_CHECKING:
     from django.test.client import _MonkeyPatchedWSGIResponse
 
 
-# End-to-end tests whose gateway serves one client's requests in turn, with no bound on time (the
-# real clients: SDKs, Codex, LangChain, the browser, the chat command).
-_CLIENT_MODULES = frozenset({
-    "test_sdk", "test_agents_sdk", "test_anthropic_sdk", "test_chat_completions_sdk", "test_langchain",
-    "test_codex_cli", "test_sdk_endpoints", "test_sdk_compaction", "test_conversations_sdk",
-    "test_conversation_turns", "test_chat_command", "test_admin_browser", "test_websocket_providers",
-})
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (scripts/test runs two workers) every test that runs the gateway under
-    gunicorn under load or against a clock goes to one worker, one after another: their timing bounds
-    (a cancel within a second, a 503 within two) were written for a machine not also running another
-    such test. The real clients' tests are a second group, which the other worker runs beside its
-    in-process tests, so the first group alone is the suite's critical path."""
-    for item in items:
-        if item.get_closest_marker("e2e") is not None:
-            client = item.path.stem in _CLIENT_MODULES
-            item.add_marker(pytest.mark.xdist_group("gunicorn-clients" if client else "gunicorn"))
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _key_listener_closed_before_teardown(django_db_setup: None) -> Iterator[None]:
     """The API-key cache's listening connection (identity_app.key_cache) would keep the test
