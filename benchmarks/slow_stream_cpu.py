@@ -69,7 +69,7 @@ def main() -> None:
                     user, system = gateway.cpu_seconds()
                     result = run_hey(f"{gateway.process.base_url}/responses", BODY, requests=args.streams,
                                      concurrency=args.streams, headers={"Authorization": f"Bearer {gateway.key}"},
-                                     timeout=args.chunks * args.gap * 20 + 60)
+                                     timeout=int(args.chunks * args.gap * 20) + 60)
                     user_after, system_after = gateway.cpu_seconds()
                     ms = (user_after - user + system_after - system) / args.streams * 1000
                     figures[tree].append(ms)
