@@ -35,9 +35,10 @@ providers: {demo: {type: demo}}
 models: [{name: demo, provider: demo}]
 """
 
-# The promises under test (README, "Database outages"): DB_POOL_TIMEOUT (1.5 s) plus the request's
-# own time, on two cores shared with two other test workers (2.03 s seen once with 2.0 here).
-API_503_WITHIN = 2.5
+# The promises under test (README, "Database outages"): a 503 after DB_POOL_TIMEOUT (1.5 s) plus the
+# request's own time, which on two cores shared with two other test workers was 2.0-2.8 s. Well
+# short of what the bound is there to catch: waiting out DB_POOL_BUSY_TIMEOUT (10 s), or hanging.
+API_503_WITHIN = 4.0
 READY_WITHIN = 1.0
 
 
