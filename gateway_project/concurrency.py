@@ -137,13 +137,6 @@ class _ThreadMailbox(Mailbox[_T]):
             self._changed.notify_all()
 
 
-def mailbox(capacity: int) -> Mailbox[Any]:
-    return _GeventMailbox(capacity) if gevent_active() else _ThreadMailbox(capacity)
-
-
-_TIMED_OUT = object()
-
-
 class _GeventMailbox(Mailbox[_T]):
     # Every user is a greenlet of the worker's one thread, so plain attributes need no lock; a
     # waiter is woken from the event loop (run_callback), never by switching to it directly.
@@ -168,7 +161,7 @@ class _GeventMailbox(Mailbox[_T]):
         if not self.items:
             waiter = self._getter = self._waiter(self._hub)
             timer = self._hub.loop.timer(max(0.0, timeout))
-            timer.start(waiter.switch, _TIMED_OUT)
+            timer.start(waiter.switch, None)  # woken empty-handed: Empty below
             try:
                 waiter.get()
             finally:
@@ -197,3 +190,7 @@ class _GeventMailbox(Mailbox[_T]):
     def _wake_putter(self) -> None:
         waiter, self._putter = self._putter, None
         self._hub.loop.run_callback(waiter.switch, None)
+
+
+def mailbox(capacity: int) -> Mailbox[Any]:
+    return _GeventMailbox(capacity) if gevent_active() else _ThreadMailbox(capacity)

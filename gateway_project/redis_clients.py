@@ -15,26 +15,14 @@ before Django loads), so a request waiting for a connection lets the others run.
 
 from __future__ import annotations
 
-import os
-
 import redis
-
-POOL_MAX_SIZE = 32
-POOL_TIMEOUT = 5.0
-
-
-def pool_max_size() -> int:
-    return int(os.environ.get("REDIS_POOL_MAX_SIZE") or POOL_MAX_SIZE)
-
-
-def pool_timeout() -> float:
-    return float(os.environ.get("REDIS_POOL_TIMEOUT") or POOL_TIMEOUT)
+from django.conf import settings
 
 
 def client(url: str, *, socket_timeout: float) -> redis.Redis:
     """A client on its own bounded, waiting pool. `socket_timeout` bounds each connect and each
     reply (a Redis that is down or stuck); the wait for a free connection is the pool's."""
     pool = redis.BlockingConnectionPool.from_url(
-        url, max_connections=pool_max_size(), timeout=pool_timeout(),
+        url, max_connections=settings.REDIS_POOL_MAX_SIZE, timeout=settings.REDIS_POOL_TIMEOUT,
         socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout)
     return redis.Redis(connection_pool=pool)

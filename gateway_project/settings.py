@@ -69,6 +69,9 @@ SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$"]
 SILENCED_SYSTEM_CHECKS = ["security.W004", "security.W008"]
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# Per worker process and client (the rate limiter, the event logs): gateway_project/redis_clients.py.
+REDIS_POOL_MAX_SIZE = env.int("REDIS_POOL_MAX_SIZE", default=32)
+REDIS_POOL_TIMEOUT = env.float("REDIS_POOL_TIMEOUT", default=5.0)
 
 # Fernet keys that seal the gateway's compaction items (gateway_project/sealing.py): the first seals,
 # every one opens, so a key is rotated by putting the new one first and dropping the old one once

@@ -15,7 +15,8 @@ connections mid-query for good). Here the request only ever waits on a mailbox, 
 The helper is a greenlet under gevent and a thread elsewhere (gateway_project.concurrency); it
 runs in a copy of the caller's context, so the provider span is current for its outgoing request.
 An abandoned helper ends as soon as its read is shut down (http.post arranges that, before the
-response headers as after them); the socket timeouts are only a safety net.
+response headers as after them); the socket timeouts are only a safety net, and a streamed body
+has none (http._untimed).
 """
 
 from __future__ import annotations
