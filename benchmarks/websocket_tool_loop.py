@@ -10,7 +10,8 @@ openai SDK:
 
 - `HTTP SSE, store:true`: `client.responses.create(stream=True, previous_response_id=...)`, the
   gateway loading the chain from Postgres on every turn;
-- `WS, store:true`: the same turns as `response.create` events over one `client.responses.connect()`;
+- `WS, store:true`: the same turns as `response.create` events over one `client.responses.connect()`,
+  each continued from the connection's memory (no chain read back) and stored as over HTTP;
 - `WS, store:false`: the same, continued from the connection's memory (no Postgres at all).
 
 A loop's time runs from its first request (for WebSocket: from opening the connection) to its

@@ -23,7 +23,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from django.db import DatabaseError
+from django.db import DatabaseError, IntegrityError
 from django.utils import timezone
 
 from conversations_app.api_store import api_conversations
@@ -154,6 +154,13 @@ class Turn:
                 self.announced = True
             else:
                 store.check_available()
+        except IntegrityError:
+            self._close()
+            if self._stored_parent is None:
+                raise
+            # The chain it follows was purged since it was read (or since its WebSocket connection
+            # kept it): the turn's row would point at rows that are gone.
+            raise _previous_not_found(self.request.previous_response_id) from None
         except BaseException:
             self._close()
             raise
@@ -278,9 +285,9 @@ def _cost(route: Route, usage: dict[str, int] | None) -> float | None:
 
 def load_chain(previous_response_id: str | None, owner: str,
                connection_cache: ConnectionCache | None = None) -> Chain | None:
-    """The caller's own stored chain that `previous_response_id` names (None without one), or an
-    unstored response its WebSocket connection keeps; the documented 400s for one that does not
-    exist (or is another owner's) or is still running."""
+    """The chain that `previous_response_id` names (None without one): its WebSocket connection's
+    memory of it (responses_app.connection_cache), or else the caller's own stored chain; the
+    documented 400s for one that does not exist (or is another owner's) or is still running."""
     if not previous_response_id:
         return None
     chain = connection_cache.get(previous_response_id) if connection_cache is not None else None
@@ -290,13 +297,17 @@ def load_chain(previous_response_id: str | None, owner: str,
         finally:
             release_connection()
     if chain is None:
-        raise invalid_request(f"Previous response with id '{previous_response_id}' not found.",
-                              param="previous_response_id", code="previous_response_not_found")
+        raise _previous_not_found(previous_response_id)
     if chain.in_progress:
         raise invalid_request(f"Previous response with id '{previous_response_id}' is still in "
                               "progress; wait for it to finish.", param="previous_response_id",
                               code="previous_response_in_progress")
     return chain
+
+
+def _previous_not_found(previous_response_id: str | None) -> ApiError:
+    return invalid_request(f"Previous response with id '{previous_response_id}' not found.",
+                           param="previous_response_id", code="previous_response_not_found")
 
 
 def load_conversation(conversation_id: str | None, owner: str) -> list[dict[str, Any]] | None:

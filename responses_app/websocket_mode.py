@@ -9,8 +9,10 @@ JSON text message each (docs/api.md#websocket-mode).
                                         storage, metrics, a span, an access log line of its own)
 
 A `response.create` is the create body without `stream`/`background`, plus `stream_id`. Errors
-that concern one request come back as `error` events and the connection stays open; a `store:
-false` response can be continued on the same connection (responses_app.connection_cache). When
+that concern one request come back as `error` events and the connection stays open; each lane's
+latest response, stored or not, is continued from the connection's memory
+(responses_app.connection_cache), so a `store: false` one can be continued at all and a stored
+one without reading its chain back from Postgres. When
 the client goes, every running turn is cancelled: its upstream is closed at once, and a stored
 turn is settled `incomplete`.
 """
@@ -270,7 +272,6 @@ class Session:
             if job.prefix:
                 create.input_items = _with_steering(job.prefix, create.input_items)
             outcome.previous = create.previous_response_id
-            outcome.store = create.store
             turn = outcome.turn = pipeline.start_turn(ctx, create, body_bytes=job.size)
             outcome.response_id = turn.response_id
             running = self.steering.started(lane, turn)
@@ -312,10 +313,11 @@ class Session:
         return create_request_from(data)
 
     def _after(self, lane: Lane, job: Job, outcome: Outcome) -> None:
-        """Keep the lane's latest unstored response; drop the parent of a continuation that failed."""
+        """Keep the lane's latest response, stored or not; drop the parent of a continuation that failed."""
         turn = outcome.turn
         status = turn.final_status if turn is not None else "failed"
-        if turn is not None and status in ("completed", "incomplete") and not outcome.store:
+        # A turn of the Conversations API is continued through its conversation, not from here.
+        if turn is not None and status in ("completed", "incomplete") and not turn.api_conversation:
             self.cache.put(lane.stream_id, turn.context_after())
         failed = outcome.error is not None or status == "failed"
         if failed and outcome.previous and self.cache.lane_of(outcome.previous) == lane.stream_id:
@@ -443,7 +445,6 @@ class Outcome:
     turn: pipeline.Turn | None = None
     response_id: str | None = None
     previous: str | None = None
-    store: bool = True
     sent_bytes: int = 0
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import requests
 from openai import OpenAI
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
@@ -125,6 +126,64 @@ def test_three_sequential_responses_chain_on_one_socket(client: OpenAI, upstream
             previous = done["response"]["id"]
     assert _user_texts(upstream.requests[-1].json) == ["first", "second", "third"]
     assert [m["content"] for m in upstream.requests[-1].json["messages"] if m["role"] == "assistant"] == ["one", "two"]
+
+
+def _chain_reads(gateway: GatewayProcess) -> float:
+    """Chains read back from Postgres so far, over every worker: `conversation_operations_total`
+    of the `get` operation."""
+    text = requests.get(f"{gateway.url}/metrics", timeout=5).text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "conversation_operations_total" and sample.labels.get("operation") == "get")
+
+
+def test_a_stored_chain_is_continued_from_the_connections_memory_and_stored_whole(
+        client: OpenAI, upstream: FakeOpenAI, gateway: GatewayProcess):
+    upstream.script(Reply(text="one"), Reply(text="two"), Reply(text="three"), Reply(text="four"), Reply(text="five"))
+    reads = _chain_reads(gateway)
+    ids = []
+    with client.responses.connect() as connection:
+        events = Events(connection)
+        for word in ("first", "second", "third"):
+            connection.response.create(model="m", input=word, previous_response_id=ids[-1] if ids else None)
+            done = events.until_terminal()[-1]
+            assert done["type"] == "response.completed"
+            ids.append(done["response"]["id"])
+        # Each turn continued the lane's latest response from memory: no chain was read back.
+        assert _chain_reads(gateway) == reads
+        assert _user_texts(upstream.requests[-1].json) == ["first", "second", "third"]
+        # An older response of this connection is not its lane's latest: it is read from Postgres.
+        connection.response.create(model="m", input="fork", previous_response_id=ids[0], stream_id="b")
+        assert events.until_terminal()[-1]["type"] == "response.completed"
+        assert _chain_reads(gateway) == reads + 1
+        assert _user_texts(upstream.requests[-1].json) == ["first", "fork"]
+    # The turns were stored as one chain: HTTP continues it from Postgres with the whole history.
+    for response_id, previous in zip(ids, [None, *ids[:-1]], strict=True):
+        assert client.responses.retrieve(response_id).previous_response_id == previous
+    client.responses.create(model="m", input="fourth", previous_response_id=ids[-1])
+    assert _user_texts(upstream.requests[-1].json) == ["first", "second", "third", "fourth"]
+    assert [m["content"] for m in upstream.requests[-1].json["messages"] if m["role"] == "assistant"] == [
+        "one", "two", "three"]
+
+
+def test_a_remembered_response_whose_chain_was_purged_is_not_found_and_the_socket_goes_on(
+        client: OpenAI, upstream: FakeOpenAI, gateway: GatewayProcess):
+    upstream.script(Reply(text="kept"), Reply(text="fresh"))
+    with client.responses.connect() as connection:
+        events = Events(connection)
+        connection.response.create(model="m", input="q")
+        first = events.until_terminal()[-1]["response"]["id"]
+        time.sleep(1.1)
+        subprocess.run([sys.executable, "manage.py", "purge_conversations", "--older-than", "1s"], cwd=ROOT,
+                       env=gateway.env(), check=True, capture_output=True)
+        assert requests.get(f"{client.base_url}responses/{first}", timeout=5,
+                            headers={"Authorization": f"Bearer {client.api_key}"}).status_code == 404
+        connection.response.create(model="m", input="more", previous_response_id=first)
+        error = events.next()
+        assert error["type"] == "error" and error["status"] == 400
+        assert error["error"]["code"] == "previous_response_not_found"
+        connection.response.create(model="m", input="from scratch")
+        assert events.until_terminal()[-1]["type"] == "response.completed"
+    assert len(upstream.requests) == 2
 
 
 def test_a_store_false_continuation_sends_only_new_input_and_the_upstream_gets_everything(client: OpenAI,
