@@ -201,6 +201,14 @@ class ConversationStore:
         return StoredResponse.objects.filter(owner=owner, deleted_at__isnull=True, pk=response_id)
 
     def get_chain(self, response_id: str, owner: str) -> Chain | None:
+        if connection.vendor == "postgresql":
+            if not can_exist(response_id):
+                return None
+            read = turn_statements.read_chain(response_id, owner)
+            if read is None:
+                return None
+            return Chain(response_id, read.conversation_id, read.depth, read.items,
+                         in_progress=read.status == IN_PROGRESS)
         anchor = self._visible(owner, response_id).values("conversation_id", "depth", "status").first()
         if anchor is None:
             return None

@@ -1,4 +1,4 @@
-"""A chain turn's writes as single Postgres statements: one round trip each.
+"""A chain turn's read and writes as single Postgres statements: one round trip each.
 
 Writing a turn through the ORM took a transaction of four or five statements (BEGIN, the
 conversation, the response row, its items, COMMIT), each a round trip to Postgres and a pass
@@ -13,12 +13,18 @@ BEGIN/COMMIT), and Postgres checks the foreign keys between its parts when it en
   `ConversationStore.finish_turn` documents), its output items, the conversation's counters, all
   only when the row still exists.
 
+The read (`read_chain`, what a follow-up needs of the response it continues) is one statement too:
+the anchor, checked as the caller's own and not deleted, and the items of its whole chain, walked
+inside the database and aggregated into one JSON array, oldest first. Through the ORM it was two
+queries, and each item a row decoded on its own by JSONField (the standard library's json): at
+turn 50, a hundred decodes, the part of a turn that grew with the chain.
+
 Row values are prepared as the ORM's insert prepares them (`_Table`: defaults filled in, JSON and
 decimals through their fields' `get_db_prep_save`, so they are stored alike); a turn's items are
 sent as one JSON array and unpacked by `jsonb_array_elements`, so they are encoded once, whatever
 their number.
-Postgres only, and only chain turns: ConversationStore keeps the ORM path for other databases
-and for turns of the Conversations API, whose append needs its own reads.
+Postgres only, and the writes only for chain turns: ConversationStore keeps the ORM path for other
+databases and for turns of the Conversations API, whose append needs its own reads.
 """
 
 from __future__ import annotations
@@ -153,3 +159,39 @@ def finish_turn(*, response_id: str, conversation_id: str, status: str, complete
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, response_id, fast_json.dumps(output_items), now, tokens["input_tokens"],
                              tokens["output_tokens"], conversation_id])
+
+
+# The anchor (the caller's own, not deleted) and, only when it is there, its chain's items as one
+# JSON array: the recursive walk follows previous_response_id whatever those responses' state (a
+# deleted one's items stay in the context of the responses that followed it).
+_READ_CHAIN_SQL = f"""
+WITH RECURSIVE chain(id, previous_response_id, depth) AS (
+    SELECT id, previous_response_id, depth FROM {_RESPONSES} WHERE id = %(id)s
+    UNION ALL
+    SELECT r.id, r.previous_response_id, r.depth FROM {_RESPONSES} r JOIN chain c ON r.id = c.previous_response_id
+)
+SELECT anchor.conversation_id, anchor.depth, anchor.status,
+       (SELECT COALESCE(json_agg(i.data ORDER BY c.depth, i.kind, i.position), '[]')::text
+        FROM {_ITEMS} i JOIN chain c ON c.id = i.response_id)
+FROM {_RESPONSES} anchor WHERE anchor.id = %(id)s AND anchor.owner = %(owner)s AND anchor.deleted_at IS NULL
+"""  # noqa: S608 - the table names are the models'; the values are parameters
+
+
+@dataclass(frozen=True)
+class ChainRead:
+    conversation_id: str
+    depth: int
+    status: str
+    items: list[dict[str, Any]]
+
+
+def read_chain(response_id: str, owner: str) -> ChainRead | None:
+    """One statement: the caller's own visible response `response_id`, and the input and output
+    items of every response in its chain, oldest first; None when there is no such response."""
+    with connection.cursor() as cursor:
+        cursor.execute(_READ_CHAIN_SQL, {"id": response_id, "owner": owner})
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    conversation_id, depth, status, items = row
+    return ChainRead(conversation_id, depth, status, fast_json.loads(items))

@@ -140,7 +140,7 @@ def test_a_stored_chain_is_continued_from_the_connections_memory_and_stored_whol
         client: OpenAI, upstream: FakeOpenAI, gateway: GatewayProcess):
     upstream.script(Reply(text="one"), Reply(text="two"), Reply(text="three"), Reply(text="four"), Reply(text="five"))
     reads = _chain_reads(gateway)
-    ids = []
+    ids: list[str] = []
     with client.responses.connect() as connection:
         events = Events(connection)
         for word in ("first", "second", "third"):

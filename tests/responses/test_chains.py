@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from conversations_app.models import Conversation, Item, StoredResponse
 from conversations_app.store import store
@@ -123,13 +124,30 @@ def _build_chain(api, depth):
 
 
 @pytest.mark.parametrize("depth", [1, 50])
-def test_loading_a_chain_takes_two_queries_at_any_depth(api, django_assert_num_queries, depth):
+def test_loading_a_chain_is_one_statement_at_any_depth(api, django_assert_num_queries, depth):
+    """Pinned (conversations_app.turn_statements.read_chain): the anchor and the whole chain's items,
+    walked inside Postgres, in one round trip, in order."""
     last = _build_chain(api, depth)
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(1) as queries:
         chain = store.get_chain(last, owner="")
+    assert "WITH RECURSIVE" in queries.captured_queries[0]["sql"]
     assert len(chain.items) == depth * 2
-    assert chain.items[0]["content"][0]["text"] == "turn 0"
-    assert chain.depth == depth - 1
+    assert [item["content"][0]["text"] for item in chain.items[::2]] == [f"turn {n}" for n in range(depth)]
+    assert [item["role"] for item in chain.items[:2]] == ["user", "assistant"]
+    assert chain.depth == depth - 1 and not chain.in_progress
+
+
+def test_a_chain_is_read_only_by_its_owner_and_not_once_deleted(api):
+    last = _build_chain(api, 3)
+    assert store.get_chain(last, owner="someone-else") is None
+    assert store.get_chain("resp_" + "0" * 48, owner="") is None
+    assert store.get_chain("x" * 500, owner="") is None  # longer than any id: nothing to look up
+    middle = StoredResponse.objects.get(depth=1)
+    middle.deleted_at = timezone.now()
+    middle.save()
+    # A deleted response in the middle stays in the context of those that followed it.
+    assert len(store.get_chain(last, owner="").items) == 6
+    assert store.get_chain(middle.id, owner="") is None
 
 
 def test_storage_grows_linearly_with_turns(api):
@@ -147,20 +165,13 @@ def test_a_follow_up_right_after_a_stream_finds_the_turn(api):
     assert follow.status_code == 200
 
 
-def test_the_chain_query_is_one_statement(api):
-    last = _build_chain(api, 3)
-    with CaptureQueriesContext(connection) as queries:
-        store.get_chain(last, owner="")
-    assert "WITH RECURSIVE" in queries.captured_queries[1]["sql"]
-
-
 def _writes(queries: CaptureQueriesContext) -> list[str]:
     return [q["sql"] for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
 
 
 def test_a_turn_is_one_statement_per_write(api, fake_openai, monkeypatch):
     """Pinned (conversations_app.turn_statements): a JSON turn is written whole in one statement, a
-    stream is opened in one and settled in one; a follow-up adds only the two reads of its chain."""
+    stream is opened in one and settled in one; a follow-up adds only the read of its chain."""
     from conversations_app.usage import rollup
     from tests.conftest import sse_events
 
@@ -170,11 +181,11 @@ def test_a_turn_is_one_statement_per_write(api, fake_openai, monkeypatch):
     assert len(_writes(first)) == 1, _writes(first)
     with CaptureQueriesContext(connection) as follow_up:
         second_id = api.create(model="gpt-test", input="two", previous_response_id=first_id).json()["id"]
-    assert len(_writes(follow_up)) == 3, _writes(follow_up)
+    assert len(_writes(follow_up)) == 2, _writes(follow_up)
     with CaptureQueriesContext(connection) as streamed:
         events = sse_events(api.create(model="gpt-test", input="three", previous_response_id=second_id, stream=True))
     assert events[-1]["type"] == "response.completed"
-    assert len(_writes(streamed)) == 2 + 2, _writes(streamed)  # the chain's two reads, open, settle
+    assert len(_writes(streamed)) == 1 + 2, _writes(streamed)  # the chain's read, open, settle
     conversation = Conversation.objects.get()
     assert conversation.turn_count == 3
     assert conversation.input_tokens == sum(r.input_tokens for r in StoredResponse.objects.all()) > 0
