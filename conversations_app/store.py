@@ -207,8 +207,8 @@ class ConversationStore:
             read = turn_statements.read_chain(response_id, owner)
             if read is None:
                 return None
-            return Chain(response_id, read.conversation_id, read.depth, read.items,
-                         in_progress=read.status == IN_PROGRESS)
+            conversation_id, depth, status, items = read
+            return Chain(response_id, conversation_id, depth, items, in_progress=status == IN_PROGRESS)
         anchor = self._visible(owner, response_id).values("conversation_id", "depth", "status").first()
         if anchor is None:
             return None

@@ -177,21 +177,14 @@ FROM {_RESPONSES} anchor WHERE anchor.id = %(id)s AND anchor.owner = %(owner)s A
 """  # noqa: S608 - the table names are the models'; the values are parameters
 
 
-@dataclass(frozen=True)
-class ChainRead:
-    conversation_id: str
-    depth: int
-    status: str
-    items: list[dict[str, Any]]
-
-
-def read_chain(response_id: str, owner: str) -> ChainRead | None:
-    """One statement: the caller's own visible response `response_id`, and the input and output
-    items of every response in its chain, oldest first; None when there is no such response."""
+def read_chain(response_id: str, owner: str) -> tuple[str, int, str, list[dict[str, Any]]] | None:
+    """One statement: the caller's own visible response `response_id` (its conversation id, depth
+    and status) and the input and output items of every response in its chain, oldest first; None
+    when there is no such response."""
     with connection.cursor() as cursor:
         cursor.execute(_READ_CHAIN_SQL, {"id": response_id, "owner": owner})
         row = cursor.fetchone()
     if row is None:
         return None
     conversation_id, depth, status, items = row
-    return ChainRead(conversation_id, depth, status, fast_json.loads(items))
+    return conversation_id, depth, status, fast_json.loads(items)
