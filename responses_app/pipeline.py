@@ -2,7 +2,8 @@
 
     the edge (view) validates the body and builds the TurnContext
     start_turn:  route (the caller's model allow-list applies) → admit (rate limits)
-                 → load the chain → open the turn (`in_progress` row, when stored)
+                 → load the chain → open the turn (`in_progress` row, when stored; a
+                 stream's is written beside the upstream's first answer, in open_stream)
     respond_*:   resilient provider → assembler → settle the turn in place → render
 
 A turn the client has heard of (its id was sent) always exists in storage and always ends
@@ -15,13 +16,14 @@ notices it where it waits on the upstream (providers/guard.py).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import DatabaseError, IntegrityError
 from django.utils import timezone
@@ -29,6 +31,7 @@ from django.utils import timezone
 from conversations_app.api_store import api_conversations
 from conversations_app.store import Chain, OpenTurn, Settlement, release_connection, store
 from conversations_app.usage import rollup as usage_rollup
+from gateway_project import concurrency
 from gateway_project.api_errors import ApiError, invalid_request
 from gateway_project.observability import metrics, metrics_enabled
 from responses_app import compaction, worker_lifecycle
@@ -45,6 +48,8 @@ from responses_app.schema import CreateResponseRequest
 from responses_app.sse import SseEncoder
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 STORAGE_FAILED = {"code": "server_error", "message": "The response could not be stored; retry the request."}
 
@@ -68,6 +73,9 @@ class Turn:
     # How it ended: completed | incomplete | failed | cancelled ('' while it runs; failed when discarded).
     final_status: str = ""
     _opening: OpenTurn | None = None
+    # A stream's opening write, left to be made beside the upstream's first answer (write_opening_beside).
+    _opening_deferred: bool = False
+    _opening_failure: BaseException | None = None
     _upstream_request: ProviderRequest | None = None
     # What the upstream is given: the chain and the input, with the gateway's compaction items
     # opened (responses_app.compaction); None: the chain and the input as they are.
@@ -129,12 +137,13 @@ class Turn:
 
     # --- storage ---------------------------------------------------------------------------
 
-    def open(self, *, announced: bool) -> None:
+    def open(self, *, announced: bool, defer: bool = False) -> None:
         """The turn starts. `announced`: its id reaches the client before its end (a stream's
-        `response.created`), so with `store` on it is written `in_progress` now, and an id the
-        client has seen always resolves. A JSON turn's id is only heard with its result, so it is
-        written once, when it settles; here the database is only made sure of, so that an outage
-        fails the request before the upstream is paid."""
+        `response.created`), so with `store` on it is written `in_progress` before that, and an id
+        the client has seen always resolves: now, or with `defer` beside the upstream's first answer
+        (write_opening_beside). A JSON turn's id is only heard with its result, so it is written
+        once, when it settles. Whenever the write is not made now, the database is made sure of
+        here, so that an outage fails the request before the upstream is paid."""
         live_turns.add(self.ctx.cancel)
         if metrics_enabled():
             metrics.turns_in_flight.inc()
@@ -148,22 +157,60 @@ class Turn:
             settings=stored_settings, input_items=self._stored_input(), worker=worker_lifecycle.lease_id(),
             api_conversation=self.api_conversation,
             subject=self.ctx.identity.subject if self.ctx.identity is not None else "")
+        # Beside the upstream only in a gunicorn worker: elsewhere (tests, manage.py) a helper
+        # thread would write on a connection of its own, outside the caller's transaction.
+        self._opening_deferred = announced and defer and concurrency.gevent_active()
         try:
-            if announced:
-                self.conversation_id = store.open_turn(self._opening, parent=self._stored_parent)
-                self.announced = True
+            if announced and not self._opening_deferred:
+                self._write_opening()
             else:
                 store.check_available()
-        except IntegrityError:
+        except IntegrityError as failure:
             self._close()
-            if self._stored_parent is None:
-                raise
-            # The chain it follows was purged since it was read (or since its WebSocket connection
-            # kept it): the turn's row would point at rows that are gone.
-            raise _previous_not_found(self.request.previous_response_id) from None
+            raise self._opening_refused(failure) from None
         except BaseException:
             self._close()
             raise
+        finally:
+            release_connection()
+
+    def _write_opening(self) -> None:
+        assert self._opening is not None  # noqa: S101 - open() made it
+        self.conversation_id = store.open_turn(self._opening, parent=self._stored_parent)
+        self.announced = True
+
+    def _opening_refused(self, failure: IntegrityError) -> BaseException:
+        """The opening write broke a foreign key: after a stored parent, the chain it follows was
+        purged since it was read (or since its WebSocket connection kept it)."""
+        if self._stored_parent is None:
+            return failure
+        return _previous_not_found(self.request.previous_response_id)
+
+    def write_opening_beside(self, wait: Callable[[], _T]) -> _T:
+        """`wait()` (the wait for the upstream's first answer), with a deferred opening write made
+        meanwhile in a helper, so that a stream's time to first byte is not the write's plus the
+        upstream's. Returns once both are done; the write's failure is raised in preference to
+        whatever `wait` raised, the turn then ended unannounced and uncounted, as when open() fails
+        (the caller closes the upstream it started)."""
+        if not self._opening_deferred:
+            return wait()
+        self._opening_deferred = False
+        helper = concurrency.start(contextvars.copy_context().run, self._write_opening_in_helper,
+                                   name="gateway-opening-write")
+        try:
+            return wait()
+        finally:
+            helper.join()
+            if (failure := self._opening_failure) is not None:
+                self.settled, self.final_status = True, "failed"
+                self._close()
+                raise (self._opening_refused(failure) if isinstance(failure, IntegrityError) else failure)
+
+    def _write_opening_in_helper(self) -> None:
+        try:
+            self._write_opening()
+        except BaseException as failure:  # noqa: BLE001 - handed to the request (write_opening_beside)
+            self._opening_failure = failure
         finally:
             release_connection()
 
@@ -361,8 +408,10 @@ def start_turn(ctx: TurnContext, request: CreateResponseRequest, *, body_bytes: 
                 created_at=timezone.now(), settings=echoed_settings(request), context=context)
     if ctx.cancel.cancelled:
         raise _client_gone()  # gone before anything was written or spent: nothing to keep
-    # A stream's or a background turn's id reaches the client before the turn ends.
-    turn.open(announced=request.stream or bool(request.background))
+    # A stream's or a background turn's id reaches the client before the turn ends. A stream (not
+    # a background one) is written beside the upstream's first answer: open_stream.
+    turn.open(announced=request.stream or bool(request.background),
+              defer=request.stream and not request.background)
     return turn
 
 
@@ -439,12 +488,13 @@ Batch = list[dict[str, Any] | None]
 
 def open_stream(turn: Turn, steer: Callable[[], bool] | None = None) -> Iterator[Batch]:
     """Wait for the upstream's first event (or its first heartbeat) so that a failure before it is
-    still an error status (retries and fallbacks happen there), then return the stream's batches of
-    events (turn_events). `steer` (WebSocket mode) is asked at each safe output boundary whether to
-    end the response there for steering (responses_app.steering)."""
+    still an error status (retries and fallbacks happen there), while the turn's `in_progress` row
+    is written beside it (Turn.write_opening_beside), then return the stream's batches of events
+    (turn_events), the first of which announces the turn. `steer` (WebSocket mode) is asked at each
+    safe output boundary whether to end the response there for steering (responses_app.steering)."""
     events = turn.route.provider.stream(turn.provider_request())
     try:
-        first = next(events, None)
+        first = turn.write_opening_beside(lambda: next(events, None))
     except ProviderError as error:
         events.close()  # type: ignore[attr-defined]
         turn.discard()

@@ -11,8 +11,11 @@ import itertools
 import json
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
 import pytest
+import requests
 
 from tests.e2e.gunicorn import GatewayProcess
 from tests.fakes.openai_upstream import FakeOpenAI, Reply
@@ -102,3 +105,36 @@ def test_every_surface_writes_what_it_has_in_hand_at_once(provider_gateway, prov
     assert all(data.endswith(b"\n\n") for _, data in writes)
     assert counts == [first, 1, 1, 1, last], [data for _, data in writes]
     _paced(writes)
+
+
+def test_a_streams_row_is_written_beside_the_upstream_call_and_announced_only_once_written(provider_gateway,
+                                                                                          provider_fakes):
+    """The `in_progress` row is written while the upstream works on its first answer (not before
+    calling it), and `response.created` still goes out only once the row is there: the opening write
+    of a follow-up counts the turn into its conversation, so holding that row's lock holds the write."""
+    upstream = provider_fakes["chat"]
+    assert isinstance(upstream, FakeOpenAI)
+    upstream.reset()
+    upstream.script(Reply(text="First."), Reply(text="Second."))
+    parent = requests.post(f"{provider_gateway.base_url}/responses", json={"model": "chat-model", "input": "one"},
+                           timeout=10).json()["id"]
+    hold = 0.6
+    with psycopg.connect(provider_gateway.database_url) as lock:
+        lock.execute("SELECT 1 FROM conversations_app_conversation WHERE id = (SELECT conversation_id FROM "
+                     "conversations_app_storedresponse WHERE id = %s) FOR UPDATE", [parent])
+        started = time.monotonic()
+        with ThreadPoolExecutor(1) as pool:
+            body = {"model": "chat-model", "input": "two", "previous_response_id": parent, "stream": True}
+            stream = pool.submit(_writes, provider_gateway, "/v1/responses", body)
+            while len(upstream.requests) < 2:  # the upstream is called while the write waits for the lock
+                assert time.monotonic() - started < 5, "the upstream was not called while the write was held"
+                time.sleep(0.01)
+            time.sleep(hold - (time.monotonic() - started))
+            lock.rollback()  # the write goes on
+            writes = stream.result(timeout=10)
+    assert writes[0][0] >= hold * 0.9, writes[0]  # nothing was announced before the row was written
+    assert _types(writes[0][1])[0] == "response.created"
+    assert _types(writes[-1][1])[-1] == "response.completed"
+    response_id = json.loads(writes[0][1].split(b"data: ", 1)[1].split(b"\n\n")[0])["response"]["id"]
+    stored = requests.get(f"{provider_gateway.base_url}/responses/{response_id}", timeout=10).json()
+    assert stored["status"] == "completed" and stored["previous_response_id"] == parent
