@@ -213,7 +213,11 @@ class WebSocket:
     def send_text(self, text: str) -> None:
         """Send one text message, waiting while the client is slow to read. Raises
         ConnectionClosed when the connection is closed or the client stopped reading."""
-        self._send(lambda: self._protocol.send_text(text.encode("utf-8")))
+        self.send_encoded_text(text.encode("utf-8"))
+
+    def send_encoded_text(self, data: bytes) -> None:
+        """send_text for text already encoded in UTF-8 (fast_json.encode's JSON)."""
+        self._send(lambda: self._protocol.send_text(data))
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake (idempotent); `receive()` then returns None once it is done."""

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
+from gateway_project import fast_json
 from responses_app import pipeline
 from responses_app.client_watch import until_done, watch_client
 from responses_app.context import TurnContext
@@ -72,7 +73,7 @@ def _rendered(turn: pipeline.Turn, batches: Iterator[pipeline.Batch], render: Re
 
 
 def json_response(turn: pipeline.Turn, body: dict[str, Any]) -> HttpResponse:
-    return with_turn_headers(JsonResponse(body), turn)
+    return with_turn_headers(fast_json.response(body), turn)
 
 
 def with_turn_headers(response: R, turn: pipeline.Turn) -> R:

@@ -20,7 +20,6 @@ turn is settled `incomplete`.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import threading
@@ -38,7 +37,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from conversations_app.store import release_connection
-from gateway_project import concurrency
+from gateway_project import concurrency, fast_json
 from gateway_project.api_errors import ApiError, invalid_request
 from gateway_project.config import GatewayConfig
 from gateway_project.json_body import parse_json_object
@@ -360,13 +359,13 @@ class Session:
         """Send one server event; its size. Raises ConnectionClosed when the client is gone."""
         if self.gone:
             raise ConnectionClosed
-        text = json.dumps(payload, separators=(",", ":"))
+        data = fast_json.encode(payload)
         try:
-            self.ws.send_text(text)
+            self.ws.send_encoded_text(data)
         except ConnectionClosed:
             self._client_gone()
             raise
-        return len(text)
+        return len(data)
 
     def send_error(self, error: ApiError, stream_id: str | None = None) -> None:
         body: dict[str, Any] = {"type": error.type, "code": error.code, "message": error.message, "param": error.param}

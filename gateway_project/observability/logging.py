@@ -8,13 +8,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
 
+from gateway_project import fast_json
 from gateway_project.observability import context
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is a field.
@@ -57,7 +57,7 @@ class JsonFormatter(logging.Formatter):
         line.update(_fields(record))
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return fast_json.dumps(line, default=str)
 
 
 class TextFormatter(logging.Formatter):
