@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -161,7 +162,9 @@ class Turn:
         # thread would write on a connection of its own, outside the caller's transaction.
         self._opening_deferred = announced and defer and concurrency.gevent_active()
         try:
-            if announced and not self._opening_deferred:
+            if self._opening_deferred:
+                pass  # the database is made sure of, and the row written, in write_opening_beside
+            elif announced:
                 self._write_opening()
             else:
                 store.check_available()
@@ -189,25 +192,36 @@ class Turn:
     def write_opening_beside(self, wait: Callable[[], _T]) -> _T:
         """`wait()` (the wait for the upstream's first answer), with a deferred opening write made
         meanwhile in a helper, so that a stream's time to first byte is not the write's plus the
-        upstream's. Returns once both are done; the write's failure is raised in preference to
-        whatever `wait` raised, the turn then ended unannounced and uncounted, as when open() fails
-        (the caller closes the upstream it started)."""
+        upstream's. The helper first takes its pooled connection, and `wait()` starts only once it
+        has one: a database that is down (or a pool that stays busy) fails the request before the
+        upstream is paid, as with an inline write, and a connection is taken once per turn. Returns
+        once both are done; the write's failure is raised in preference to whatever `wait` raised,
+        the turn then ended unannounced and uncounted, as when open() fails (the caller closes the
+        upstream it started)."""
         if not self._opening_deferred:
             return wait()
         self._opening_deferred = False
-        helper = concurrency.start(contextvars.copy_context().run, self._write_opening_in_helper,
+        connected = threading.Event()  # cooperative: this runs only in a gevent-patched worker
+        helper = concurrency.start(contextvars.copy_context().run, self._write_opening_in_helper, connected,
                                    name="gateway-opening-write")
+        connected.wait()
         try:
-            return wait()
+            if self._opening_failure is None:
+                return wait()
         finally:
             helper.join()
             if (failure := self._opening_failure) is not None:
                 self.settled, self.final_status = True, "failed"
                 self._close()
                 raise (self._opening_refused(failure) if isinstance(failure, IntegrityError) else failure)
+        raise AssertionError("unreachable")  # pragma: no cover - no connection means a failure, raised above
 
-    def _write_opening_in_helper(self) -> None:
+    def _write_opening_in_helper(self, connected: threading.Event) -> None:
         try:
+            try:
+                store.check_available()
+            finally:
+                connected.set()
             self._write_opening()
         except BaseException as failure:  # noqa: BLE001 - handed to the request (write_opening_beside)
             self._opening_failure = failure
