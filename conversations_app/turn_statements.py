@@ -163,7 +163,11 @@ def finish_turn(*, response_id: str, conversation_id: str, status: str, complete
 
 # The anchor (the caller's own, not deleted) and, only when it is there, its chain's items as one
 # JSON array: the recursive walk follows previous_response_id whatever those responses' state (a
-# deleted one's items stay in the context of the responses that followed it).
+# deleted one's items stay in the context of the responses that followed it). Each response's items
+# are a lateral subquery, one index lookup per response: joined plainly, the planner, before
+# autovacuum had analyzed a table that had just grown (a burst of turns), guessed ~150 items per
+# response and read the chain's with a sequential scan of the whole table, 20 ms at 80,000 items
+# against 0.5 ms. OFFSET 0 keeps it from flattening the subquery back into that join.
 _READ_CHAIN_SQL = f"""
 WITH RECURSIVE chain(id, previous_response_id, depth) AS (
     SELECT id, previous_response_id, depth FROM {_RESPONSES} WHERE id = %(id)s
@@ -172,7 +176,8 @@ WITH RECURSIVE chain(id, previous_response_id, depth) AS (
 )
 SELECT anchor.conversation_id, anchor.depth, anchor.status,
        (SELECT COALESCE(json_agg(i.data ORDER BY c.depth, i.kind, i.position), '[]')::text
-        FROM {_ITEMS} i JOIN chain c ON c.id = i.response_id)
+        FROM chain c CROSS JOIN LATERAL (
+            SELECT data, kind, position FROM {_ITEMS} WHERE response_id = c.id OFFSET 0) i)
 FROM {_RESPONSES} anchor WHERE anchor.id = %(id)s AND anchor.owner = %(owner)s AND anchor.deleted_at IS NULL
 """  # noqa: S608 - the table names are the models'; the values are parameters
 

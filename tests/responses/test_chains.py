@@ -7,6 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from conversations_app import turn_statements
 from conversations_app.models import Conversation, Item, StoredResponse
 from conversations_app.store import store
 from tests.contract import validate
@@ -148,6 +149,27 @@ def test_a_chain_is_read_only_by_its_owner_and_not_once_deleted(api):
     # A deleted response in the middle stays in the context of those that followed it.
     assert len(store.get_chain(last, owner="").items) == 6
     assert store.get_chain(middle.id, owner="") is None
+
+
+def test_the_chain_read_looks_items_up_by_response_whatever_the_statistics(api):
+    """Pinned (turn_statements._READ_CHAIN_SQL): seen in the benchmark suite, right after a burst of
+    turns and before autovacuum analyzed the grown items table, a plain join read a chain's items
+    with a sequential scan of the whole table. Here the tables hold 40,000 more responses that were
+    never analyzed; the plan must still look the items up through their response's index."""
+    last = _build_chain(api, 3)
+    conversation = StoredResponse.objects.get(pk=last).conversation_id
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {StoredResponse._meta.db_table} (id, depth, owner, subject, model, provider, "  # noqa: S608
+                       "status, created_at, settings, input_tokens, cached_tokens, cache_write_tokens, "
+                       "output_tokens, reasoning_tokens, usage_reported, conversation_id, interrupted, worker) "
+                       "SELECT 'filler_' || g, 0, '', '', 'm', 'p', 'completed', now(), '{}', 0, 0, 0, 0, 0, true, "
+                       "%s, '', '' FROM generate_series(1, 40000) g", [conversation])
+        cursor.execute(f"INSERT INTO {Item._meta.db_table} (response_id, kind, position, item_id, type, data) "  # noqa: S608
+                       f"SELECT 'filler_' || g, k, 0, 'msg', 'message', '{{}}'::jsonb "
+                       "FROM generate_series(1, 40000) g, generate_series(0, 1) k")
+        cursor.execute("EXPLAIN " + turn_statements._READ_CHAIN_SQL, {"id": last, "owner": ""})
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert f"Seq Scan on {Item._meta.db_table}" not in plan, plan
 
 
 def test_storage_grows_linearly_with_turns(api):
