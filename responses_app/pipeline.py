@@ -143,8 +143,9 @@ class Turn:
         `response.created`), so with `store` on it is written `in_progress` before that, and an id
         the client has seen always resolves: now, or with `defer` beside the upstream's first answer
         (write_opening_beside). A JSON turn's id is only heard with its result, so it is written
-        once, when it settles. Whenever the write is not made now, the database is made sure of
-        here, so that an outage fails the request before the upstream is paid."""
+        once, when it settles; here the database is only made sure of, so that an outage fails the
+        request before the upstream is paid (a deferred write's helper makes sure of it before the
+        upstream is called)."""
         live_turns.add(self.ctx.cancel)
         if metrics_enabled():
             metrics.turns_in_flight.inc()
