@@ -210,13 +210,10 @@ class WebSocket:
 
     # --- writing ---------------------------------------------------------------------------
 
-    def send_text(self, text: str) -> None:
-        """Send one text message, waiting while the client is slow to read. Raises
-        ConnectionClosed when the connection is closed or the client stopped reading."""
-        self.send_encoded_text(text.encode("utf-8"))
-
-    def send_encoded_text(self, data: bytes) -> None:
-        """send_text for text already encoded in UTF-8 (fast_json.encode's JSON)."""
+    def send_text(self, data: bytes) -> None:
+        """Send one text message, given encoded in UTF-8 (fast_json.encode's JSON), waiting while
+        the client is slow to read. Raises ConnectionClosed when the connection is closed or the
+        client stopped reading."""
         self._send(lambda: self._protocol.send_text(data))
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:

@@ -15,7 +15,7 @@ that lane can go on); a stored one is then read from Postgres again.
 A stored response deleted through the HTTP API after its connection kept it can still be continued
 on that connection, as a deleted response's content stays in the chains of the responses that
 followed it; one whose chain was purged meanwhile is `previous_response_not_found`
-(pipeline.Turn.open).
+(pipeline.Turn._write_opening).
 Turns of the Conversations API are not kept: they continue through their conversation.
 """
 

@@ -169,9 +169,6 @@ class Turn:
                 self._write_opening()
             else:
                 store.check_available()
-        except IntegrityError as failure:
-            self._close()
-            raise self._opening_refused(failure) from None
         except BaseException:
             self._close()
             raise
@@ -180,15 +177,15 @@ class Turn:
 
     def _write_opening(self) -> None:
         assert self._opening is not None  # noqa: S101 - open() made it
-        self.conversation_id = store.open_turn(self._opening, parent=self._stored_parent)
+        try:
+            self.conversation_id = store.open_turn(self._opening, parent=self._stored_parent)
+        except IntegrityError:
+            if self._stored_parent is None:
+                raise
+            # A foreign key broke: the chain it follows was purged since it was read (or since its
+            # WebSocket connection kept it).
+            raise _previous_not_found(self.request.previous_response_id) from None
         self.announced = True
-
-    def _opening_refused(self, failure: IntegrityError) -> BaseException:
-        """The opening write broke a foreign key: after a stored parent, the chain it follows was
-        purged since it was read (or since its WebSocket connection kept it)."""
-        if self._stored_parent is None:
-            return failure
-        return _previous_not_found(self.request.previous_response_id)
 
     def write_opening_beside(self, wait: Callable[[], _T]) -> _T:
         """`wait()` (the wait for the upstream's first answer), with a deferred opening write made
@@ -206,16 +203,20 @@ class Turn:
         helper = concurrency.start(contextvars.copy_context().run, self._write_opening_in_helper, connected,
                                    name="gateway-opening-write")
         connected.wait()
+        if self._opening_failure is not None:  # no connection could be had: the upstream is not asked
+            self._opening_written(helper)
         try:
-            if self._opening_failure is None:
-                return wait()
+            return wait()
         finally:
-            helper.join()
-            if (failure := self._opening_failure) is not None:
-                self.settled, self.final_status = True, "failed"
-                self._close()
-                raise (self._opening_refused(failure) if isinstance(failure, IntegrityError) else failure)
-        raise AssertionError("unreachable")  # pragma: no cover - no connection means a failure, raised above
+            self._opening_written(helper)
+
+    def _opening_written(self, helper: concurrency.Background) -> None:
+        """Wait for the helper's write; its failure ends the turn unannounced, and is raised."""
+        helper.join()
+        if (failure := self._opening_failure) is not None:
+            self.settled, self.final_status = True, "failed"
+            self._close()
+            raise failure
 
     def _write_opening_in_helper(self, connected: threading.Event) -> None:
         try:

@@ -361,7 +361,7 @@ class Session:
             raise ConnectionClosed
         data = fast_json.encode(payload)
         try:
-            self.ws.send_encoded_text(data)
+            self.ws.send_text(data)
         except ConnectionClosed:
             self._client_gone()
             raise
