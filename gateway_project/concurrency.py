@@ -8,6 +8,7 @@ works in both worlds; this module only picks the cheaper way to start one.
 
 from __future__ import annotations
 
+import select
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -56,21 +57,26 @@ def start(target: Callable[..., Any], *args: Any, name: str = "gateway-helper") 
 
 def readable_now(fileobj: Any) -> bool:
     """Whether a socket has something to read (data, EOF or an error) right now, without blocking
-    or yielding. gevent's select() yields to the event loop even with a zero timeout, which is a
-    wasted switch here and forbidden inside an event-loop callback, so the original is used."""
-    poll = _original_select()
-    readable, _, _ = poll([fileobj], [], [], 0)
-    return bool(readable)
+    or yielding. It is poll(), not select(): select() cannot take a descriptor numbered 1024 or
+    above (FD_SETSIZE), which a worker holding a few hundred streams (a client socket and an
+    upstream one each) reaches, and raised ValueError there, a 500 for the request. gevent's
+    versions yield to the event loop even with a zero timeout, which is a wasted switch here and
+    forbidden inside an event-loop callback, so the original is used. A descriptor that is not
+    open (POLLNVAL) counts as readable: the caller's read finds out what is wrong."""
+    fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+    if fd < 0:
+        raise ValueError("a closed socket has no descriptor to poll")
+    poller = _original_poll()()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
 
 
-def _original_select() -> Callable[..., Any]:
+def _original_poll() -> Callable[[], Any]:
     if gevent_active():
         from gevent import monkey
 
-        return monkey.get_original("select", "select")
-    import select
-
-    return select.select
+        return monkey.get_original("select", "poll")
+    return select.poll
 
 
 class Empty(Exception):
