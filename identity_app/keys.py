@@ -13,8 +13,9 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Iterable
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
@@ -22,7 +23,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from identity_app.key_cache import forget_keys, key_cache
+from identity_app.key_cache import KeyCache, forget_keys, key_cache
 from identity_app.models import ApiKey
 
 logger = logging.getLogger(__name__)
@@ -81,9 +82,18 @@ def find_active_key(key: str) -> ApiKey | None:
         return None
     digest = hash_key(key)
     cache = key_cache()
-    if cache is not None and (record := cache.get(digest)) is not None:
+    if cache is None:
+        return _read_active_key(digest, None)
+    if (record := cache.get(digest)) is not None:
         _touch(record)
         return record
+    record = _shared_reads.read(digest, lambda: _read_active_key(digest, cache))
+    if record is not None:
+        _touch(record)  # the read's own touch already wrote it: this only checks the time
+    return record
+
+
+def _read_active_key(digest: str, cache: KeyCache | None) -> ApiKey | None:
     generation = cache.generation() if cache is not None else 0
     record = next(iter(ApiKey.objects.raw(_ACTIVE_KEY_SQL, [digest])), None)
     if record is None or not hmac.compare_digest(record.key_hash, digest):
@@ -92,6 +102,55 @@ def find_active_key(key: str) -> ApiKey | None:
     if cache is not None:
         cache.remember(digest, record, generation)
     return record
+
+
+class _SharedReads:
+    """Concurrent lookups of one key in a process share one read of its row.
+
+    A burst of requests with one key (a client's fan-out, or any traffic once the cache is cold:
+    a worker's start, a change to any key, the TTL running out) otherwise reads the same row once
+    per request, each on a pooled connection of its own: under 1,000 streams opened at once that
+    was about half of the checkouts the pool had to serve, and requests ran out of
+    DB_POOL_BUSY_TIMEOUT (503) waiting behind them. A request that arrives while the row is being
+    read waits for that read: the answer it gets was read after it arrived or moments before, which
+    is what reading it itself concurrently would give (a revocation is seen by the next lookup, as
+    docs/identity.md states). If the read fails, each waiter reads on its own, and fails or not
+    with its own error. Only where keys are remembered (Postgres with a TTL): `auth.key_cache_ttl: 0`
+    keeps one read per request, as documented."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reads: dict[str, _Read] = {}
+
+    def read(self, digest: str, read: Callable[[], ApiKey | None]) -> ApiKey | None:
+        with self._lock:
+            pending = self._reads.get(digest)
+            if pending is None:
+                pending = self._reads[digest] = _Read()
+                leading = True
+            else:
+                leading = False
+        if not leading:
+            pending.done.wait()
+            return pending.record if pending.succeeded else read()
+        try:
+            pending.record = read()
+            pending.succeeded = True
+        finally:
+            with self._lock:
+                del self._reads[digest]
+            pending.done.set()
+        return pending.record
+
+
+@dataclass
+class _Read:
+    done: threading.Event = field(default_factory=threading.Event)
+    record: ApiKey | None = None
+    succeeded: bool = False
+
+
+_shared_reads = _SharedReads()
 
 
 def _touch(record: ApiKey) -> None:

@@ -6,17 +6,19 @@ commit, sent by the trigger of identity_app migration 0002, whoever made the cha
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection, connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from identity_app import key_cache as key_cache_module
+from identity_app import keys as keys_module
 from identity_app.key_cache import key_cache, reset_key_cache
 from identity_app.keys import find_active_key, issue_key, revoke
 from identity_app.models import ApiKey
@@ -215,3 +217,70 @@ def test_a_revoked_key_is_never_remembered():
     ApiKey.objects.filter(pk=issued.record.pk).update(revoked_at=timezone.now() - timedelta(days=1))
     assert find_active_key(issued.key) is None
     assert find_active_key(issued.key) is None
+
+
+def blocked_key_reads(dbname: str) -> int:
+    """Statements of this database's sessions waiting on a lock over the keys table."""
+    with psycopg.connect(dbname="postgres", user="postgres", host="127.0.0.1", autocommit=True) as admin:
+        row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock' "
+                            "AND query LIKE '%%identity_app_apikey%%'", (dbname,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def lookups_while_the_keys_table_is_locked(key: str, lookups: int) -> tuple[list[object], int]:
+    """`lookups` concurrent find_active_key(key) calls, each on a thread (and connection) of its own,
+    made while another session holds the keys table locked, as a slow database would keep them
+    waiting; the results, and how many reads reached Postgres meanwhile."""
+    results: list[object] = []
+
+    def lookup() -> None:
+        try:
+            results.append(find_active_key(key))
+        except Exception as error:  # noqa: BLE001 - reported by the assertions
+            results.append(error)
+        finally:
+            connections.close_all()
+
+    dbname = connection.settings_dict["NAME"]
+    with psycopg.connect(dbname=dbname, user="postgres", host="127.0.0.1") as locker:
+        locker.execute("LOCK TABLE identity_app_apikey IN ACCESS EXCLUSIVE MODE")
+        threads = [threading.Thread(target=lookup) for _ in range(lookups)]
+        for thread in threads:
+            thread.start()
+        # Every lookup has started once all would be blocked, or, sharing one read, after a while.
+        deadline = time.monotonic() + 2
+        while (blocked := blocked_key_reads(dbname)) < lookups and time.monotonic() < deadline:
+            time.sleep(0.05)
+        locker.rollback()
+    for thread in threads:
+        thread.join(10)
+    return results, blocked
+
+
+def test_concurrent_lookups_of_one_key_share_one_read_of_its_row():
+    issued = issue_key(name="a", owner="acme")
+    listening()
+    results, blocked = lookups_while_the_keys_table_is_locked(issued.key, 8)
+    assert blocked == 1
+    assert [getattr(result, "pk", result) for result in results] == [issued.record.pk] * 8
+    assert queries_of(issued.key) == 0  # and remembered
+    assert ApiKey.objects.get(pk=issued.record.pk).last_used_at is not None
+
+
+def test_lookups_waiting_on_a_failed_read_read_the_row_themselves(monkeypatch):
+    issued = issue_key(name="a", owner="acme")
+    listening()
+    failures: list[str] = []
+    real_read = keys_module._read_active_key
+
+    def failing_once(digest, cache):
+        if not failures:
+            failures.append(digest)
+            time.sleep(0.3)  # while the others join it
+            raise OperationalError("the database went away")
+        return real_read(digest, cache)
+
+    monkeypatch.setattr(keys_module, "_read_active_key", failing_once)
+    results, _ = lookups_while_the_keys_table_is_locked(issued.key, 4)
+    assert sorted(type(result).__name__ for result in results) == ["ApiKey"] * 3 + ["OperationalError"]
