@@ -28,7 +28,7 @@ from django.db.models import F, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from conversations_app import turn_statements
+from conversations_app import group_commit, turn_statements
 from conversations_app.instrumented import InstrumentedStore
 from conversations_app.models import Conversation, Item, StoredResponse, WorkerLease
 
@@ -230,6 +230,8 @@ class ConversationStore:
                                            "usage_reported": False, "worker": turn.worker}),
                                        input_items=turn.input_items, output_items=None)
             return conversation_id
+        connection.ensure_connection()
+        group_commit.connected()  # a stream waiting to call its upstream may now (Turn.write_opening_beside)
         with transaction.atomic():
             if turn.api_conversation:
                 # Its items join the conversation when it ends (Settlement.appends), not before.

@@ -38,6 +38,7 @@ from django.db import connection
 from django.db.models import DecimalField, Field, JSONField, Model
 from django_prometheus.models import model_inserts
 
+from conversations_app import group_commit
 from conversations_app.models import Conversation, Item, StoredResponse
 from gateway_project import fast_json
 
@@ -100,6 +101,8 @@ class ConversationPart:
     params: list[Any]
     # A new conversation row (counted in django_model_inserts_total, as the ORM's save counts it).
     inserts: bool
+    # The existing conversation row it updates ("" for a new one): the order of a group commit.
+    updates: str = ""
 
 
 def conversation_part(*, new_id: str | None, existing_id: str | None, owner: str, model: str, at: datetime,
@@ -116,7 +119,8 @@ def conversation_part(*, new_id: str | None, existing_id: str | None, owner: str
     increments = "".join(f", {name} = {name} + %s" for name in tokens)
     return ConversationPart(f"conversation AS (UPDATE {_CONVERSATIONS} SET updated_at = %s, model = %s, "  # noqa: S608
                             f"turn_count = turn_count + 1{increments} WHERE id = %s)",
-                            [now, model, *tokens.values(), existing_id], inserts=False)
+                            [now, model, *tokens.values(), existing_id], inserts=False,
+                            updates=existing_id or "")
 
 
 def write_turn(*, conversation: ConversationPart, response: dict[str, Any], input_items: list[dict[str, Any]],
@@ -136,8 +140,7 @@ def write_turn(*, conversation: ConversationPart, response: dict[str, Any], inpu
     if conversation.inserts:
         model_inserts.labels("conversation").inc()
     model_inserts.labels("stored_response").inc()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*conversation.params, *response_params, *items_params])
+    group_commit.execute(sql, [*conversation.params, *response_params, *items_params], lock_key=conversation.updates)
 
 
 def finish_turn(*, response_id: str, conversation_id: str, status: str, completed_at: datetime | None,
@@ -156,9 +159,8 @@ def finish_turn(*, response_id: str, conversation_id: str, status: str, complete
            f"{_items_select('settled.id', Item.Kind.OUTPUT, joined='settled')}) "
            f"UPDATE {_CONVERSATIONS} SET updated_at = %s, input_tokens = input_tokens + %s, "
            f"output_tokens = output_tokens + %s WHERE id = %s AND EXISTS (SELECT 1 FROM settled)")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, response_id, fast_json.dumps(output_items), now, tokens["input_tokens"],
-                             tokens["output_tokens"], conversation_id])
+    group_commit.execute(sql, [*params, response_id, fast_json.dumps(output_items), now, tokens["input_tokens"],
+                               tokens["output_tokens"], conversation_id], lock_key=conversation_id)
 
 
 # The anchor (the caller's own, not deleted) and, only when it is there, its chain's items as one

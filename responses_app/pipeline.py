@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from django.db import DatabaseError, IntegrityError
 from django.utils import timezone
 
+from conversations_app import group_commit
 from conversations_app.api_store import api_conversations
 from conversations_app.store import Chain, OpenTurn, Settlement, release_connection, store
 from conversations_app.usage import rollup as usage_rollup
@@ -190,9 +191,9 @@ class Turn:
     def write_opening_beside(self, wait: Callable[[], _T]) -> _T:
         """`wait()` (the wait for the upstream's first answer), with a deferred opening write made
         meanwhile in a helper, so that a stream's time to first byte is not the write's plus the
-        upstream's. The helper first takes its pooled connection, and `wait()` starts only once it
-        has one: a database that is down (or a pool that stays busy) fails the request before the
-        upstream is paid, as with an inline write, and a connection is taken once per turn. Returns
+        upstream's. `wait()` starts only once the write has the connection it is made on (the group
+        commit's writer's, conversations_app.group_commit): a database that is down (or a pool that
+        stays busy) fails the request before the upstream is paid, as with an inline write. Returns
         once both are done; the write's failure is raised in preference to whatever `wait` raised,
         the turn then ended unannounced and uncounted, as when open() fails (the caller closes the
         upstream it started)."""
@@ -220,14 +221,12 @@ class Turn:
 
     def _write_opening_in_helper(self, connected: threading.Event) -> None:
         try:
-            try:
-                store.check_available()
-            finally:
-                connected.set()
-            self._write_opening()
+            with group_commit.when_connected(connected.set):
+                self._write_opening()
         except BaseException as failure:  # noqa: BLE001 - handed to the request (write_opening_beside)
             self._opening_failure = failure
         finally:
+            connected.set()  # after a failure too: the request finds it
             release_connection()
 
     def settle(self, status: str, *, error: dict[str, Any] | None = None, completed_at: datetime | None = None,

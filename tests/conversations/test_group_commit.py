@@ -1,0 +1,105 @@
+"""Group commit (conversations_app.group_commit): a worker's turn writes sent together, in one round
+trip and one transaction, and still each request's own outcome. gunicorn's gevent workers are the
+only place it runs (tests/e2e/test_many_streams.py counts the transactions of a burst there); here
+its writer's batch handling is driven directly, on real Postgres, with a probe table of its own."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from django.db import IntegrityError, connection, connections
+
+from conversations_app.group_commit import GroupCommit, _Statement
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+INSERT = "INSERT INTO group_commit_probe (id, parent) VALUES (%s, %s)"
+
+
+@pytest.fixture(autouse=True)
+def probe_table() -> Iterator[None]:
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE group_commit_probe (id text PRIMARY KEY, "
+                       "parent text REFERENCES group_commit_probe (id))")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE group_commit_probe")
+
+
+def rows() -> dict[str, str]:
+    """Each row's id and the transaction that wrote it."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, xmin::text FROM group_commit_probe")
+        return dict(cursor.fetchall())
+
+
+def other_session() -> psycopg.Connection[tuple[object, ...]]:
+    settings_dict = connection.settings_dict
+    return psycopg.connect(dbname=settings_dict["NAME"], user=settings_dict["USER"], host=settings_dict["HOST"],
+                           port=settings_dict["PORT"] or 5432)
+
+
+def test_a_batch_is_one_transaction_and_every_statement_is_done():
+    batch = [_Statement(INSERT, [name, None], "") for name in ("a", "b", "c")]
+    GroupCommit()._write(batch)
+    assert [(statement.done.is_set(), statement.error) for statement in batch] == [(True, None)] * 3
+    written = rows()
+    assert sorted(written) == ["a", "b", "c"]
+    assert len(set(written.values())) == 1  # one transaction
+
+
+def test_a_failing_statement_fails_alone():
+    batch = [_Statement(INSERT, ["a", None], ""), _Statement(INSERT, ["b", "missing"], ""),
+             _Statement(INSERT, ["c", None], "")]
+    GroupCommit()._write(batch)
+    assert all(statement.done.is_set() for statement in batch)
+    assert batch[0].error is None and batch[2].error is None
+    assert isinstance(batch[1].error, IntegrityError)
+    assert sorted(rows()) == ["a", "c"]
+    GroupCommit()._write([_Statement(INSERT, ["d", "a"], "")])  # the connection is fine afterwards
+    assert sorted(rows()) == ["a", "c", "d"]
+
+
+def test_a_row_lock_held_elsewhere_holds_up_only_the_statement_that_needs_it():
+    GroupCommit()._write([_Statement(INSERT, ["locked", None], "")])
+    update = _Statement("UPDATE group_commit_probe SET parent = NULL WHERE id = %s", ["locked"], "locked")
+    free = [_Statement(INSERT, ["free-1", None], ""), _Statement(INSERT, ["free-2", None], "")]
+    batch = [update, *free]
+
+    def write() -> None:
+        try:
+            GroupCommit()._write(batch)
+        finally:
+            connections.close_all()
+
+    with other_session() as lock:
+        lock.execute("SELECT 1 FROM group_commit_probe WHERE id = 'locked' FOR UPDATE")
+        writer = threading.Thread(target=write)
+        writer.start()
+        deadline = time.monotonic() + 10
+        while not all(statement.done.is_set() for statement in free):
+            assert time.monotonic() < deadline, "the statements that need no lock waited for it"
+            time.sleep(0.02)
+        assert {"free-1", "free-2"} <= set(rows())
+        assert not update.done.is_set()  # still waiting for the lock
+        lock.rollback()
+    writer.join(10)
+    assert update.done.is_set() and update.error is None
+    assert [statement.error for statement in (update, *free)] == [None] * 3
+
+
+def test_statements_are_written_in_the_order_of_the_rows_they_lock():
+    batch = [_Statement(INSERT, [name, None], key) for name, key in (("z", "conv_2"), ("y", ""), ("x", "conv_1"))]
+    GroupCommit()._write(batch)
+    assert [statement.lock_key for statement in batch] == ["", "conv_1", "conv_2"]
+
+
+def test_a_batch_of_two_is_written_one_statement_after_the_other():
+    batch = [_Statement(INSERT, ["a", None], ""), _Statement(INSERT, ["b", "missing"], "")]
+    GroupCommit()._write(batch)
+    assert batch[0].error is None and isinstance(batch[1].error, IntegrityError)
+    assert sorted(rows()) == ["a"]
