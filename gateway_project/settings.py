@@ -172,6 +172,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # 2 s keeps the gap between tries (1 s) under DB_POOL_TIMEOUT; after giving up the pool
         # tries again as soon as a request asks, so recovery needs no restart.
         "reconnect_timeout": env.float("DB_POOL_RECONNECT_TIMEOUT", default=2.0),
+        # After a burst the pool gives back one connection above min_size per this many seconds
+        # in which it stayed unused. psycopg_pool's 10 minutes kept a burst's connections open
+        # for over an hour (7 to give back per worker); a pool still in use keeps what it uses.
+        "max_idle": env.float("DB_POOL_MAX_IDLE", default=60.0),
     }
 # How long a request may wait for a pooled connection while Postgres is up but every connection
 # is busy (a burst): each single wait is DB_POOL_TIMEOUT, renewed while the pool makes no failed

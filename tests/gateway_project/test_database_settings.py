@@ -16,4 +16,5 @@ def test_the_pool_settings_reach_psycopg_pool_through_django(db: None, settings:
     assert configured["CONN_HEALTH_CHECKS"] is False
     assert pool.timeout == configured["OPTIONS"]["pool"]["timeout"] <= 2
     assert pool.reconnect_timeout == configured["OPTIONS"]["pool"]["reconnect_timeout"]
+    assert pool.max_idle == configured["OPTIONS"]["pool"]["max_idle"] == 60
     assert pool.kwargs["connect_timeout"] == configured["OPTIONS"]["connect_timeout"]

@@ -137,3 +137,27 @@ def test_a_pool_busy_past_its_budget_raises_pool_busy(db: None, settings: Any) -
     finally:
         pool.putconn(held)
         waiter.close_pool()
+
+
+def test_a_bursts_connections_are_given_back_after_max_idle(settings: Any) -> None:
+    """DB_POOL_MAX_IDLE reaches psycopg_pool: connections opened for a burst are closed again, one
+    per idle period, down to the pool's minimum."""
+    name = "gw-max-idle-test"
+    params = {**settings.DATABASES["default"], "NAME": "postgres", "TEST": {},
+              "OPTIONS": {**settings.DATABASES["default"]["OPTIONS"], "application_name": name,
+                          "pool": {**settings.DATABASES["default"]["OPTIONS"]["pool"],
+                                   "min_size": 1, "max_size": SIZE, "max_idle": 0.2}}}
+    wrapper = DatabaseWrapper(params, alias="max-idle-test")
+    try:
+        pool = wrapper.pool
+        pool.open(wait=True, timeout=10)  # as Django does on its first connection
+        held = [pool.getconn() for _ in range(SIZE)]  # a burst: every connection at once
+        for conn in held:
+            pool.putconn(conn)
+        assert pool.get_stats()["pool_size"] == SIZE
+        deadline = time.monotonic() + 10
+        while pool.get_stats()["pool_size"] > 1:
+            assert time.monotonic() < deadline, pool.get_stats()
+            time.sleep(0.05)
+    finally:
+        wrapper.close_pool()
