@@ -107,9 +107,12 @@ class Gateway:
         return [master, *master.children(recursive=True)]
 
     def cpu_seconds(self) -> tuple[float, float]:
-        """User and system CPU seconds of the process tree so far."""
-        user = system = 0.0
-        for process in self.tree_processes():
+        """User and system CPU seconds of the process tree so far, workers that exited included
+        (the master's reaped children: see websocket_tool_loop.gateway_cpu_seconds)."""
+        master, *workers = self.tree_processes()
+        own = master.cpu_times()
+        user, system = own.user + own.children_user, own.system + own.children_system
+        for process in workers:
             try:
                 times = process.cpu_times()
             except psutil.NoSuchProcess:

@@ -181,10 +181,14 @@ def runner(variant: str, client: OpenAI, turns: int) -> Callable[[int], Loop]:
 # --- what the gateway and Postgres spend ------------------------------------------------------------
 
 def gateway_cpu_seconds(master_pid: int) -> float:
-    """User + system CPU time of the gunicorn master and all its descendants (psutil)."""
+    """User + system CPU time of the gunicorn master and all its descendants (psutil), including
+    the workers that have exited: gunicorn recycles a worker after max_requests (20,000 +- 2,000),
+    which a full suite run reaches, and the live tree alone then lost the old worker's whole CPU
+    time (a negative figure). The master's reaped children are in its own children_* times."""
     master = psutil.Process(master_pid)
-    total = 0.0
-    for process in [master, *master.children(recursive=True)]:
+    own = master.cpu_times()
+    total = own.user + own.system + own.children_user + own.children_system
+    for process in master.children(recursive=True):
         try:
             times = process.cpu_times()
         except psutil.Error:
