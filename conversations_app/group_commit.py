@@ -24,7 +24,9 @@ at once, each on a pooled connection, so one batch held up does not hold up the 
 - **Order.** The statements of a batch are sorted by the conversation row they update, so two
   workers' batches lock conversations in the same order and cannot deadlock each other.
 - **A database that is down** fails the batch's checkout (DB_POOL_TIMEOUT), and every request of
-  the batch gets that error, as each would have got it from its own checkout.
+  the batch gets that error, as each would have got it from its own checkout. A connection lost
+  under a batch fails the batch (whether it committed first cannot be known, so it is not run
+  again), and statements being run one at a time stop at the first that can get no connection.
 - **Where.** Only in a gevent worker, outside a transaction: elsewhere (the test client, manage.py,
   the ORM path of other databases) a statement runs on the caller's connection, as before.
 """
@@ -155,13 +157,10 @@ class GroupCommit:
                 if statement.connected is not None:
                     statement.connected()
             if len(batch) < PIPELINE_FROM:
-                for statement in batch:
-                    _run(statement, lock_timeout=False)
+                _run_each(batch, lock_timeout=False)
             elif not _run_together(batch):
                 # Each alone, a lock held elsewhere waited for only after all the others are written.
-                held_up = [statement for statement in batch if not _run(statement, lock_timeout=True)]
-                for statement in held_up:
-                    _run(statement, lock_timeout=False)
+                _run_each(_run_each(batch, lock_timeout=True), lock_timeout=False)
         except BaseException as failure:
             # A bug, or the worker being stopped: nobody may wait forever on a statement.
             _fail([statement for statement in batch if not statement.done.is_set()], failure)
@@ -171,17 +170,41 @@ class GroupCommit:
 
 
 def _run_together(batch: list[_Statement]) -> bool:
-    """The batch as one implicit transaction in one round trip; False (nothing committed) when it failed."""
+    """The batch as one implicit transaction in one round trip. False when Postgres refused it: it
+    committed nothing, and its statements are still to be run. A connection lost meanwhile fails
+    them all, as it would have failed each: whether the transaction committed before the loss
+    cannot be known, and running them again could write a turn twice."""
     try:
         _pipeline(batch)
     except DatabaseError as failed:
+        lost = _connection_lost()
+        _close_quietly()  # whatever state the failure left it in, the pool checks or replaces it
+        if lost:
+            _fail(batch, failed)
+            return True
         logger.info("group commit: a batch of %d failed (%s); its statements run one at a time", len(batch),
                     str(failed).strip())
-        _close_quietly()  # whatever state the failure left it in, the pool checks or replaces it
         return False
     for statement in batch:
         statement.done.set()
     return True
+
+
+def _run_each(statements: list[_Statement], *, lock_timeout: bool) -> list[_Statement]:
+    """Each statement in a transaction of its own; those that gave up waiting for a row lock
+    (`lock_timeout`) are returned, still to be run. When no connection can be had for one, it and
+    the rest fail with that error at once (a database that is down would refuse each in turn, a
+    pool timeout apiece)."""
+    held_up = []
+    for position, statement in enumerate(statements):
+        try:
+            connection.ensure_connection()
+        except DatabaseError as unavailable:
+            _fail(statements[position:], unavailable)
+            break
+        if not _run(statement, lock_timeout=lock_timeout):
+            held_up.append(statement)
+    return held_up
 
 
 def _run(statement: _Statement, *, lock_timeout: bool) -> bool:
@@ -200,6 +223,11 @@ def _run(statement: _Statement, *, lock_timeout: bool) -> bool:
         statement.error = failed
     statement.done.set()
     return True
+
+
+def _connection_lost() -> bool:
+    raw = connection.connection
+    return raw is None or bool(raw.closed) or bool(getattr(raw, "broken", False))
 
 
 def _pipeline(statements: list[_Statement]) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from django.db import IntegrityError, connection, connections
+from django.db import IntegrityError, OperationalError, connection, connections
 
 from conversations_app.group_commit import GroupCommit, _Statement
 
@@ -102,4 +102,45 @@ def test_a_batch_of_two_is_written_one_statement_after_the_other():
     batch = [_Statement(INSERT, ["a", None], ""), _Statement(INSERT, ["b", "missing"], "")]
     GroupCommit()._write(batch)
     assert batch[0].error is None and isinstance(batch[1].error, IntegrityError)
+    assert sorted(rows()) == ["a"]
+
+
+KILL_OWN_CONNECTION = "SELECT pg_terminate_backend(pg_backend_pid()) WHERE %s"
+
+
+def test_a_connection_lost_under_a_batch_fails_the_batch_without_running_it_again():
+    # Whether the transaction committed before the connection went cannot be known: running its
+    # statements again could write a turn twice, so each request hears of the failure, as alone.
+    batch = [_Statement(INSERT, ["a", None], ""), _Statement(KILL_OWN_CONNECTION, [True], ""),
+             _Statement(INSERT, ["b", None], "")]
+    GroupCommit()._write(batch)
+    assert all(statement.done.is_set() for statement in batch)
+    assert all(isinstance(statement.error, OperationalError) for statement in batch), [s.error for s in batch]
+    assert rows() == {}
+    GroupCommit()._write([_Statement(INSERT, ["c", None], "")])  # a new connection for the next batch
+    assert sorted(rows()) == ["c"]
+
+
+def test_statements_run_one_at_a_time_stop_at_the_first_without_a_connection(monkeypatch):
+    batch = [_Statement(INSERT, ["a", None], ""), _Statement(INSERT, ["b", "missing"], ""),
+             _Statement(KILL_OWN_CONNECTION, [True], ""), _Statement(INSERT, ["c", None], ""),
+             _Statement(INSERT, ["d", None], "")]
+    real_connect = connection.connect
+    connects = []
+
+    def unreachable_after_the_kill() -> None:
+        # The batch's connection, the one its statements are run on after it failed, and then
+        # (the killed one to replace) Postgres refusing connections.
+        connects.append(time.monotonic())
+        if len(connects) > 2:
+            raise OperationalError("connection refused")
+        real_connect()
+
+    monkeypatch.setattr(connection, "connect", unreachable_after_the_kill)
+    connection.close()
+    GroupCommit()._write(batch)
+    monkeypatch.undo()
+    assert [type(statement.error).__name__ for statement in batch] == [
+        "NoneType", "IntegrityError", "OperationalError", "OperationalError", "OperationalError"]
+    assert len(connects) == 3  # one try for the rest of the batch, not one each
     assert sorted(rows()) == ["a"]
