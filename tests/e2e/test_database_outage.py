@@ -26,6 +26,7 @@ import requests
 
 from tests.e2e.gunicorn import ROOT, GatewayProcess
 from tests.e2e.private_postgres import PrivatePostgres, private_postgres  # noqa: F401 - the fixture
+from tests.fakes.openai_upstream import FakeOpenAI, Reply
 
 pytestmark = pytest.mark.e2e
 
@@ -361,3 +362,76 @@ def test_api_keys_remembered_by_the_workers_are_still_revoked_at_once_after_a_re
         assert set(refused) == {401}, f"{refused}\n{gw.log()[-3000:]}"
         say(f"after the restart: {len(after)} calls with a remembered key 200; revoked before and after the "
             "workers listened again: every call 401")
+
+
+BURST = 200
+
+
+def test_a_restart_under_a_burst_of_streams_leaves_no_turn_half_written(
+        private_postgres: PrivatePostgres, say: Say) -> None:  # noqa: F811 - the fixture
+    """200 streams through one worker, so their writes travel in group commits
+    (conversations_app.group_commit), with Postgres stopped (immediate) while the first hundred
+    near their settles and the second hundred arrive, and started 2 s later: batches lose
+    their connection and batches find none. Every stream gets a 200 or a 503, never a 500; a 200
+    ends with a terminal event; every row written settles once Postgres is back (the settles it
+    refused are retried); ordinary streams all succeed after."""
+    upstream = FakeOpenAI()
+    upstream.default_step = Reply(text=" ".join(f"w{i}" for i in range(10)), chunk_delay=0.1)  # about 1 s
+    config = f"""
+logging: {{format: text, level: warn}}
+providers:
+  openai: {{type: openai, api_key: k, endpoint: "{upstream.url}/v1", read_timeout: 30}}
+models: [{{name: gpt-test, provider: openai}}]
+"""
+    url = private_postgres.create_database("gateway")
+    gw = GatewayProcess(config, workers=1, database_url=url)
+    subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, env=gw.env(), check=True)
+
+    def stream(_: int) -> tuple[int, str]:
+        with requests.post(f"{gw.base_url}/responses", json={"model": "gpt-test", "input": "hi", "stream": True},
+                           stream=True, timeout=60) as response:
+            if response.status_code != 200:
+                return response.status_code, str(response.json().get("error", {}).get("code"))
+            last = ""
+            for line in response.iter_lines():
+                if line.startswith(b"data: "):
+                    last = json.loads(line[6:])["type"]
+            return 200, last
+
+    try:
+        with gw:
+            with ThreadPoolExecutor(BURST) as pool:
+                # Half the burst opens its turns, and Postgres goes away as they near their settles;
+                # the other half arrives while it is away; it comes back while the first half ends.
+                burst = [pool.submit(stream, i) for i in range(BURST // 2)]
+                time.sleep(0.7)
+                private_postgres.stop("immediate")
+                burst += [pool.submit(stream, i) for i in range(BURST // 2)]
+                time.sleep(2.0)
+                private_postgres.start()
+                outcomes = [future.result() for future in burst]
+            after = [stream(i) for i in range(10)]
+            import psycopg
+
+            deadline = time.monotonic() + 20
+            with psycopg.connect(url, autocommit=True) as conn:
+                while True:
+                    row = conn.execute("SELECT count(*) FILTER (WHERE status = 'in_progress'), count(*) "
+                                       "FROM conversations_app_storedresponse").fetchone()
+                    assert row is not None
+                    if row[0] == 0 or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.2)
+            log = gw.log()
+    finally:
+        upstream.close()
+    counts: dict[tuple[int, str], int] = {}
+    for outcome in outcomes:
+        counts[outcome] = counts.get(outcome, 0) + 1
+    say(f"a restart under {BURST} streams: {counts}; then {after}; rows {row[1]}, left in progress {row[0]}")
+    assert all(status in (200, 503) for status, _ in outcomes), counts
+    assert all(last in ("response.completed", "response.failed") for status, last in outcomes if status == 200), counts
+    assert after == [(200, "response.completed")] * 10, log[-3000:]
+    assert row[0] == 0, log[-3000:]
+    # The refused settles are logged as warnings, with their tracebacks; nothing went unhandled.
+    assert "unhandled error" not in log and "Error handling request" not in log, log[-5000:]
