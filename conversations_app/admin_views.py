@@ -15,7 +15,6 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-import pygal
 from django.contrib import admin
 from django.contrib.admin.utils import quote
 from django.contrib.postgres.search import SearchQuery, SearchVectorField
@@ -294,6 +293,9 @@ def usage_chart(queryset: QuerySet[UsageDay], days: int = 90) -> tuple[str, dict
     totals = queryset.order_by().aggregate(
         requests=Sum("requests"), errors=Sum("errors"), input_tokens=Sum("input_tokens"),
         output_tokens=Sum("output_tokens"), cost_usd=Sum("cost_usd"))
+    # Imported here, not with the admin (which every worker loads): about 5 MB per process.
+    import pygal
+
     config = pygal.Config()
     # No script from elsewhere: pygal's tooltips script would be loaded from a CDN.
     config.js = []
