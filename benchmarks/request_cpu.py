@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 
 # The test harness, importable once the checkout is on sys.path (E402).
+from benchmarks.process_tree import tree_cpu_times  # noqa: E402
 from tests.e2e import gunicorn as harness  # noqa: E402
 from tests.fakes.openai_upstream import FakeOpenAI, Reply  # noqa: E402
 from tests.observability.otlp_receiver import GrpcReceiver  # noqa: E402
@@ -107,19 +108,10 @@ class Gateway:
         return [master, *master.children(recursive=True)]
 
     def cpu_seconds(self) -> tuple[float, float]:
-        """User and system CPU seconds of the process tree so far, workers that exited included
-        (the master's reaped children: see websocket_tool_loop.gateway_cpu_seconds)."""
-        master, *workers = self.tree_processes()
-        own = master.cpu_times()
-        user, system = own.user + own.children_user, own.system + own.children_system
-        for process in workers:
-            try:
-                times = process.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            user += times.user
-            system += times.system
-        return user, system
+        """User and system CPU seconds of the process tree so far, exited workers included."""
+        if self.process.proc is None:
+            raise RuntimeError("the gateway is not running")
+        return tree_cpu_times(self.process.proc.pid)
 
 
 class Load:

@@ -46,6 +46,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # The test harness, importable once the checkout is on sys.path (E402).
+from benchmarks.process_tree import tree_cpu_times  # noqa: E402
 from tests.e2e.gunicorn import GatewayProcess  # noqa: E402
 from tests.fakes.openai_upstream import FakeOpenAI, Reply  # noqa: E402
 from tests.fakes.server import Recorded, Writer  # noqa: E402
@@ -181,20 +182,8 @@ def runner(variant: str, client: OpenAI, turns: int) -> Callable[[int], Loop]:
 # --- what the gateway and Postgres spend ------------------------------------------------------------
 
 def gateway_cpu_seconds(master_pid: int) -> float:
-    """User + system CPU time of the gunicorn master and all its descendants (psutil), including
-    the workers that have exited: gunicorn recycles a worker after max_requests (20,000 +- 2,000),
-    which a full suite run reaches, and the live tree alone then lost the old worker's whole CPU
-    time (a negative figure). The master's reaped children are in its own children_* times."""
-    master = psutil.Process(master_pid)
-    own = master.cpu_times()
-    total = own.user + own.system + own.children_user + own.children_system
-    for process in master.children(recursive=True):
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            continue  # gone meanwhile
-        total += times.user + times.system
-    return total
+    """User + system CPU time of the gunicorn master and all its descendants, exited workers included."""
+    return sum(tree_cpu_times(master_pid))
 
 
 class Postgres:

@@ -293,7 +293,8 @@ def usage_chart(queryset: QuerySet[UsageDay], days: int = 90) -> tuple[str, dict
     totals = queryset.order_by().aggregate(
         requests=Sum("requests"), errors=Sum("errors"), input_tokens=Sum("input_tokens"),
         output_tokens=Sum("output_tokens"), cost_usd=Sum("cost_usd"))
-    # Imported here, not with the admin (which every worker loads): about 5 MB per process.
+    # Imported here, not with the admin, which every worker loads (with PyJWT, identity_app.oidc,
+    # 4 MB of a worker's RSS).
     import pygal
 
     config = pygal.Config()

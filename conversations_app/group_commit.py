@@ -40,7 +40,6 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from functools import cache
 from typing import Any
 
 import psycopg
@@ -262,7 +261,7 @@ _owner_pid = 0
 def group_commit() -> GroupCommit | None:
     """This worker's group commit, or None where statements run on the caller's connection."""
     global _group_commit, _owner_pid
-    if connection.in_atomic_block or not _gevent_worker():
+    if connection.in_atomic_block or not concurrency.gevent_active():
         return None
     if _group_commit is None or _owner_pid != os.getpid():  # a forked process starts its own writer
         _group_commit, _owner_pid = GroupCommit(), os.getpid()
@@ -279,9 +278,3 @@ def execute(sql: str, params: Sequence[Any], *, lock_key: str = "") -> None:
     connected()
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-
-
-@cache
-def _gevent_worker() -> bool:
-    # Monkey-patching happens before the app is loaded (gunicorn's gevent worker): fixed for the process.
-    return concurrency.gevent_active()

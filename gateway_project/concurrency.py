@@ -17,13 +17,23 @@ from typing import Any, Generic, TypeVar
 _T = TypeVar("_T")
 
 
+_patched = False
+
+
 def gevent_active() -> bool:
-    """True inside a gevent-patched process (gunicorn's gevent workers)."""
+    """True inside a gevent-patched process (gunicorn's gevent workers). Asked on every helper's
+    start and every write; once true it stays true (a process is never unpatched, and a forked
+    one inherits its patching), so only that answer is remembered: a process may still be patched
+    after it first asked (gunicorn patches a worker after the fork)."""
+    global _patched
+    if _patched:
+        return True
     try:
         from gevent import monkey
     except ImportError:
         return False
-    return bool(monkey.is_module_patched("socket"))
+    _patched = bool(monkey.is_module_patched("socket"))
+    return _patched
 
 
 class Background:

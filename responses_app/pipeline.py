@@ -145,8 +145,8 @@ class Turn:
         the client has seen always resolves: now, or with `defer` beside the upstream's first answer
         (write_opening_beside). A JSON turn's id is only heard with its result, so it is written
         once, when it settles; here the database is only made sure of, so that an outage fails the
-        request before the upstream is paid (a deferred write's helper makes sure of it before the
-        upstream is called)."""
+        request before the upstream is paid (a deferred write's upstream call waits for the write's
+        connection instead)."""
         live_turns.add(self.ctx.cancel)
         if metrics_enabled():
             metrics.turns_in_flight.inc()
