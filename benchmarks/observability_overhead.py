@@ -18,8 +18,6 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from socketserver import StreamRequestHandler
-from typing import cast
 
 import requests
 
@@ -28,8 +26,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 
 # The test harness, importable once the checkout is on sys.path (E402).
+from benchmarks.request_cpu import fake_upstream  # noqa: E402
 from tests.e2e.gunicorn import GatewayProcess  # noqa: E402
-from tests.fakes.openai_upstream import FakeOpenAI, Reply  # noqa: E402
+from tests.fakes.openai_upstream import FakeOpenAI  # noqa: E402
 from tests.observability.e2e_config import gateway_yaml  # noqa: E402
 from tests.observability.otlp_receiver import GrpcReceiver  # noqa: E402
 
@@ -106,11 +105,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    upstream = FakeOpenAI()
-    # http.server writes headers and body in two segments; with Nagle's algorithm and delayed ACKs
-    # that adds ~40 ms to every answer, which would swamp the differences being measured.
-    cast("type[StreamRequestHandler]", upstream.httpd.RequestHandlerClass).disable_nagle_algorithm = True
-    upstream.default_step = Reply(first_byte_delay=UPSTREAM_LATENCY)
+    upstream = fake_upstream(UPSTREAM_LATENCY)
     collector = GrpcReceiver()
     results: dict[str, list[float]] = {}
     cpu: dict[str, float] = {}

@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from socketserver import StreamRequestHandler
-from typing import cast
+from typing import Protocol, cast
 
 import psutil
 import redis
@@ -79,6 +79,16 @@ def config(upstream: str, collector: str, prefix: str) -> str:
     })
 
 
+def fake_upstream(first_byte_delay: float = UPSTREAM_LATENCY) -> FakeOpenAI:
+    """The fake OpenAI upstream, answering every request after `first_byte_delay`."""
+    upstream = FakeOpenAI()
+    # http.server writes headers and body in two segments; with Nagle's algorithm and delayed ACKs
+    # that adds ~40 ms to every answer, which would swamp the differences being measured.
+    cast("type[StreamRequestHandler]", upstream.httpd.RequestHandlerClass).disable_nagle_algorithm = True
+    upstream.default_step = Reply(first_byte_delay=first_byte_delay)
+    return upstream
+
+
 class Gateway:
     """One checkout under gunicorn, with an API key, and the CPU time of its process tree."""
 
@@ -101,6 +111,10 @@ class Gateway:
     def __exit__(self, *exc: object) -> None:
         self.process.stop()
 
+    @property
+    def base_url(self) -> str:
+        return self.process.base_url
+
     def tree_processes(self) -> list[psutil.Process]:
         if self.process.proc is None:
             raise RuntimeError("the gateway is not running")
@@ -112,6 +126,17 @@ class Gateway:
         if self.process.proc is None:
             raise RuntimeError("the gateway is not running")
         return tree_cpu_times(self.process.proc.pid)
+
+
+class Target(Protocol):
+    """What the load and the CPU figure need of what they measure (a Gateway, or floor.py's apps)."""
+
+    key: str
+
+    @property
+    def base_url(self) -> str: ...
+
+    def cpu_seconds(self) -> tuple[float, float]: ...
 
 
 class Load:
@@ -127,19 +152,19 @@ class Load:
         for session in self.sessions:
             session.close()
 
-    def run(self, gateway: Gateway, count: int, *, stream: bool) -> None:
-        url = f"{gateway.process.base_url}/responses"
+    def run(self, gateway: Target, count: int, *, stream: bool, body: dict[str, object] | None = None) -> None:
+        url = f"{gateway.base_url}/responses"
         headers = {"Authorization": f"Bearer {gateway.key}"}
-        body = {**BODY, "stream": True} if stream else BODY
+        sent: dict[str, object] = {**(body or BODY), "stream": True} if stream else dict(body or BODY)
 
         def one(index: int) -> None:
             session = self.sessions[index % self.concurrency]
             try:
-                response = session.post(url, json=body, headers=headers, timeout=30, stream=stream)
+                response = session.post(url, json=sent, headers=headers, timeout=30, stream=stream)
             except requests.ConnectionError:
                 # A kept-alive connection the gateway closed (keepalive 5 s) while another checkout
                 # was being measured, just as this request was sent on it: once more, on a new one.
-                response = session.post(url, json=body, headers=headers, timeout=30, stream=stream)
+                response = session.post(url, json=sent, headers=headers, timeout=30, stream=stream)
             text = response.text
             if response.status_code != 200 or (stream and "response.completed" not in text):
                 raise RuntimeError(f"{response.status_code}: {text[:300]}")
@@ -147,17 +172,20 @@ class Load:
         list(self.pool.map(one, range(count)))
 
 
-def measure(gateway: Gateway, load: Load, count: int, *, stream: bool) -> tuple[float, float]:
+def measure(gateway: Target, load: Load, count: int, *, stream: bool,
+            body: dict[str, object] | None = None) -> tuple[float, float]:
     """CPU ms per request, and the part of it spent in the kernel (mostly loopback TCP: the
     client's, the upstream's, Postgres' and Redis' sockets)."""
     user, system = gateway.cpu_seconds()
-    load.run(gateway, count, stream=stream)
+    load.run(gateway, count, stream=stream, body=body)
     user_after, system_after = gateway.cpu_seconds()
     return (user_after - user + system_after - system) / count * 1000, (system_after - system) / count * 1000
 
 
-def profile(gateway: Gateway, load: Load, seconds: int, *, stream: bool, keep: Path | None = None) -> str:
-    """py-spy's view of one worker under load; `keep`: where to leave its raw stacks too."""
+def profile(gateway: Gateway, load: Load, seconds: int, *, stream: bool, keep: Path | None = None,
+            body: dict[str, object] | None = None) -> str:
+    """py-spy's view of one worker under load; `keep`: where to leave its raw stacks too (with the
+    number of requests the load made meanwhile, as `# requests N` on its first line)."""
     worker = gateway.tree_processes()[1]
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "profile.txt"
@@ -166,10 +194,13 @@ def profile(gateway: Gateway, load: Load, seconds: int, *, stream: bool, keep: P
                                 "--duration", str(seconds), "--rate", "250", "--format", "raw", "--output", str(raw),
                                 "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         stop = threading.Event()
+        done = 0
 
         def drive() -> None:
+            nonlocal done
             while not stop.is_set():
-                load.run(gateway, load.concurrency * 4, stream=stream)
+                load.run(gateway, load.concurrency * 4, stream=stream, body=body)
+                done += load.concurrency * 4
 
         driver = threading.Thread(target=drive)
         driver.start()
@@ -178,8 +209,8 @@ def profile(gateway: Gateway, load: Load, seconds: int, *, stream: bool, keep: P
         driver.join()
         text = raw.read_text()
         if keep is not None:
-            keep.write_text(text)
-        return summarize(text)
+            keep.write_text(f"# requests {done}\n{text}")
+        return f"requests: {done}\n{summarize(text)}"
 
 
 def pin_everything_but(gateway: Gateway) -> None:
@@ -206,6 +237,8 @@ def summarize(raw: str, top: int = 40) -> str:
     cumulative: Counter[str] = Counter()
     busy = 0
     for line in raw.splitlines():
+        if line.startswith("#"):
+            continue
         stack, _, count_text = line.rpartition(" ")
         frames = stack.split(";")
         if not frames or any(idle in frames[-1] for idle in ("(epoll", "wait (", "select (", "run (gevent/hub")):
@@ -230,15 +263,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS")
     parser.add_argument("--raw", type=Path, help="with --profile: a directory for py-spy's raw stacks")
+    parser.add_argument("--unstored", action="store_true", help="with --profile: requests with `store: false`")
     parser.add_argument("--pin", action="store_true",
                         help="with --profile: one worker alone on CPU 0, everything else on CPU 1")
     args = parser.parse_args()
     trees = [tree.resolve() for tree in args.tree or [ROOT]]
 
-    upstream = FakeOpenAI()
-    # http.server writes headers and body in two segments; without TCP_NODELAY delayed ACKs add ~40 ms.
-    cast("type[StreamRequestHandler]", upstream.httpd.RequestHandlerClass).disable_nagle_algorithm = True
-    upstream.default_step = Reply(first_byte_delay=UPSTREAM_LATENCY)
+    upstream = fake_upstream()
     collector = GrpcReceiver()
     prefix = f"bench:cpu:{secrets.token_hex(4)}:"
     load = Load(args.concurrency)
@@ -259,7 +290,8 @@ def main() -> None:
                 for stream in (False, True):
                     print(f"## {'streamed' if stream else 'non-streamed'}, {trees[0]}\n")
                     keep = args.raw / f"{'streamed' if stream else 'json'}.txt" if args.raw else None
-                    print(profile(gateways[0], load, args.profile, stream=stream, keep=keep), "\n")
+                    body = {**BODY, "store": False} if args.unstored else None
+                    print(profile(gateways[0], load, args.profile, stream=stream, keep=keep, body=body), "\n")
                 return
             for round_ in range(args.rounds):
                 for stream in (False, True):
