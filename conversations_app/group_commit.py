@@ -29,6 +29,11 @@ at once, each on a pooled connection, so one batch held up does not hold up the 
   again), and statements being run one at a time stop at the first that can get no connection.
 - **Where.** Only in a gevent worker, outside a transaction: elsewhere (the test client, manage.py,
   the ORM path of other databases) a statement runs on the caller's connection, as before.
+- **Warm writers.** A writer whose queue ran dry keeps its connection for WARM_FOR more seconds, so
+  that under steady traffic a statement is not also a pool checkout and a close (about 0.04 ms of
+  CPU each way). It checks the connection before using it again, as a checkout does (a Postgres
+  restart closes it meanwhile), and while it holds one that is alive a turn's "is the database
+  there?" (`warm_connection_alive`, ConversationStore.check_available) needs no checkout either.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import psycopg
 from django.db import DatabaseError, connection
 
 from gateway_project import concurrency
+from gateway_project.db_backends.postgresql.base import is_quiet
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +67,9 @@ PIPELINE_FROM = 3
 # A batch waits this long at most for a row lock; then it is run one statement at a time, and only
 # the statement that needs the lock waits for it.
 BATCH_LOCK_TIMEOUT = "500ms"
+# Seconds an idle writer keeps its connection for the next statement before giving it back to the
+# pool: long enough to span the gaps of steady traffic, short enough that an idle worker holds none.
+WARM_FOR = 0.5
 
 
 # Told when the write under way in this context has a database connection (`when_connected`).
@@ -109,6 +118,7 @@ class GroupCommit:
         self._queue: deque[_Statement] = deque()
         self._writers = 0
         self._idle: list[threading.Event] = []  # each idle writer's wake-up
+        self._warm: dict[threading.Event, Any] = {}  # an idle writer's wake-up -> the connection it keeps
 
     def execute(self, sql: str, params: Sequence[Any], *, lock_key: str = "") -> None:
         """Run one statement in a batch, and return once it is committed (or raise its error).
@@ -128,6 +138,11 @@ class GroupCommit:
         if statement.error is not None:
             raise statement.error
 
+    def warm_connection_alive(self) -> bool:
+        """Whether an idle writer keeps a connection that Postgres has not closed: the database was
+        there a moment ago and still is, as far as a checkout's own check could tell."""
+        return any(is_quiet(raw) for raw in self._warm.values())
+
     def _run(self) -> None:
         wake = threading.Event()
         try:
@@ -135,21 +150,38 @@ class GroupCommit:
                 while self._queue:
                     batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
                     self._write(batch)
+                # Cooperative scheduling: nothing runs between the look at the queue and the wait.
+                if connection.connection is not None and self._rest(wake, WARM_FOR, connection.connection):
+                    continue
                 _close_quietly()  # the connection goes back to the pool while the writer rests
                 if self._queue:  # it came while the connection was being given back
                     continue
-                # Cooperative scheduling: nothing runs between the look at the queue and the wait.
-                wake.clear()
-                self._idle.append(wake)
-                wake.wait()
+                self._rest(wake, None, None)
         finally:
             self._writers -= 1
             if wake in self._idle:
                 self._idle.remove(wake)
+            self._warm.pop(wake, None)
+
+    def _rest(self, wake: threading.Event, seconds: float | None, keeping: Any) -> bool:
+        """Wait to be woken (True) or for `seconds` (False), as an idle writer keeping `keeping`."""
+        wake.clear()
+        self._idle.append(wake)
+        if keeping is not None:
+            self._warm[wake] = keeping
+        try:
+            woken = wake.wait(seconds)
+        finally:
+            self._warm.pop(wake, None)
+        if not woken:
+            self._idle.remove(wake)
+        return woken
 
     def _write(self, batch: list[_Statement]) -> None:
         try:
             batch.sort(key=lambda statement: statement.lock_key)
+            if connection.connection is not None and not is_quiet(connection.connection):
+                _close_quietly()  # kept since the last batch, and closed by Postgres meanwhile
             try:
                 connection.ensure_connection()
             except DatabaseError as unavailable:
@@ -266,6 +298,12 @@ def group_commit() -> GroupCommit | None:
     if _group_commit is None or _owner_pid != os.getpid():  # a forked process starts its own writer
         _group_commit, _owner_pid = GroupCommit(), os.getpid()
     return _group_commit
+
+
+def warm_connection_alive() -> bool:
+    """Whether this worker's group commit keeps a live connection (False where there is none)."""
+    batcher = group_commit()
+    return batcher is not None and batcher.warm_connection_alive()
 
 
 def execute(sql: str, params: Sequence[Any], *, lock_key: str = "") -> None:

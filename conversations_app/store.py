@@ -309,8 +309,10 @@ class ConversationStore:
 
     def check_available(self) -> None:
         """Take a database connection (raising when none can be had): before a turn pays an upstream
-        for an answer it could not store."""
-        connection.ensure_connection()
+        for an answer it could not store. A live connection the group commit keeps for the turn's
+        write (group_commit.warm_connection_alive) answers that without a checkout."""
+        if not group_commit.warm_connection_alive():
+            connection.ensure_connection()
 
     def finish_turn(self, settlement: Settlement) -> None:
         """Settle an opened turn in place, atomically."""

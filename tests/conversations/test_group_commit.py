@@ -13,7 +13,9 @@ import psycopg
 import pytest
 from django.db import IntegrityError, OperationalError, connection, connections
 
+from conversations_app import group_commit as group_commit_module
 from conversations_app.group_commit import GroupCommit, _Statement
+from conversations_app.store import ConversationStore
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -144,3 +146,66 @@ def test_statements_run_one_at_a_time_stop_at_the_first_without_a_connection(mon
         "NoneType", "IntegrityError", "OperationalError", "OperationalError", "OperationalError"]
     assert len(connects) == 3  # one try for the rest of the batch, not one each
     assert sorted(rows()) == ["a"]
+
+
+@pytest.fixture
+def writers(monkeypatch: pytest.MonkeyPatch) -> Iterator[GroupCommit]:
+    """A group commit whose writers are threads here (greenlets in a gunicorn worker), keeping their
+    connection for 0.3 s after their last statement."""
+    monkeypatch.setattr(group_commit_module, "WARM_FOR", 0.3)
+    batcher = GroupCommit()
+    monkeypatch.setattr(group_commit_module, "group_commit", lambda: batcher)
+    yield batcher
+    deadline = time.monotonic() + 5
+    while batcher._warm and time.monotonic() < deadline:  # their connections back before the database goes
+        time.sleep(0.05)
+
+
+def resting(writers: GroupCommit) -> GroupCommit:
+    """Once its writer rests: a thread here goes on after its statement is done, while in a gunicorn
+    worker the request's greenlet runs only once the writer waits."""
+    deadline = time.monotonic() + 5
+    while not writers._idle:
+        assert time.monotonic() < deadline, "the writer did not come to rest"
+        time.sleep(0.01)
+    return writers
+
+
+def test_a_writer_keeps_its_connection_between_statements_then_gives_it_back(writers):
+    writers.execute(INSERT, ["a", None])
+    assert resting(writers).warm_connection_alive()
+    first = set(writers._warm.values())
+    writers.execute(INSERT, ["b", None])
+    assert set(resting(writers)._warm.values()) == first  # the same connection, not a checkout per statement
+    assert len(set(rows().values())) == 2
+    time.sleep(0.6)
+    assert not writers.warm_connection_alive() and not writers._warm  # given back once idle
+
+
+def test_a_kept_connection_postgres_closed_is_not_used_again(writers):
+    writers.execute(INSERT, ["a", None])
+    (kept,) = resting(writers)._warm.values()
+    with other_session() as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [kept.info.backend_pid])
+    deadline = time.monotonic() + 5
+    while writers.warm_connection_alive():  # the server's goodbye reaches the socket
+        assert time.monotonic() < deadline, "a terminated connection still looked alive"
+        time.sleep(0.02)
+    writers.execute(INSERT, ["b", "a"])  # on a new connection, not an error
+    assert sorted(rows()) == ["a", "b"]
+
+
+def test_a_turn_checks_the_database_without_a_checkout_while_a_writer_keeps_one(writers, monkeypatch):
+    checkouts = []
+    real = connection.connect
+    monkeypatch.setattr(connection, "connect", lambda: checkouts.append(1) or real())
+    connection.close()
+    ConversationStore().check_available()
+    assert checkouts == [1]  # no writer keeps a connection yet: a checkout says whether Postgres is there
+    writers.execute(INSERT, ["a", None])  # gives the caller's connection back; the writer takes its own
+    resting(writers)
+    ConversationStore().check_available()
+    assert checkouts == [1]
+    time.sleep(0.6)
+    ConversationStore().check_available()
+    assert checkouts == [1, 1]

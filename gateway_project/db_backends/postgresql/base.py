@@ -40,10 +40,12 @@ logger = logging.getLogger(__name__)
 _CHECKOUTS = 3
 
 
-def _quiet(connection: Any) -> bool:
+def is_quiet(connection: Any) -> bool:
     """An idle connection has nothing to read. One the server closed (a restart, a terminated
     backend) has its goodbye or EOF waiting: only then is it worth psycopg_pool's check, a round
     trip, which would otherwise cost every checkout the time of a query."""
+    if connection.closed:
+        return False
     try:
         return not readable_now(connection.fileno())
     except (OSError, ValueError):
@@ -72,7 +74,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         for attempt in range(_CHECKOUTS):
             connection = self._checkout(conn_params, pool)
             try:
-                if not _quiet(connection):
+                if not is_quiet(connection):
                     ConnectionPool.check_connection(connection)
                 return connection
             except psycopg.Error:
