@@ -198,7 +198,12 @@ def test_a_kept_connection_postgres_closed_is_not_used_again(writers):
 def test_a_turn_checks_the_database_without_a_checkout_while_a_writer_keeps_one(writers, monkeypatch):
     checkouts = []
     real = connection.connect
-    monkeypatch.setattr(connection, "connect", lambda: checkouts.append(1) or real())
+
+    def counted() -> None:
+        checkouts.append(1)
+        real()
+
+    monkeypatch.setattr(connection, "connect", counted)
     connection.close()
     ConversationStore().check_available()
     assert checkouts == [1]  # no writer keeps a connection yet: a checkout says whether Postgres is there

@@ -56,7 +56,7 @@ def test_the_admin_still_checks_csrf_and_logs_in() -> None:
 
 
 @pytest.mark.django_db
-def test_api_answers_keep_the_headers_of_the_middlewares_around_it(api) -> None:  # noqa: ANN001 - fixture
+def test_api_answers_keep_the_headers_of_the_middlewares_around_it(api) -> None:
     response = api.client.get("/v1/responses/resp_missing")
     assert response.status_code == 404
     assert response.headers["Content-Length"] == str(len(response.content))  # CommonMiddleware
