@@ -65,6 +65,27 @@ def start(target: Callable[..., Any], *args: Any, name: str = "gateway-helper") 
     return Background(target, *args, name=name)
 
 
+def call_later(seconds: float, target: Callable[..., Any], *args: Any) -> Callable[[], None]:
+    """Run `target(*args)` in a helper after `seconds`, unless the returned function is called
+    first. Under gevent a timer of the event loop, which starts a greenlet only if it fires (a
+    timer's callback runs in the hub, where nothing may block); elsewhere a timer thread."""
+    if gevent_active():
+        import gevent
+
+        timer = gevent.get_hub().loop.timer(max(0.0, seconds))
+        timer.start(gevent.spawn, target, *args)
+
+        def stop() -> None:
+            timer.stop()
+            timer.close()
+
+        return stop
+    thread = threading.Timer(max(0.0, seconds), target, args)
+    thread.daemon = True
+    thread.start()
+    return thread.cancel
+
+
 def readable_now(fileobj: Any) -> bool:
     """Whether a socket has something to read (data, EOF or an error) right now, without blocking
     or yielding. It is poll(), not select(): select() cannot take a descriptor numbered 1024 or

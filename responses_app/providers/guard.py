@@ -17,6 +17,14 @@ runs in a copy of the caller's context, so the provider span is current for its 
 An abandoned helper ends as soon as its read is shut down (http.post arranges that, before the
 response headers as after them); the socket timeouts are only a safety net, and a streamed body
 has none (http._untimed).
+
+A non-streamed answer (`generate`) needs no helper: it is one wait for one whole body, with no
+heartbeats and one limit (first_byte, or total, or the turn's deadline if sooner). The request
+makes the call itself, and the same token ends it: a timer cancels the attempt when the limit
+passes, and the client watcher or a shutdown cancels the request's token, either of which shuts
+the read down, so the call returns at once with an error, which is then reported as the timeout
+or the cancellation it was. Nothing is thrown into the request. This spares each non-streamed
+call a helper's start, its mailbox and two switches: about 0.1 ms of CPU (issue 13).
 """
 
 from __future__ import annotations
@@ -71,7 +79,7 @@ class GuardedProvider(Provider):
 
     def generate(self, request: ProviderRequest) -> Iterator[Event]:
         # A non-streamed answer arrives whole: no heartbeats, first_byte bounds all of it.
-        return _guarded(self.inner.generate, replace(request, heartbeat=None), self.timeouts, self.key)
+        return _inline(self.inner.generate, request, self.timeouts, self.key)
 
     def stream(self, request: ProviderRequest) -> Iterator[Event]:
         return _guarded(self.inner.stream, request, self.timeouts, self.key)
@@ -163,6 +171,39 @@ def _guarded(call: Callable[[ProviderRequest], Iterator[Event]], request: Provid
             # Timed out, cancelled, or the caller stopped reading: end the helper's upstream read.
             attempt.cancel(ABANDONED)
         attempt.release()
+
+
+def _inline(call: Callable[[ProviderRequest], Iterator[Event]], request: ProviderRequest, timeouts: Timeouts,
+            key: str) -> Iterator[Event]:
+    """A whole answer read by the caller itself, under the same limits and token as `_guarded`."""
+    started = time.monotonic()
+    limit, phase = started + timeouts.first_byte, "first_byte"
+    deadline = started + timeouts.total
+    if request.deadline is not None:
+        deadline = min(deadline, request.deadline)
+    if deadline <= limit:
+        limit, phase = deadline, "total"
+    if limit <= started:
+        raise ProviderError("timeout", _TIMEOUT_MESSAGES[phase].format(key=key))
+    attempt = request.cancel.child()
+    stop_timer = concurrency.call_later(limit - started, attempt.cancel, phase)
+    counted = metrics_enabled()
+    if counted:
+        metrics.upstream_calls_in_flight.inc()
+    try:
+        events = list(call(replace(request, cancel=attempt, heartbeat=None)))
+    except BaseException as error:
+        if not attempt.cancelled or isinstance(error, GeneratorExit):
+            raise
+        # The read was shut down by the token: say why, not how the read failed.
+        request.cancel.raise_if_cancelled()
+        raise ProviderError("timeout", _TIMEOUT_MESSAGES[phase].format(key=key)) from None
+    finally:
+        stop_timer()
+        attempt.release()
+        if counted:
+            metrics.upstream_calls_in_flight.dec()
+    yield from events
 
 
 def _pump(call: Callable[[ProviderRequest], Iterator[Event]], request: ProviderRequest, attempt: CancelToken,

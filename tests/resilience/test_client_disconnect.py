@@ -1,5 +1,6 @@
-"""A client that hangs up mid-stream, under real gunicorn gevent workers: the gateway closes the
-upstream connection within a second and stores the response `incomplete` with what it had."""
+"""A client that hangs up mid-stream, or while a non-streamed answer is awaited, under real gunicorn
+gevent workers: the gateway closes the upstream connection within a second and stores the
+response `incomplete` with what it had."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 import requests
 
@@ -119,3 +121,38 @@ def test_a_client_that_stays_gets_the_whole_stream_and_can_reuse_the_connection(
         again = session.post(f"{gateway.base_url}/responses", json={"model": "chat-model", "input": "more"}, timeout=10)
         assert again.status_code == 200, gateway.log()
     assert not fake.requests[0].client_disconnected.is_set()
+
+
+def test_a_client_that_hangs_up_on_a_non_streamed_answer_frees_the_upstream_at_once(
+        gateway: GatewayProcess, upstreams: dict[str, FakeServer]) -> None:
+    # The request waits on the upstream itself (guard._inline): its client watch cancels the call's
+    # token, which shuts the upstream read down; nothing is thrown into the request.
+    fake = upstreams["openai"]
+    fake.reset()
+    fake.script(Reply(text="too late", first_byte_delay=20))
+    newest = "SELECT status, interrupted FROM conversations_app_storedresponse " \
+             "WHERE created_at > %s ORDER BY created_at DESC LIMIT 1"
+    with psycopg.connect(gateway.database_url) as conn:
+        (since,) = conn.execute("SELECT now()").fetchone()  # type: ignore[misc]
+    body = json.dumps({"model": "chat-model", "input": "think hard"}).encode()
+    sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+    sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    deadline = time.monotonic() + 10
+    while not fake.requests:
+        assert time.monotonic() < deadline, gateway.log()
+        time.sleep(0.02)
+    sock.close()
+    closed_at = time.monotonic()
+    assert fake.last.client_disconnected.wait(5), gateway.log()
+    assert time.monotonic() - closed_at < 1.0
+    with psycopg.connect(gateway.database_url) as conn:
+        deadline = time.monotonic() + 5
+        while (row := conn.execute(newest, [since]).fetchone()) is None:
+            assert time.monotonic() < deadline, gateway.log()
+            time.sleep(0.05)
+    assert row == ("incomplete", "client_gone")
+    fake.script(Reply(text="fine"))
+    after = requests.post(f"{gateway.base_url}/responses", json={"model": "chat-model", "input": "hi"}, timeout=10)
+    assert after.status_code == 200 and after.json()["output"][0]["content"][0]["text"] == "fine"
+    assert "Traceback" not in gateway.log(), gateway.log()
