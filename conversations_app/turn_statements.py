@@ -15,7 +15,8 @@ BEGIN/COMMIT), and Postgres checks the foreign keys between its parts when it en
 
 The read (`read_chain`, what a follow-up needs of the response it continues) is one statement too:
 the anchor, checked as the caller's own and not deleted, and the items of its whole chain, walked
-inside the database and aggregated into one JSON array, oldest first. Through the ORM it was two
+inside the database (or, when its conversation never branched below it, read as a range of it)
+and aggregated into one JSON array, oldest first. Through the ORM it was two
 queries, and each item a row decoded on its own by JSONField (the standard library's json): at
 turn 50, a hundred decodes, the part of a turn that grew with the chain.
 
@@ -170,6 +171,14 @@ def finish_turn(*, response_id: str, conversation_id: str, status: str, complete
 # autovacuum had analyzed a table that had just grown (a burst of turns), guessed ~150 items per
 # response and read the chain's with a sequential scan of the whole table, 20 ms at 80,000 items
 # against 0.5 ms. OFFSET 0 keeps it from flattening the subquery back into that join.
+#
+# Most chains never branch, and then the walk is not needed: a turn is written in its parent's
+# conversation at its parent's depth + 1, so the chain of a response at depth D holds one response
+# of its conversation at each depth 0..D. When the conversation holds no other response up to depth D
+# (counted up to D + 2 at most, one range of the (conversation, depth) index), those are the chain,
+# read by that range; only a conversation that branched below the anchor (or an API conversation,
+# whose turns are all at depth 0) is walked. At depth 49 the walk took 0.55 ms of the read's 0.74;
+# read by the range, 0.32 ms (issue 13: turn 50 of a chain against turn 2).
 _READ_CHAIN_SQL = f"""
 WITH RECURSIVE chain(id, previous_response_id, depth) AS (
     SELECT id, previous_response_id, depth FROM {_RESPONSES} WHERE id = %(id)s
@@ -177,9 +186,17 @@ WITH RECURSIVE chain(id, previous_response_id, depth) AS (
     SELECT r.id, r.previous_response_id, r.depth FROM {_RESPONSES} r JOIN chain c ON r.id = c.previous_response_id
 )
 SELECT anchor.conversation_id, anchor.depth, anchor.status,
-       (SELECT COALESCE(json_agg(i.data ORDER BY c.depth, i.kind, i.position), '[]')::text
-        FROM chain c CROSS JOIN LATERAL (
-            SELECT data, kind, position FROM {_ITEMS} WHERE response_id = c.id OFFSET 0) i)
+       CASE WHEN (SELECT count(*) FROM (
+                      SELECT 1 FROM {_RESPONSES} r WHERE r.conversation_id = anchor.conversation_id
+                      AND r.depth <= anchor.depth LIMIT anchor.depth + 2) up_to) = anchor.depth + 1
+       THEN (SELECT COALESCE(json_agg(i.data ORDER BY m.depth, i.kind, i.position), '[]')::text
+             FROM {_RESPONSES} m CROSS JOIN LATERAL (
+                 SELECT data, kind, position FROM {_ITEMS} WHERE response_id = m.id OFFSET 0) i
+             WHERE m.conversation_id = anchor.conversation_id AND m.depth <= anchor.depth)
+       ELSE (SELECT COALESCE(json_agg(i.data ORDER BY c.depth, i.kind, i.position), '[]')::text
+             FROM chain c CROSS JOIN LATERAL (
+                 SELECT data, kind, position FROM {_ITEMS} WHERE response_id = c.id OFFSET 0) i)
+       END
 FROM {_RESPONSES} anchor WHERE anchor.id = %(id)s AND anchor.owner = %(owner)s AND anchor.deleted_at IS NULL
 """  # noqa: S608 - the table names are the models'; the values are parameters
 

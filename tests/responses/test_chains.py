@@ -138,6 +138,41 @@ def test_loading_a_chain_is_one_statement_at_any_depth(api, django_assert_num_qu
     assert chain.depth == depth - 1 and not chain.in_progress
 
 
+def walked(response_id: str) -> bool:
+    """Whether reading `response_id`'s chain ran the recursive walk (EXPLAIN ANALYZE)."""
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE) " + turn_statements._READ_CHAIN_SQL, {"id": response_id, "owner": ""})
+        plan = [row[0] for row in cursor.fetchall()]
+    (union,) = [line for line in plan if "Recursive Union" in line]
+    return "never executed" not in union
+
+
+def user_texts(chain) -> list[str]:
+    return [item["content"][0]["text"] for item in chain.items if item.get("role") == "user"]
+
+
+def test_a_chain_that_never_branched_is_read_without_walking_it(api):
+    last = _build_chain(api, 5)
+    assert not walked(last)
+    assert user_texts(store.get_chain(last, owner="")) == [f"turn {n}" for n in range(5)]
+
+
+def test_a_branch_below_the_anchor_is_walked_and_only_its_own_history_read(api):
+    root = api.create(model="gpt-test", input="root").json()["id"]
+    a = api.create(model="gpt-test", input="a", previous_response_id=root).json()["id"]
+    a2 = api.create(model="gpt-test", input="a2", previous_response_id=a).json()["id"]
+    b = api.create(model="gpt-test", input="b", previous_response_id=root).json()["id"]
+    # A second response at depth 1 in the conversation: the range would hold both branches.
+    assert walked(a2) and walked(b)
+    assert user_texts(store.get_chain(a2, owner="")) == ["root", "a", "a2"]
+    assert user_texts(store.get_chain(b, owner="")) == ["root", "b"]
+    # A branch above the anchor does not matter to it.
+    api.create(model="gpt-test", input="a3", previous_response_id=a2)
+    api.create(model="gpt-test", input="a2'", previous_response_id=a)
+    assert not walked(root)
+    assert user_texts(store.get_chain(root, owner="")) == ["root"]
+
+
 def test_a_chain_is_read_only_by_its_owner_and_not_once_deleted(api):
     last = _build_chain(api, 3)
     assert store.get_chain(last, owner="someone-else") is None
