@@ -43,18 +43,37 @@ def tree_rss(master_pid: int) -> int:
     return total
 
 
-class PeakRss:
-    """`with PeakRss(pid, interval) as peak: ...; peak.bytes`"""
+def tree_pss(master_pid: int) -> int:
+    """Proportional set size of the master and all its descendants: each page counted once across
+    them (a page shared by n of them counts 1/n in each). Summed RSS counts the pages the workers
+    share with the master (the interpreter, the libraries, what was imported before the fork) once
+    per process, so it overstates what the instance holds; PSS does not. Linux only (smaps_rollup)."""
+    master = psutil.Process(master_pid)
+    total = 0
+    for process in [master, *master.children(recursive=True)]:
+        try:
+            total += process.memory_full_info().pss
+        except (psutil.Error, AttributeError):
+            continue  # gone meanwhile, or no PSS on this platform
+    return total
 
-    def __init__(self, master_pid: int, interval: float = 0.1) -> None:
+
+class PeakRss:
+    """`with PeakRss(pid, interval) as peak: ...; peak.bytes` (summed RSS), `peak.pss_bytes` (PSS)."""
+
+    def __init__(self, master_pid: int, interval: float = 0.1, *, pss: bool = False) -> None:
         self.master_pid = master_pid
         self.interval = interval
         self.bytes = 0
+        self.pss = pss
+        self.pss_bytes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
     def _sample(self) -> None:
         self.bytes = max(self.bytes, tree_rss(self.master_pid))
+        if self.pss:
+            self.pss_bytes = max(self.pss_bytes, tree_pss(self.master_pid))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

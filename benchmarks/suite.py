@@ -22,7 +22,7 @@ Scenarios (all by default):
   the last turn.
 - tool-loop: the 20-turn tool loop over HTTP and over one WebSocket (benchmarks/websocket_tool_loop.py).
 - slow-streams: many concurrent streams of a chunk every 100 ms (1,000 for 10 s in the full run):
-  all must complete; peak RSS and Postgres connections.
+  all must complete; peak RSS (summed, and PSS) and Postgres connections.
 """
 
 from __future__ import annotations
@@ -370,6 +370,7 @@ class SlowStreams:
     figures: Figures
     completed: int  # stored with status completed
     postgres_peak: int
+    pss_mb: float  # peak proportional set size of the process tree (process_tree.tree_pss)
 
 
 def run_slow_streams(gw: Gateway, plan: Plan) -> SlowStreams:
@@ -379,7 +380,7 @@ def run_slow_streams(gw: Gateway, plan: Plan) -> SlowStreams:
     body = {"model": "bench-slow", "input": PROMPT, "stream": True}
     cpu_before = gw.cpu()
     try:
-        with PeakRss(gw.pid) as peak:
+        with PeakRss(gw.pid, pss=True) as peak:
             result = run_hey(gw.url, json.dumps(body).encode(), requests=plan.slow_streams,
                              concurrency=plan.slow_streams, headers=gw.headers, timeout=plan.slow_seconds * 6)
     finally:
@@ -391,7 +392,7 @@ def run_slow_streams(gw: Gateway, plan: Plan) -> SlowStreams:
     finally:
         pg.close()
     return SlowStreams(plan.slow_streams, Figures.of(result, gw.cpu() - cpu_before, peak.bytes),
-                       int(row[0]) if row else 0, sampler.peak)
+                       int(row[0]) if row else 0, sampler.peak, peak.pss_bytes / MB)
 
 
 # --- the report -----------------------------------------------------------------------------------------
@@ -470,7 +471,8 @@ def slow_lines(slow: SlowStreams, plan: Plan) -> list[str]:
             f"{slow.streams - f.errors} answered 2xx ({f.failures or 'no failures'}), {slow.completed} stored as "
             f"completed; stream time p50 "
             f"{f.p50 / 1000:.2f} s, p99 {f.p99 / 1000:.2f} s, TTFB p50 {f.ttfb_p50:.0f} ms; peak gateway RSS "
-            f"{f.rss_mb:.0f} MB (master + {WORKERS} workers); peak Postgres connections {slow.postgres_peak}; "
+            f"{f.rss_mb:.0f} MB summed over master + {WORKERS} workers ({slow.pss_mb:.0f} MB by PSS, which counts the "
+            f"pages they share once); peak Postgres connections {slow.postgres_peak}; "
             f"gateway CPU {f.cpu_ms:.1f} ms per stream."]
 
 
