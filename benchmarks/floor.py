@@ -74,14 +74,21 @@ class FloorApp:
                     return self
             except requests.RequestException:
                 time.sleep(0.1)
+        self._stop()  # __exit__ is not called when __enter__ raises
         self._log.seek(0)
-        raise RuntimeError(f"{self.name} did not answer:\n{self._log.read().decode(errors='replace')}")
+        log = self._log.read().decode(errors="replace")
+        self._log.close()
+        raise RuntimeError(f"{self.name} did not answer:\n{log}")
 
     def __exit__(self, *exc: object) -> None:
+        self._stop()
+        self._log.close()
+
+    def _stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
             self.proc.wait(10)
-        self._log.close()
+            self.proc = None
 
     def cpu_seconds(self) -> tuple[float, float]:
         if self.proc is None:
