@@ -18,3 +18,26 @@ def test_the_pool_settings_reach_psycopg_pool_through_django(db: None, settings:
     assert pool.reconnect_timeout == configured["OPTIONS"]["pool"]["reconnect_timeout"]
     assert pool.max_idle == configured["OPTIONS"]["pool"]["max_idle"] == 60
     assert pool.kwargs["connect_timeout"] == configured["OPTIONS"]["connect_timeout"]
+
+
+def test_a_statement_run_five_times_on_a_connection_is_prepared_there(db: None) -> None:
+    # Django leaves psycopg's preparing off unless OPTIONS turns it on; the settings do (with
+    # server-side binding), so Postgres stops parsing and planning the gateway's repeated statements.
+    probe = "SELECT %s::int + 41 AS prepared_probe"
+    with connection.cursor() as cursor:
+        for _ in range(6):
+            cursor.execute(probe, [1])
+            assert cursor.fetchone() == (42,)
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%prepared_probe%"])
+        assert cursor.fetchone() == (1,)
+
+
+def test_without_server_side_binding_nothing_is_prepared() -> None:
+    # DB_SERVER_SIDE_BINDING=false, for a pooler that cannot keep prepared statements.
+    from tests.gateway_project.test_deploy_settings import _settings
+
+    env = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres", "SECRET_KEY": "k" * 50}
+    on = _settings("DATABASES", **env)["DATABASES"]["default"]["OPTIONS"]  # type: ignore[index]
+    off = _settings("DATABASES", **env, DB_SERVER_SIDE_BINDING="false")["DATABASES"]["default"]["OPTIONS"]  # type: ignore[index]
+    assert (on["server_side_binding"], on["prepare_threshold"]) == (True, 5)
+    assert off["server_side_binding"] is False and "prepare_threshold" not in off
