@@ -38,7 +38,7 @@ class Conversation(ExportModelOperationsMixin("conversation"), models.Model):  #
     next_item_seq = models.BigIntegerField(default=0)
     # Deleted through the API: hidden at once, its rows removed in batches afterwards.
     deleted_at = models.DateTimeField(null=True, blank=True)
-    owner = models.CharField(max_length=200, blank=True, default="", db_index=True)
+    owner = models.CharField(max_length=200, blank=True, default="")  # indexed in Meta
     model = models.CharField(max_length=200)
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField(db_index=True)
@@ -48,6 +48,10 @@ class Conversation(ExportModelOperationsMixin("conversation"), models.Model):  #
 
     class Meta:
         ordering = ["-updated_at"]
+        # Declared here rather than with db_index, which on Postgres also builds a second index
+        # for LIKE 'prefix%' (varchar_pattern_ops) that nothing queries: every index is written on
+        # every turn (migration 0008).
+        indexes = [models.Index(fields=["owner"], name="conversation_owner")]
 
     def __str__(self) -> str:
         return self.id
@@ -62,13 +66,15 @@ class StoredResponse(ExportModelOperationsMixin("stored_response"), models.Model
         CANCELLED = "cancelled"  # a background response its client cancelled
 
     id = models.CharField(primary_key=True, max_length=64)
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="responses")
+    # Looked up through the (conversation, depth) index, whose first column it is.
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="responses",
+                                     db_index=False)
     previous_response = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="followups"
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="followups", db_index=False
     )
     # 0 for the first turn of a conversation; orders the chain without walking it.
     depth = models.PositiveIntegerField(default=0)
-    owner = models.CharField(max_length=200, blank=True, default="", db_index=True)
+    owner = models.CharField(max_length=200, blank=True, default="")
     # Who made it: an API key (`key:12`), an OIDC subject, '' with auth off (filters, usage by key).
     subject = models.CharField(max_length=200, blank=True, default="")
     model = models.CharField(max_length=200)
@@ -102,8 +108,11 @@ class StoredResponse(ExportModelOperationsMixin("stored_response"), models.Model
 
     class Meta:
         ordering = ["-created_at"]
+        # Indexes here rather than db_index on the fields: see Conversation.Meta (migration 0008).
         indexes = [
             models.Index(fields=["conversation", "depth"]),
+            models.Index(fields=["owner"], name="response_owner"),
+            models.Index(fields=["previous_response"], name="response_previous"),
             # The sweep for turns left behind reads only the (few) rows still in progress.
             models.Index(fields=["worker"], condition=models.Q(status="in_progress"), name="response_in_progress"),
         ]
@@ -122,8 +131,9 @@ class Item(ExportModelOperationsMixin("item"), models.Model):  # type: ignore[mi
         OUTPUT = 1
 
     # None for an item a client added to an API conversation directly (not a turn's input or output).
+    # Looked up through item_unique_position (response, kind, position), whose first column it is.
     response = models.ForeignKey(StoredResponse, null=True, blank=True, on_delete=models.CASCADE,
-                                 related_name="items")
+                                 related_name="items", db_index=False)
     kind = models.PositiveSmallIntegerField(choices=Kind.choices)
     position = models.PositiveIntegerField()
     # The public id (msg_..., fc_...). Not unique: a client may replay items with their ids.
