@@ -214,3 +214,24 @@ def test_a_turn_checks_the_database_without_a_checkout_while_a_writer_keeps_one(
     time.sleep(0.6)
     ConversationStore().check_available()
     assert checkouts == [1, 1]
+
+
+def test_a_batch_that_fails_after_its_statement_was_prepared_leaves_the_connection_usable():
+    # The settings prepare a statement after 5 runs on a connection; a pipeline that fails midway
+    # (Postgres skips what follows the error) must not leave psycopg believing in a prepared
+    # statement the server does not have.
+    writer = GroupCommit()
+    for n in range(8):
+        writer._write([_Statement(INSERT, [f"p{n}", None], "")])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%group_commit_probe%"])
+        assert cursor.fetchone()[0] >= 1
+    batch = [_Statement(INSERT, ["a", None], ""), _Statement(INSERT, ["b", "missing"], ""),
+             _Statement(INSERT, ["c", None], ""), _Statement(INSERT, ["d", None], "")]
+    writer._write(batch)  # a pipeline (3 or more), refused, then each alone
+    assert [type(statement.error).__name__ for statement in batch] == ["NoneType", "IntegrityError", "NoneType",
+                                                                       "NoneType"]
+    for name in ("e", "f", "g", "h", "i", "j"):
+        writer._write([_Statement(INSERT, [name, "a"], ""), _Statement(INSERT, [f"{name}2", "c"], ""),
+                       _Statement(INSERT, [f"{name}3", "d"], "")])
+    assert len(rows()) == 8 + 3 + 18
