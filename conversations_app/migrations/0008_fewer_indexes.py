@@ -9,7 +9,7 @@ chain, with its updated_at indexed, so each of its indexes takes a new entry eac
 
 The state becomes Meta indexes (`conversation_owner`, `response_owner`, `response_previous`) in place
 of db_index. In the database nothing is rebuilt on Postgres: the indexes kept are renamed (instant)
-and the others dropped, so a large deployment migrates without locking writes for an index build.
+and the others dropped CONCURRENTLY, so a large deployment migrates without holding up its writes.
 Elsewhere (SQLite) the same indexes are dropped and the kept ones made again under their new names.
 Measured (issue 13): Postgres CPU per stored turn 0.52 -> 0.47 ms, per stream 0.83 -> 0.72 ms.
 """
@@ -52,8 +52,11 @@ def _rename(schema_editor: Any, table: str, column: str, old: str, new: str) -> 
 
 
 def forwards(apps: Any, schema_editor: Any) -> None:
+    # CONCURRENTLY on Postgres: a plain DROP INDEX waits for the table's running queries with its
+    # lock queued, and every write of a turn would queue behind it (the migration is not atomic).
+    concurrently = " CONCURRENTLY" if schema_editor.connection.vendor == "postgresql" else ""
     for _table, _column, name, _like in DROPPED:
-        schema_editor.execute(f"DROP INDEX IF EXISTS {schema_editor.quote_name(name)}")
+        schema_editor.execute(f"DROP INDEX{concurrently} IF EXISTS {schema_editor.quote_name(name)}")
     for table, column, old, new in RENAMED:
         _rename(schema_editor, table, column, old, new)
 
@@ -71,6 +74,9 @@ def backwards(apps: Any, schema_editor: Any) -> None:
 
 
 class Migration(migrations.Migration):
+    # DROP INDEX CONCURRENTLY cannot run inside a transaction.
+    atomic = False
+
     dependencies = [("conversations_app", "0007_item_text_search")]
 
     operations = [
