@@ -8,6 +8,7 @@ only grows): `tree_cpu_times` before and after.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -33,14 +34,7 @@ def tree_cpu_times(master_pid: int) -> tuple[float, float]:
 
 def tree_rss(master_pid: int) -> int:
     """Resident bytes of the master and all its descendants."""
-    master = psutil.Process(master_pid)
-    total = 0
-    for process in [master, *master.children(recursive=True)]:
-        try:
-            total += process.memory_info().rss
-        except psutil.Error:
-            continue  # gone meanwhile
-    return total
+    return _tree_sum(master_pid, lambda process: process.memory_info().rss)
 
 
 def tree_pss(master_pid: int) -> int:
@@ -48,13 +42,17 @@ def tree_pss(master_pid: int) -> int:
     them (a page shared by n of them counts 1/n in each). Summed RSS counts the pages the workers
     share with the master (the interpreter, the libraries, what was imported before the fork) once
     per process, so it overstates what the instance holds; PSS does not. Linux only (smaps_rollup)."""
+    return _tree_sum(master_pid, lambda process: process.memory_full_info().pss)
+
+
+def _tree_sum(master_pid: int, read: Callable[[psutil.Process], int]) -> int:
     master = psutil.Process(master_pid)
     total = 0
     for process in [master, *master.children(recursive=True)]:
         try:
-            total += process.memory_full_info().pss
+            total += read(process)
         except (psutil.Error, AttributeError):
-            continue  # gone meanwhile, or no PSS on this platform
+            continue  # gone meanwhile, or (PSS) not on this platform
     return total
 
 

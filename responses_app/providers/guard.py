@@ -18,8 +18,8 @@ An abandoned helper ends as soon as its read is shut down (http.post arranges th
 response headers as after them); the socket timeouts are only a safety net, and a streamed body
 has none (http._untimed).
 
-A non-streamed answer (`generate`) needs no helper: it is one wait for one whole body, with no
-heartbeats and one limit (first_byte, or total, or the turn's deadline if sooner). The request
+A non-streamed answer (`generate`, and the calls that are not answers: a token count, a compaction)
+needs no helper: it is one wait for one whole body, with no heartbeats and one limit (first_byte, or total, or the turn's deadline if sooner). The request
 makes the call itself, and the same token ends it: a timer cancels the attempt when the limit
 passes, and the client watcher or a shutdown cancels the request's token, either of which shuts
 the read down, so the call returns at once with an error, which is then reported as the timeout
@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextvars
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -99,7 +100,7 @@ class GuardedProvider(Provider):
             results.append(call(attempt))
             return iter(())
 
-        for _event in _guarded(run, replace(request, heartbeat=None), self.timeouts, self.key):
+        for _event in _inline(run, request, self.timeouts, self.key):
             pass
         if not results:
             raise ProviderError("upstream", f"Provider {self.key!r} answered {what} without a result.")
@@ -126,9 +127,7 @@ def _guarded(call: Callable[[ProviderRequest], Iterator[Event]], request: Provid
 
     attempt.on_cancel(wake)
     started = time.monotonic()
-    deadline = started + timeouts.total
-    if request.deadline is not None:
-        deadline = min(deadline, request.deadline)
+    deadline = _deadline(started, timeouts, request)
     concurrency.start(contextvars.copy_context().run, _pump, call, replace(request, cancel=attempt), attempt, inbox,
                       name=f"upstream-{key}")
     heartbeat = request.heartbeat
@@ -137,9 +136,10 @@ def _guarded(call: Callable[[ProviderRequest], Iterator[Event]], request: Provid
     done = False
     try:
         while True:
-            limit, phase = (last + timeouts.idle, "idle") if received else (started + timeouts.first_byte, "first_byte")
-            if deadline <= limit:
-                limit, phase = deadline, "total"
+            if received:
+                limit, phase = _within(deadline, last + timeouts.idle, "idle")
+            else:
+                limit, phase = _within(deadline, started + timeouts.first_byte, "first_byte")
             now = time.monotonic()
             wait = limit - now
             if heartbeat:
@@ -177,21 +177,14 @@ def _inline(call: Callable[[ProviderRequest], Iterator[Event]], request: Provide
             key: str) -> Iterator[Event]:
     """A whole answer read by the caller itself, under the same limits and token as `_guarded`."""
     started = time.monotonic()
-    limit, phase = started + timeouts.first_byte, "first_byte"
-    deadline = started + timeouts.total
-    if request.deadline is not None:
-        deadline = min(deadline, request.deadline)
-    if deadline <= limit:
-        limit, phase = deadline, "total"
+    limit, phase = _within(_deadline(started, timeouts, request), started + timeouts.first_byte, "first_byte")
     if limit <= started:
         raise ProviderError("timeout", _TIMEOUT_MESSAGES[phase].format(key=key))
     attempt = request.cancel.child()
     stop_timer = concurrency.call_later(limit - started, attempt.cancel, phase)
-    counted = metrics_enabled()
-    if counted:
-        metrics.upstream_calls_in_flight.inc()
     try:
-        events = list(call(replace(request, cancel=attempt, heartbeat=None)))
+        with _in_flight():
+            events = list(call(replace(request, cancel=attempt, heartbeat=None)))
     except BaseException as error:
         if not attempt.cancelled or isinstance(error, GeneratorExit):
             raise
@@ -201,9 +194,31 @@ def _inline(call: Callable[[ProviderRequest], Iterator[Event]], request: Provide
     finally:
         stop_timer()
         attempt.release()
+    yield from events
+
+
+def _deadline(started: float, timeouts: Timeouts, request: ProviderRequest) -> float:
+    """When the attempt must be over: `total` after its start, or the turn's own deadline if sooner."""
+    deadline = started + timeouts.total
+    return deadline if request.deadline is None else min(deadline, request.deadline)
+
+
+def _within(deadline: float, limit: float, phase: str) -> tuple[float, str]:
+    """The phase's limit, or the deadline (phase "total") when that comes first."""
+    return (deadline, "total") if deadline <= limit else (limit, phase)
+
+
+@contextmanager
+def _in_flight() -> Iterator[None]:
+    """An upstream call under way, counted in `upstream_calls_in_flight` while metrics are on."""
+    counted = metrics_enabled()
+    if counted:
+        metrics.upstream_calls_in_flight.inc()
+    try:
+        yield
+    finally:
         if counted:
             metrics.upstream_calls_in_flight.dec()
-    yield from events
 
 
 def _pump(call: Callable[[ProviderRequest], Iterator[Event]], request: ProviderRequest, attempt: CancelToken,
@@ -211,25 +226,21 @@ def _pump(call: Callable[[ProviderRequest], Iterator[Event]], request: ProviderR
     """The helper: read the upstream, hand every event over. Whatever it raises is handed over too,
     unless the attempt was abandoned meanwhile (nobody is waiting for it then)."""
     events: Iterator[Event] | None = None
-    counted = metrics_enabled()
-    if counted:
-        metrics.upstream_calls_in_flight.inc()
-    try:
-        events = call(request)
-        for event in events:
-            inbox.wait_for_room()  # the reader is not too far behind
-            if attempt.cancelled:
-                return
-            inbox.put(event)
-        inbox.put(_END)
-    except Cancelled:
-        return
-    except BaseException as error:  # noqa: BLE001 - handed to the waiting request, which decides
-        if not attempt.cancelled:
-            inbox.put(_Failure(error))
-    finally:
-        close = getattr(events, "close", None)
-        if close is not None:
-            close()
-        if counted:
-            metrics.upstream_calls_in_flight.dec()
+    with _in_flight():
+        try:
+            events = call(request)
+            for event in events:
+                inbox.wait_for_room()  # the reader is not too far behind
+                if attempt.cancelled:
+                    return
+                inbox.put(event)
+            inbox.put(_END)
+        except Cancelled:
+            return
+        except BaseException as error:  # noqa: BLE001 - handed to the waiting request, which decides
+            if not attempt.cancelled:
+                inbox.put(_Failure(error))
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
