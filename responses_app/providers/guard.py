@@ -19,12 +19,13 @@ response headers as after them); the socket timeouts are only a safety net, and 
 has none (http._untimed).
 
 A non-streamed answer (`generate`, and the calls that are not answers: a token count, a compaction)
-needs no helper: it is one wait for one whole body, with no heartbeats and one limit (first_byte, or total, or the turn's deadline if sooner). The request
-makes the call itself, and the same token ends it: a timer cancels the attempt when the limit
-passes, and the client watcher or a shutdown cancels the request's token, either of which shuts
-the read down, so the call returns at once with an error, which is then reported as the timeout
-or the cancellation it was. Nothing is thrown into the request. This spares each non-streamed
-call a helper's start, its mailbox and two switches: about 0.1 ms of CPU (issue 13).
+needs no helper: it is one wait for one whole body, with no heartbeats and one limit (first_byte,
+or total, or the turn's deadline if sooner). The request makes the call itself, and the same token
+ends it: a timer cancels the attempt when the limit passes, and the client watcher or a shutdown
+cancels the request's token, either of which shuts the read down, so the call returns at once with
+an error, which is then reported as the timeout or the cancellation it was. Nothing is thrown into
+the request. This spares each non-streamed call a helper's start, its mailbox and two switches:
+about 0.1 ms of CPU (issue 13).
 """
 
 from __future__ import annotations
