@@ -14,6 +14,11 @@ another exactly as a tampered one or one sealed under a key no longer listed is.
 
 Sealed values start with `PREFIX`, which tells them apart from upstreams' own opaque values
 (OpenAI's compaction items are Fernet tokens too).
+
+`cryptography` is imported when something is first sealed or opened (or keys are checked), not
+with this module: its Rust extension and OpenSSL are about 9 MB of each worker's memory, which a
+gateway that never compacts would carry for nothing (issue 13). The first compaction of a worker
+pays the import once (about 30 ms).
 """
 
 from __future__ import annotations
@@ -22,11 +27,10 @@ import base64
 import functools
 import hmac
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+if TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
 
 PREFIX = "gwcmp1."
 # HKDF's `info`: a key derived for sealing compaction items is good for nothing else.
@@ -39,6 +43,10 @@ class Unsealable(ValueError):
 
 def check_keys(keys: list[str]) -> None:
     """Raise ValueError naming the first key that is not a Fernet key (settings refuse to start)."""
+    if not keys:
+        return
+    from cryptography.fernet import Fernet
+
     for number, key in enumerate(keys, start=1):
         try:
             Fernet(key.encode())
@@ -50,12 +58,17 @@ def check_keys(keys: list[str]) -> None:
 
 def derived_key(secret_key: str) -> bytes:
     """The Fernet key used when no keys are configured: HKDF-SHA256 of Django's SECRET_KEY."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     raw = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_DERIVATION_INFO).derive(secret_key.encode())
     return base64.urlsafe_b64encode(raw)
 
 
 @functools.cache
 def _fernet(keys: tuple[str, ...], secret_key: str) -> MultiFernet:
+    from cryptography.fernet import Fernet, MultiFernet
+
     if not keys:
         return MultiFernet([Fernet(derived_key(secret_key))])
     return MultiFernet([Fernet(key.encode()) for key in keys])
@@ -79,6 +92,8 @@ def seal(payload: dict[str, Any], owner: str) -> str:
 
 def unseal(value: str, owner: str) -> dict[str, Any]:
     """The payload sealed for `owner`; Unsealable otherwise."""
+    from cryptography.fernet import InvalidToken
+
     if not is_sealed(value):
         raise Unsealable("not sealed by this gateway")
     token = value.removeprefix(PREFIX).encode()

@@ -69,3 +69,24 @@ def test_a_bad_key_stops_start_up_with_one_line():
     assert run.stderr.strip().splitlines() == [
         "config error: GATEWAY_COMPACTION_KEYS: key 2 is not a Fernet key (32 url-safe base64-encoded bytes; make one "
         "with `python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)"]
+
+
+def test_cryptography_is_loaded_only_when_something_is_sealed():
+    """A worker that never compacts does not carry cryptography's Rust extension (about 9 MB)."""
+    script = """
+import sys
+from django.core.wsgi import get_wsgi_application
+from django.urls import get_resolver
+get_wsgi_application()  # settings, apps, every middleware
+get_resolver().url_patterns  # every view module
+rust = "cryptography.hazmat.bindings._rust"
+print(rust in sys.modules)
+from gateway_project.sealing import seal, unseal
+print(unseal(seal({"a": 1}, "tenant"), "tenant") == {"a": 1}, rust in sys.modules)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "GATEWAY_COMPACTION_KEYS"}
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    run = subprocess.run([sys.executable, "-W", "ignore", "-c", script], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["False", "True", "True"]
