@@ -24,6 +24,7 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from conversations_app import db_connection
 from conversations_app.instrumented import InstrumentedApiStore
 from conversations_app.models import Conversation, ConversationItem, Item, StoredResponse
 from conversations_app.store import ItemPage, UnknownCursor, can_exist, new_conversation_id
@@ -45,7 +46,7 @@ def _conversation(row: Conversation) -> ApiConversation:
 class ApiConversationStore:
     @property
     def backend(self) -> str:
-        return "postgres" if connection.vendor == "postgresql" else connection.vendor
+        return db_connection.backend()
 
     def _visible(self, conversation_id: str, owner: str) -> QuerySet[Conversation]:
         if not can_exist(conversation_id):

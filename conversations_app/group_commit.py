@@ -50,6 +50,7 @@ from typing import Any
 import psycopg
 from django.db import DatabaseError, connection
 
+from conversations_app import db_connection
 from gateway_project import concurrency
 from gateway_project.db_backends.postgresql.base import is_quiet
 
@@ -125,7 +126,7 @@ class GroupCommit:
         `lock_key`: the conversation row it updates, if any (the order of a batch)."""
         # The caller's own connection (an API key's lookup) would sit idle in the meantime; the
         # caller is outside a transaction (group_commit()).
-        connection.close()
+        db_connection.release()
         statement = _Statement(sql, params, lock_key)
         self._queue.append(statement)
         if self._idle:
@@ -293,7 +294,7 @@ _owner_pid = 0
 def group_commit() -> GroupCommit | None:
     """This worker's group commit, or None where statements run on the caller's connection."""
     global _group_commit, _owner_pid
-    if connection.in_atomic_block or not concurrency.gevent_active():
+    if db_connection.in_transaction() or not concurrency.gevent_active():
         return None
     if _group_commit is None or _owner_pid != os.getpid():  # a forked process starts its own writer
         _group_commit, _owner_pid = GroupCommit(), os.getpid()

@@ -28,7 +28,7 @@ from django.db.models import F, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from conversations_app import group_commit, turn_statements
+from conversations_app import db_connection, group_commit, turn_statements
 from conversations_app.instrumented import InstrumentedStore
 from conversations_app.models import Conversation, Item, StoredResponse, WorkerLease
 
@@ -177,10 +177,10 @@ def release_connection() -> None:
     """Give the database connection back (to the pool) before a long upstream wait.
 
     A stream can last minutes; holding a connection for it would make open streams, not
-    queries, the thing that exhausts Postgres. Inside a transaction (tests) there is nothing to do.
+    queries, the thing that exhausts Postgres. Inside a transaction (tests) there is nothing to do,
+    and a greenlet that never made a connection object is not made one (db_connection).
     """
-    if not connection.in_atomic_block:
-        connection.close()
+    db_connection.release()
 
 
 def can_exist(public_id: str) -> bool:
@@ -193,7 +193,7 @@ def can_exist(public_id: str) -> bool:
 class ConversationStore:
     @property
     def backend(self) -> str:
-        return "postgres" if connection.vendor == "postgresql" else connection.vendor
+        return db_connection.backend()
 
     def _visible(self, owner: str, response_id: str) -> QuerySet[StoredResponse]:
         if not can_exist(response_id):
@@ -492,7 +492,7 @@ def _append_turn(conversation_id: str, response_id: str, model: str, tokens: dic
 def _in_one_statement(api_conversation: str) -> bool:
     """A chain turn on Postgres is written in one statement per write (conversations_app.turn_statements);
     elsewhere, and in an API conversation, through the ORM in a transaction."""
-    return not api_conversation and connection.vendor == "postgresql"
+    return not api_conversation and db_connection.vendor() == "postgresql"
 
 
 def _chain_conversation(turn: OpenTurn, parent: Chain | None, conversation_id: str,
