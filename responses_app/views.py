@@ -73,6 +73,9 @@ def _create_in_background(request: HttpRequest, ctx: TurnContext,
                           create: CreateResponseRequest) -> HttpResponse | StreamingHttpResponse:
     """The turn runs on after this request (responses_app.background); a client hang-up does not
     stop it, only a cancel does."""
+    # Nobody reads the runner's stream (followers send keep-alives of their own), so its upstream
+    # is read without a helper (providers.guard._streamed_inline).
+    ctx.heartbeat = None
     turn = pipeline.start_turn(ctx, create, body_bytes=len(request.body))
     background.start(turn)
     if not create.stream:

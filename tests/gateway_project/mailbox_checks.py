@@ -11,6 +11,7 @@ from responses_app.cancellation import CancelToken
 from responses_app.providers.base import Event, Heartbeat, ProviderError, ProviderRequest, TextDelta
 from responses_app.providers.guard import BUFFERED, _guarded
 from responses_app.providers.http import Timeouts
+from tests.gevent_checks import run_patched
 
 
 def _sleep(seconds: float) -> None:
@@ -131,14 +132,4 @@ CHECKS = [items_come_in_order_and_a_wait_ends_with_the_first_put, a_wait_with_no
 
 
 if __name__ == "__main__":
-    # Run as gunicorn's gevent worker runs the gateway: the standard library patched first.
-    from gevent import monkey
-
-    monkey.patch_all()
-    import django
-
-    django.setup()
-    assert concurrency.gevent_active()
-    for check in CHECKS:
-        check()
-        print("ok", check.__name__)
+    run_patched(CHECKS)

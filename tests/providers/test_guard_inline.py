@@ -100,7 +100,7 @@ def test_a_failure_of_its_own_is_passed_on_unchanged() -> None:
     assert raised.value is failure
 
 
-def test_generate_goes_inline_and_streams_keep_their_helper() -> None:
+def test_generate_and_streams_without_heartbeats_go_inline_and_other_streams_keep_their_helper() -> None:
     threads: list[str] = []
 
     class Inner:
@@ -114,10 +114,12 @@ def test_generate_goes_inline_and_streams_keep_their_helper() -> None:
         generate = stream = answer
 
     guarded = GuardedProvider(Inner())  # type: ignore[arg-type]
-    list(guarded.generate(ProviderRequest(model="m", items=[])))
-    list(guarded.stream(ProviderRequest(model="m", items=[])))
-    assert threads[0] == threading.current_thread().name
-    assert threads[1] != threading.current_thread().name
+    list(guarded.generate(ProviderRequest(model="m", items=[], heartbeat=5.0)))
+    list(guarded.stream(ProviderRequest(model="m", items=[])))  # WebSocket mode, a background turn
+    list(guarded.stream(ProviderRequest(model="m", items=[], heartbeat=5.0)))  # SSE: keep-alives
+    here = threading.current_thread().name
+    assert threads[:2] == [here, here]
+    assert threads[2] != here
 
 
 CALL_LATER_UNDER_GEVENT = """

@@ -17,7 +17,7 @@ from gateway_project.config import GatewayConfig
 from responses_app import background
 from responses_app.cancellation import CancelToken
 from responses_app.event_log import EventLog
-from tests.conftest import ApiClient, sse_events
+from tests.conftest import ApiClient, gateway_config_for, sse_events
 from tests.contract import validate
 from tests.fakes.openai_upstream import FakeOpenAI, Reply
 
@@ -98,6 +98,22 @@ def test_the_client_leaving_a_background_stream_does_not_stop_the_turn(bg_api: A
     assert final["status"] == "completed"
     assert final["output"][0]["content"][0]["text"] == "a b c d e f g h"
     assert not fake_openai.requests[-1].client_disconnected.is_set()
+
+
+def test_an_upstream_that_stalls_fails_the_turn_after_the_idle_timeout(bg_api: ApiClient, fake_openai: FakeOpenAI,
+                                                                      settings: Any):
+    # The runner reads its upstream itself (no keep-alives to send): the limits still hold.
+    settings.GATEWAY = gateway_config_for(fake_openai.url, providers={
+        "openai": {"type": "openai", "api_key": "sk-test-upstream-key", "endpoint": f"{fake_openai.url}/v1",
+                   "first_byte_timeout": 5, "idle_timeout": 0.3, "retry": {"max_retries": 0}},
+        "demo": {"type": "demo"}})
+    fake_openai.script(Reply(text="one two three four", stall_after=3))
+    started = time.monotonic()
+    body = bg_api.create(model="gpt-test", input="go", background=True).json()
+    final = settled(bg_api, body["id"])
+    assert time.monotonic() - started < 3
+    assert final["status"] == "failed" and "stalled" in final["error"]["message"]
+    assert fake_openai.requests[-1].client_disconnected.wait(2)
 
 
 def test_cancel_stops_the_upstream_and_keeps_what_was_said(bg_api: ApiClient, fake_openai: FakeOpenAI):
