@@ -22,7 +22,10 @@ did implicitly, `Upstream` and `post` do themselves, the same way:
   own rules; a `user:password@` in it becomes `Proxy-Authorization`), the CA bundle
   (`REQUESTS_CA_BUNDLE`, else `CURL_CA_BUNDLE`, else certifi's; `SSL_CERT_FILE` is not read, as it
   was not before) and `~/.netrc` (`NETRC`) credentials for the host, which are sent as Basic
-  `Authorization` in place of the provider's own header, as requests did;
+  `Authorization` in place of the provider's own header, as requests did. requests' own helpers
+  read them, so the rules are its rules; they are imported only when the environment names a
+  proxy or a netrc file exists (`_from_environment`), since requests and what it loads cost each
+  worker about 4 MB of memory for nothing otherwise;
 - TLS certificates and host names are always verified;
 - compressed answers: the request accepts gzip and deflate (and br/zstd when their decoders are
   installed), and bodies are decoded, streamed or not;
@@ -38,21 +41,14 @@ import logging
 import os
 import socket
 import ssl
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, cast
 
+import certifi
 from opentelemetry import propagate
-from requests.auth import _basic_auth_str
-from requests.utils import (
-    DEFAULT_CA_BUNDLE_PATH,
-    get_auth_from_url,
-    get_environ_proxies,
-    get_netrc_auth,
-    prepend_scheme_if_needed,
-    select_proxy,
-)
 from urllib3 import BaseHTTPResponse, HTTPResponse, PoolManager, ProxyManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -160,6 +156,33 @@ class _NoSOCKS(PoolManager):
         raise ProxySchemeUnknown("socks (install PySocks)")
 
 
+def _from_environment(endpoint: str) -> tuple[str | None, tuple[str, str] | None]:
+    """The proxy (with its scheme) and the netrc credentials the environment gives the endpoint, as
+    requests finds them. requests' helpers are imported only when there can be either: a proxy
+    variable set (`getproxies()` is what requests reads them with), or a netrc file where requests
+    looks for one (`NETRC`, else `~/.netrc` or `~/_netrc`)."""
+    netrc = os.environ.get("NETRC")
+    netrc_files = [netrc] if netrc is not None else ["~/.netrc", "~/_netrc"]
+    if not urllib.request.getproxies() and not any(os.path.exists(os.path.expanduser(f)) for f in netrc_files):
+        return None, None
+    from requests.utils import get_environ_proxies, get_netrc_auth, prepend_scheme_if_needed, select_proxy
+
+    proxy = select_proxy(endpoint, get_environ_proxies(endpoint))
+    return (prepend_scheme_if_needed(proxy, "http") if proxy else None), get_netrc_auth(endpoint)
+
+
+def _basic_auth(username: str, password: str) -> str:
+    from requests.auth import _basic_auth_str  # imported already: there are credentials
+
+    return _basic_auth_str(username, password)
+
+
+def _credentials_in(proxy: str) -> tuple[str, str]:
+    from requests.utils import get_auth_from_url  # imported already: there is a proxy
+
+    return get_auth_from_url(proxy)
+
+
 class Upstream:
     """The connections to one provider entry's endpoint: a pool of up to POOL_SIZE kept-alive
     connections, direct or through the proxy the environment names for the endpoint, with the
@@ -168,14 +191,12 @@ class Upstream:
     depend on."""
 
     def __init__(self, endpoint: str) -> None:
-        proxy = select_proxy(endpoint, get_environ_proxies(endpoint))
-        self.proxy = prepend_scheme_if_needed(proxy, "http") if proxy else None
+        self.proxy, self.auth = _from_environment(endpoint)
         self.ca_bundle: str = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or \
-            DEFAULT_CA_BUNDLE_PATH
-        self.auth = get_netrc_auth(endpoint)
+            certifi.where()  # requests' DEFAULT_CA_BUNDLE_PATH
         self.headers = {"Accept-Encoding": ACCEPT_ENCODING}
         # Sent in place of the provider's own `Authorization`, as requests' session auth was.
-        self.authorization = _basic_auth_str(*self.auth) if self.auth else None
+        self.authorization = _basic_auth(*self.auth) if self.auth else None
         self.manager = self._manager(self._tls(endpoint))
 
     def _tls(self, endpoint: str) -> dict[str, Any]:
@@ -203,12 +224,12 @@ class Upstream:
             except ImportError:
                 logger.warning("The proxy %s needs PySocks, which is not installed.", self.proxy)
                 return _NoSOCKS()
-            username, password = get_auth_from_url(self.proxy)
+            username, password = _credentials_in(self.proxy)
             # urllib3's own SOCKS pools: there a cancel before the headers waits for the socket timeout.
             return SOCKSProxyManager(self.proxy, username=username or None, password=password or None, **sizes)
         else:
-            username, password = get_auth_from_url(self.proxy)
-            headers = {"Proxy-Authorization": _basic_auth_str(username, password)} if username else None
+            username, password = _credentials_in(self.proxy)
+            headers = {"Proxy-Authorization": _basic_auth(username, password)} if username else None
             manager = ProxyManager(self.proxy, proxy_headers=headers, **sizes)
         manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
         return manager

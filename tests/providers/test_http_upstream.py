@@ -8,6 +8,9 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -20,6 +23,7 @@ import pytest
 from responses_app.cancellation import CancelToken
 from responses_app.providers import http
 from responses_app.providers.base import ProviderError
+from tests.e2e.gunicorn import ROOT
 from tests.fakes.proxy import RecordingProxy
 from tests.fakes.server import FakeServer, Recorded, Writer
 from tests.fakes.tls import Authority, make_authority
@@ -114,6 +118,34 @@ def test_the_environments_settings_are_read_once_for_the_endpoint(monkeypatch: p
     assert http.Upstream("https://api.example.com/v1").proxy == "http://proxy.example:3128"
     assert http.Upstream("https://internal.example/v1").proxy is None
     assert http.Upstream("http://api.example.com/v1").proxy is None  # HTTPS_PROXY is for https only
+
+
+UPSTREAM_IN_A_FRESH_PROCESS = """
+import sys
+from responses_app.providers import http
+upstream = http.Upstream("https://api.example.com/v1")
+print(upstream.proxy, upstream.auth, "requests" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(("environment", "printed"), [
+    ({}, "None None False"),
+    ({"HTTPS_PROXY": "http://proxy.example:3128"}, "http://proxy.example:3128 None True"),
+    ({"NETRC": "{netrc}"}, "None ('user', 'secret') True"),
+])
+def test_requests_is_loaded_only_when_the_environment_names_a_proxy_or_a_netrc_file(
+        tmp_path: Path, environment: dict[str, str], printed: str) -> None:
+    # requests and what it loads are about 4 MB of each worker; its helpers read these settings.
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine api.example.com login user password secret\n")
+    netrc.chmod(0o600)
+    clean = {name: value for name, value in os.environ.items()
+             if name.upper() not in PROXY_VARIABLES and not name.lower().endswith("_proxy")}
+    env = {**clean, "HOME": str(tmp_path), **{k: v.format(netrc=netrc) for k, v in environment.items()}}
+    done = subprocess.run([sys.executable, "-c", UPSTREAM_IN_A_FRESH_PROCESS], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == printed
 
 
 def test_a_ca_bundle_that_is_not_there_fails_each_call_not_the_start(monkeypatch: pytest.MonkeyPatch,
