@@ -7,7 +7,8 @@ which database it talks to. A stream's opening write runs in a helper greenlet a
 turn in one of its own, so each of them made one just to hear that it had nothing to give back:
 in a WebSocket turn without storage, 2-3 % of its CPU (issue 13). Here those questions are
 answered from the connection objects the caller has already made (`connections.all(
-initialized_only=True)`) and from the settings.
+initialized_only=True)`) and from the settings, and values are prepared for a statement with a
+connection object of the process's own that is never connected (`for_preparing_values`).
 """
 
 from __future__ import annotations
@@ -48,3 +49,18 @@ def backend() -> str:
     """The stores' backend as their metrics and spans name it: "postgres", "sqlite"."""
     kind = vendor()
     return "postgres" if kind == "postgresql" else kind
+
+
+_preparer: BaseDatabaseWrapper | None = None
+
+
+def for_preparing_values() -> BaseDatabaseWrapper:
+    """A connection object of the default database that never connects, one per process, for what
+    needs only its backend's operations: a field's `get_db_prep_save` (a JSON value into psycopg's
+    Jsonb, a decimal rounded to its column) and quoting names. Asking the caller's own would make
+    one in every greenlet that builds a statement (a stream's opening write runs in a helper)."""
+    global _preparer
+    if _preparer is None:
+        settings_dict = connections.settings[DEFAULT_DB_ALIAS]
+        _preparer = load_backend(settings_dict["ENGINE"]).DatabaseWrapper(settings_dict, DEFAULT_DB_ALIAS)
+    return _preparer

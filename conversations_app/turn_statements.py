@@ -39,7 +39,7 @@ from django.db import connection
 from django.db.models import DecimalField, Field, JSONField, Model
 from django_prometheus.models import model_inserts
 
-from conversations_app import group_commit
+from conversations_app import db_connection, group_commit
 from conversations_app.models import Conversation, Item, StoredResponse
 from gateway_project import fast_json
 
@@ -66,7 +66,8 @@ class _Table:
     @cache
     def of(cls, model: type[Model]) -> _Table:
         concrete = model._meta.concrete_fields
-        return cls(columns=", ".join(connection.ops.quote_name(model_field.column) for model_field in concrete),
+        quote = db_connection.for_preparing_values().ops.quote_name
+        return cls(columns=", ".join(quote(model_field.column) for model_field in concrete),
                    placeholders=", ".join(["%s"] * len(concrete)),
                    fields=tuple((model_field.attname, model_field, isinstance(model_field, (JSONField, DecimalField)))
                                 for model_field in concrete))
@@ -76,10 +77,11 @@ def _row(model: type[Model], values: dict[str, Any]) -> tuple[str, str, list[Any
     """(columns, placeholders, parameters) of one row of `model`: `values` by attribute name
     (`conversation_id` for a foreign key), every other concrete field at its default."""
     table = _Table.of(model)
+    preparer = db_connection.for_preparing_values()
     params = []
     for name, model_field, prepared in table.fields:
         value = values[name] if name in values else model_field.get_default()
-        params.append(model_field.get_db_prep_save(value, connection) if prepared else value)
+        params.append(model_field.get_db_prep_save(value, preparer) if prepared else value)
     return table.columns, table.placeholders, params
 
 
@@ -153,7 +155,8 @@ def finish_turn(*, response_id: str, conversation_id: str, status: str, complete
     kept = {"status": status, "completed_at": completed_at, "interrupted": interrupted}
     assignments = [f"{name} = CASE WHEN status = '{_CANCELLED}' THEN {name} ELSE %s END" for name in kept]
     assignments += [f"{name} = %s" for name in outcome]
-    params = [_RESPONSE_FIELDS[name].get_db_prep_save(value, connection)
+    preparer = db_connection.for_preparing_values()
+    params = [_RESPONSE_FIELDS[name].get_db_prep_save(value, preparer)
               for name, value in (*kept.items(), *outcome.items())]
     sql = (f"WITH settled AS (UPDATE {_RESPONSES} SET {', '.join(assignments)} WHERE id = %s RETURNING id), "  # noqa: S608
            f"items AS (INSERT INTO {_ITEMS} ({_ITEM_COLUMNS}) "

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from django.db import connection, connections, transaction
 
-from conversations_app import db_connection, group_commit
+from conversations_app import db_connection, group_commit, turn_statements
 from conversations_app.api_store import ApiConversationStore
+from conversations_app.models import StoredResponse
 from conversations_app.store import ConversationStore, _in_one_statement, release_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -66,3 +67,20 @@ def test_a_connection_in_use_is_given_back_outside_a_transaction_only():
     answers, made = in_a_thread(use_then_release)
     assert answers == [True, True, False, True]
     assert made == ["default"]
+
+
+def test_a_statements_values_are_prepared_without_a_connection_object():
+    # What the opening write's helper does before handing its statement over: JSON into Jsonb,
+    # the decimal cost rounded, as the ORM's INSERT prepares them.
+    def prepare() -> tuple[str, list[Any]]:
+        columns, _placeholders, params = turn_statements._row(StoredResponse, {
+            "id": "resp_x", "conversation_id": "conv_x", "settings": {"a": [1, 2]}, "cost_usd": "0.1234567891"})
+        return columns, params
+
+    prepare()  # once per process, a field works out its default with the caller's connection object
+    (columns, params), made = in_a_thread(prepare)
+    assert made == []
+    prepared = dict(zip([column.strip('" ') for column in columns.split(",")], params, strict=True))
+    assert type(prepared["settings"]).__name__ == "Jsonb" and prepared["settings"].obj == {"a": [1, 2]}
+    assert str(prepared["cost_usd"]) == str(StoredResponse._meta.get_field("cost_usd").get_db_prep_save(
+        "0.1234567891", connection))
