@@ -86,7 +86,7 @@ class Plan:
 
 QUICK = Plan(rounds=2, requests={1: 100, 10: 300, 50: 500}, side_requests=200, chains=3, chain_turns=10,
              tool_loops=2, tool_rounds=1, slow_streams=200, slow_seconds=5)
-FULL = Plan(rounds=3, requests={1: 300, 10: 1000, 50: 2000}, side_requests=400, chains=8, chain_turns=50,
+FULL = Plan(rounds=3, requests={1: 300, 10: 1000, 50: 2000}, side_requests=400, chains=32, chain_turns=50,
             tool_loops=4, tool_rounds=3, slow_streams=1000, slow_seconds=10)
 
 
