@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 
 # The test harness, importable once the checkout is on sys.path (E402).
-from benchmarks.process_tree import tree_cpu_times  # noqa: E402
+from benchmarks.process_tree import pin_apart, tree_cpu_times  # noqa: E402
 from tests.e2e import gunicorn as harness  # noqa: E402
 from tests.fakes.openai_upstream import FakeOpenAI, Reply  # noqa: E402
 from tests.observability.otlp_receiver import GrpcReceiver  # noqa: E402
@@ -214,20 +214,9 @@ def profile(gateway: Gateway, load: Load, seconds: int, *, stream: bool, keep: P
 
 
 def pin_everything_but(gateway: Gateway) -> None:
-    """Its one worker alone on CPU 0; its master, every thread of this process (the upstream, the
-    OTLP receiver, the load, and what they start), Postgres and Redis on CPU 1."""
-    for thread in os.listdir("/proc/self/task"):
-        os.sched_setaffinity(int(thread), {1})
+    """Its one worker alone on CPU 0; its master and everything else on CPU 1 (process_tree.pin_apart)."""
     master, worker = gateway.tree_processes()[:2]
-    os.sched_setaffinity(master.pid, {1})
-    for process in psutil.process_iter(["name"]):
-        name = process.info["name"] or ""
-        if name.startswith(("postgres", "redis")):
-            try:
-                os.sched_setaffinity(process.pid, {1})
-            except OSError:
-                continue
-    os.sched_setaffinity(worker.pid, {0})
+    pin_apart([worker], [master])
 
 
 def summarize(raw: str, top: int = 40) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import statistics
 import sys
 import threading
@@ -34,28 +33,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # The harness, importable once the checkout is on sys.path (E402).
+from benchmarks.process_tree import pin_apart  # noqa: E402
 from benchmarks.websocket_tool_loop import ToolLoopUpstream, websocket_loop  # noqa: E402
 from tests.e2e import gunicorn as harness  # noqa: E402
 from tests.observability.e2e_config import gateway_yaml  # noqa: E402
 
 TURNS = 20
 LOOPS_AT_ONCE = 2
-
-
-def pin(workers: list[psutil.Process], masters: list[psutil.Process]) -> None:
-    """The workers on CPU 0; this process's threads, the masters, Postgres and Redis on CPU 1."""
-    for thread in os.listdir("/proc/self/task"):
-        os.sched_setaffinity(int(thread), {1})
-    for process in masters:
-        os.sched_setaffinity(process.pid, {1})
-    for process in psutil.process_iter(["name"]):
-        if (process.info["name"] or "").startswith(("postgres", "redis")):
-            try:
-                os.sched_setaffinity(process.pid, {1})
-            except OSError:
-                continue
-    for process in workers:
-        os.sched_setaffinity(process.pid, {0})
 
 
 _loop_numbers = itertools.count(1000)  # each loop's first input differs, as different users' would
@@ -103,7 +87,7 @@ def main() -> None:
                     gateway_yaml(upstream.url, metrics=True, log_level="warn"), workers=1)))
             masters = [psutil.Process(gateway.proc.pid) for gateway in gateways if gateway.proc is not None]
             workers = [master.children()[0] for master in masters]
-            pin(workers, masters)
+            pin_apart(workers, masters)
             clients = [OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0, timeout=30)
                        for gateway in gateways]
             for client in clients:  # warm-up: connections, pools, code paths

@@ -200,9 +200,7 @@ def _inline(call: Callable[[ProviderRequest], Iterator[Event]], request: Provide
     except BaseException as error:
         if not attempt.cancelled or isinstance(error, GeneratorExit):
             raise
-        # The read was shut down by the token: say why, not how the read failed.
-        request.cancel.raise_if_cancelled()
-        raise ProviderError("timeout", _TIMEOUT_MESSAGES[phase].format(key=key)) from None
+        raise _why_stopped(request, phase, key) from None
     finally:
         stop_timer()
         attempt.release()
@@ -230,13 +228,13 @@ def _streamed_inline(call: Callable[[ProviderRequest], Iterator[Event]], request
                 except StopIteration:
                     done = True
                     if attempt.cancelled:  # the read was shut down and ended as if the answer had
-                        raise _why_stopped(request, clock, key) from None
+                        raise _why_stopped(request, clock.phase, key) from None
                     return
                 except BaseException as error:
                     done = True
                     if not attempt.cancelled or isinstance(error, GeneratorExit):
                         raise
-                    raise _why_stopped(request, clock, key) from None
+                    raise _why_stopped(request, clock.phase, key) from None
                 clock.received()
                 yield event
     finally:
@@ -250,11 +248,12 @@ def _streamed_inline(call: Callable[[ProviderRequest], Iterator[Event]], request
         attempt.release()
 
 
-def _why_stopped(request: ProviderRequest, clock: _StreamClock, key: str) -> BaseException:
-    """What a read shut down by its token was: the request's cancellation, or the limit that passed."""
+def _why_stopped(request: ProviderRequest, phase: str, key: str) -> BaseException:
+    """What a read shut down by its token was (say that, not how the read failed): the request's
+    cancellation, or the limit `phase` that passed."""
     if request.cancel.reason is not None:
         return Cancelled(request.cancel.reason)
-    return ProviderError("timeout", _TIMEOUT_MESSAGES[clock.phase or "total"].format(key=key))
+    return ProviderError("timeout", _TIMEOUT_MESSAGES[phase or "total"].format(key=key))
 
 
 class _StreamClock:
