@@ -1,0 +1,66 @@
+"""The limiter's Redis timeout measures Redis, not a busy worker: a reply that arrives while the
+worker's other requests hold the CPU for longer than `redis_timeout` is read when the worker gets to
+it, not taken for a Redis that is down (which, with `fail_open`, would admit requests unlimited just
+when a worker is loaded). Run with threads and in a gevent-patched interpreter (tests/gevent_checks.py)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from gateway_project import concurrency
+
+TIMEOUT = 0.25
+BUSY_FOR = 0.6  # well past TIMEOUT
+
+
+def _busy() -> None:
+    """Another request's CPU work: it never yields to the hub (under gevent) while it runs."""
+    until = time.perf_counter() + BUSY_FOR
+    while time.perf_counter() < until:
+        pass
+
+
+def _decide_while_busy(*, connected: bool) -> None:
+    # Imported here, after the standard library is patched (redis imports ssl) and Django set up.
+    from identity_app.limiter import Limiter, Limits, RedisBuckets
+    from tests.identity.conftest import SHARED_REDIS
+
+    buckets = RedisBuckets(SHARED_REDIS, prefix=f"test:busy:{secrets.token_hex(4)}:", timeout=TIMEOUT)
+    limiter = Limiter(buckets, fail_open=True)
+    if connected:
+        buckets.client.ping()
+    # Under gevent the helper runs at the hub's next turn, which is when this greenlet waits for
+    # the reply, and before the hub looks at the sockets again.
+    busy = concurrency.start(_busy)
+    started = time.perf_counter()
+    try:
+        decision = limiter.acquire("subject", Limits(rpm=10, tpm=0), tokens=0)
+        waited = time.perf_counter() - started
+    finally:
+        busy.join()
+        keys = list(buckets.client.scan_iter(match=f"{buckets.prefix}*"))
+        if keys:
+            buckets.client.delete(*keys)
+        buckets.client.close()
+    assert decision is not None, "the limiter failed open: a reply read late was taken for a Redis timeout"
+    assert decision.admitted
+    if concurrency.gevent_active():
+        # Otherwise the check proves nothing: the worker was not busy while the reply was awaited.
+        assert waited >= BUSY_FOR * 0.9, waited
+
+
+def a_reply_that_arrives_while_the_worker_is_busy_is_read() -> None:
+    _decide_while_busy(connected=True)
+
+
+def a_connection_made_while_the_worker_is_busy_is_used() -> None:
+    _decide_while_busy(connected=False)
+
+
+CHECKS = [a_reply_that_arrives_while_the_worker_is_busy_is_read, a_connection_made_while_the_worker_is_busy_is_used]
+
+if __name__ == "__main__":
+    from tests.gevent_checks import run_patched
+
+    run_patched(CHECKS)
