@@ -11,12 +11,14 @@ import itertools
 import json
 import socket
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
 import requests
 
+from tests.e2e.every_provider import config_yaml
 from tests.e2e.gunicorn import GatewayProcess
 from tests.fakes.openai_upstream import FakeOpenAI, Reply
 from tests.fakes.server import FakeServer
@@ -138,3 +140,93 @@ def test_a_streams_row_is_written_beside_the_upstream_call_and_announced_only_on
     response_id = json.loads(writes[0][1].split(b"data: ", 1)[1].split(b"\n\n")[0])["response"]["id"]
     stored = requests.get(f"{provider_gateway.base_url}/responses/{response_id}", timeout=10).json()
     assert stored["status"] == "completed" and stored["previous_response_id"] == parent
+
+
+# --- keep-alives while the request itself waits on a silent upstream ---------------------------
+# After a stream's first event the request reads the upstream itself (providers/guard.py) and a
+# timer writes the keep-alives straight to the client (gateway_project.direct_writes), each in an
+# HTTP chunk of its own, between the event writes and never inside one.
+
+KEEPALIVE = 0.2
+SILENCE = 1.0  # the upstream's pause before each chunk: several keep-alives each
+
+
+@pytest.fixture(scope="module")
+def keepalive_gateway(provider_fakes: dict[str, FakeServer]) -> Iterator[GatewayProcess]:
+    config = config_yaml(provider_fakes) + f"""
+server: {{sse_keepalive: {KEEPALIVE}s}}
+observability: {{enabled: true, metrics: {{enabled: true, path: /metrics}}}}
+"""
+    with GatewayProcess(config, workers=1) as gw:
+        yield gw
+
+
+@pytest.mark.parametrize(("path", "body", "keepalive"), [
+    ("/v1/responses", {"input": "hi"}, b": keep-alive\n\n"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, b": keep-alive\n\n"),
+    ("/v1/messages", {"max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]},
+     b'event: ping\ndata: {"type":"ping"}\n\n'),
+], ids=["responses", "chat-completions", "messages"])
+def test_a_silent_upstream_mid_stream_gets_keep_alives_of_their_own_between_the_events(
+        keepalive_gateway, provider_fakes, path, body, keepalive):
+    upstream = provider_fakes["chat"]
+    assert isinstance(upstream, FakeOpenAI)
+    upstream.script(Reply(text="alpha beta", chunks=["alpha ", "beta"], chunk_delay=SILENCE))
+    before = _response_bytes(keepalive_gateway, path)
+    writes = _writes(keepalive_gateway, path, {**body, "model": "chat-model", "stream": True})
+    # The first write is the opening one, the view's answer: it waited for the upstream's first
+    # event with the helper, which puts a keep-alive into the stream's own batches (here one, as
+    # the role chunk comes after SILENCE), as it did before direct writes.
+    beats = [at for at, data in writes[1:] if data == keepalive]
+    events = [data for _, data in writes[1:] if data != keepalive]
+    # After it, nothing else is written on its own, and no keep-alive went into another write.
+    assert all(keepalive not in data and data.endswith(b"\n\n") for data in events), writes
+    # The upstream is silent for SILENCE before each of its chunks (role, alpha, beta, finish,
+    # usage): about SILENCE / KEEPALIVE keep-alives each time after the first.
+    assert len(beats) >= 4 * (SILENCE / KEEPALIVE - 2), [at for at, _ in writes]
+    for earlier, later in itertools.pairwise(beats):
+        assert later - earlier > KEEPALIVE * 0.5, beats
+    text = b"".join(events)
+    assert b"alpha" in text and b"beta" in text
+    ended = {"/v1/responses": b"response.completed", "/v1/chat/completions": b"data: [DONE]",
+             "/v1/messages": b"message_stop"}[path]
+    assert ended in events[-1]
+    if path == "/v1/responses":
+        frames = [json.loads(frame.split(b"data: ", 1)[1]) for _, data in writes for frame in data.split(b"\n\n")[:-1]
+                  if frame != keepalive.removesuffix(b"\n\n")]
+        assert [frame["sequence_number"] for frame in frames] == list(range(len(frames)))
+    # The keep-alives written beside the stream are counted in its size.
+    assert _response_bytes(keepalive_gateway, path) - before == sum(len(data) for _, data in writes)
+
+
+def test_a_client_gone_while_the_upstream_is_silent_mid_stream_ends_the_turn_and_the_upstream_call(
+        keepalive_gateway, provider_fakes):
+    upstream = provider_fakes["chat"]
+    assert isinstance(upstream, FakeOpenAI)
+    upstream.reset()
+    upstream.script(Reply(text="alpha beta gamma", stall_after=2, stall_seconds=30))
+    payload = json.dumps({"model": "chat-model", "input": "hi", "stream": True}).encode()
+    with socket.create_connection(("127.0.0.1", keepalive_gateway.port), timeout=30) as sock:
+        sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+        received = b""
+        while received.count(b": keep-alive") < 2:  # under way, and the upstream silent
+            data = sock.recv(65536)
+            assert data, received  # the gateway ended the stream
+            received += data
+    assert upstream.last.client_disconnected.wait(5), "the upstream call was not ended"
+    response_id = json.loads(received.split(b"data: ", 1)[1].split(b"\n", 1)[0])["response"]["id"]
+    deadline = time.monotonic() + 5
+    while (stored := requests.get(f"{keepalive_gateway.base_url}/responses/{response_id}", timeout=10).json())[
+            "status"] == "in_progress":
+        assert time.monotonic() < deadline, stored
+        time.sleep(0.05)
+    assert stored["status"] == "incomplete"
+    assert "Traceback" not in keepalive_gateway.log()
+
+
+def _response_bytes(gw: GatewayProcess, path: str) -> float:
+    """http_response_size_bytes' sum for `path`'s route so far."""
+    text = requests.get(f"http://127.0.0.1:{gw.port}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("http_response_size_bytes_sum{") and f'path="{path}"' in line)
