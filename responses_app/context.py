@@ -8,7 +8,6 @@ the providers and the store get what they need from here, explicitly.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +36,6 @@ class TurnContext:
     deadline: float
     # Seconds of upstream silence after which a stream gets a keep-alive comment (None: never).
     heartbeat: float | None
-    # Writes one keep-alive to the client directly (ProviderRequest.keepalive); set by an SSE view.
-    keepalive: Callable[[], bool] | None = None
     # The rate limiter's gate for this request (None when limits are off) and, once admitted, its ticket.
     gate: RateGate | None = None
     ticket: Ticket | None = None

@@ -9,13 +9,11 @@ cancels the upstream when the client hangs up) is the one pipeline (responses_ap
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from functools import partial
 from typing import Any, TypeVar
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from gateway_project import fast_json
-from gateway_project.direct_writes import direct_write
 from responses_app import pipeline
 from responses_app.client_watch import until_done, watch_client
 from responses_app.context import TurnContext
@@ -26,7 +24,6 @@ R = TypeVar("R", HttpResponse, StreamingHttpResponse)
 # A surface's stream renderer: given the turn, the function that renders each of its Responses
 # events in turn (None where a keep-alive belongs, the upstream being silent) as the surface's SSE
 # frames, none or more. The frames of one batch of events (pipeline.turn_events) go out in one write.
-# A keep-alive's frames must not depend on what came before: they are also written on their own.
 Renderer = Callable[[pipeline.Turn], Callable[[dict[str, Any] | None], Iterable[str]]]
 
 
@@ -51,28 +48,22 @@ def run_stream(request: HttpRequest, create: CreateResponseRequest, render: Rend
     watch = watch_client(request, ctx.cancel)
     try:
         turn = pipeline.start_turn(ctx, create, body_bytes=len(request.body))
-        frames = render(turn)
-        direct = direct_write(request)
-        if direct is not None and ctx.heartbeat:
-            # Keep-alives written straight to the client once the stream is under way, while the
-            # request itself waits on a silent upstream (providers/guard.py, direct_writes).
-            ctx.keepalive = partial(direct, "".join(frames(None)).encode())
         batches = pipeline.open_stream(turn)
     except BaseException:
         watch.stop()
         raise
-    response = StreamingHttpResponse(until_done(_rendered(batches, frames), watch),
+    response = StreamingHttpResponse(until_done(_rendered(turn, batches, render), watch),
                                      content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return with_turn_headers(response, turn)
 
 
-def _rendered(batches: Iterator[pipeline.Batch], frames: Callable[[dict[str, Any] | None], Iterable[str]],
-              ) -> Iterator[str]:
+def _rendered(turn: pipeline.Turn, batches: Iterator[pipeline.Batch], render: Renderer) -> Iterator[str]:
     # One string, so one write, per batch: the frames the pipeline has in hand at once (it yields a
     # batch before it waits on the upstream again, so no frame waits for a later one). Closing the
     # batches settles the turn (pipeline.turn_events) when the server stops reading early.
+    frames = render(turn)
     try:
         for batch in batches:
             if data := "".join([frame for event in batch for frame in frames(event)]):

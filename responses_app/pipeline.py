@@ -123,7 +123,6 @@ class Turn:
             verbosity=self.settings["text"].get("verbosity"), user=req.user, passthrough=req.passthrough,
             stop=req.stop_sequences, reasoning_budget=req.reasoning_budget,
             cancel=self.ctx.cancel, deadline=self.ctx.deadline, heartbeat=self.ctx.heartbeat,
-            keepalive=self.ctx.keepalive,
         )
 
     def render(self, status: str, *, error: dict[str, Any] | None = None,

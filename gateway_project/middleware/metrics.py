@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
-from gateway_project.direct_writes import direct_write
 from gateway_project.middleware import sync_streaming_content
 from gateway_project.observability import context, metrics, metrics_enabled
 
@@ -45,8 +44,7 @@ class MetricsMiddleware:
                 size += len(chunk)
                 yield chunk
         finally:
-            direct = direct_write(request)  # keep-alives written beside the content
-            self._observe(request, response, started, size + (direct.written if direct is not None else 0))
+            self._observe(request, response, started, size)
 
     @staticmethod
     def _observe(request: HttpRequest, response: HttpResponse | StreamingHttpResponse, started: float,

@@ -9,7 +9,7 @@ complete only when it ends with `Finish`: a stream that stops without one was cu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -174,11 +174,6 @@ class ProviderRequest:
     deadline: float | None = None
     # Streams: yield a Heartbeat after this many seconds without an event (None: never).
     heartbeat: float | None = None
-    # Streams with heartbeats: writes one keep-alive to the client at once (False: it could not),
-    # when the server gives the request a direct write (gateway_project.direct_writes). With it,
-    # the guard reads the stream after its first event in the request itself and sends the
-    # keep-alives through this instead of as Heartbeat events (providers/guard.py).
-    keepalive: Callable[[], bool] | None = None
 
 
 class Provider:

@@ -1,5 +1,4 @@
-"""The upstream guard: an SSE stream's upstream call runs in a helper (at least until its first event), and
-the request waits on its events.
+"""The upstream guard: an SSE stream's upstream call runs in a helper, and the request waits on its events.
 
 Why: a request that blocks inside an upstream socket read can only be stopped by throwing into
 it, and a throw can land anywhere, including inside a database call (which left pooled Postgres
@@ -36,26 +35,14 @@ first event, then idle counted from when the consumer asks for the next event (a
 writing to a slow client is not a stalled upstream), and the deadline throughout. The timer fires
 about once per limit, not per event: an event costs a clock read, not a timer. The consumer reads
 no event ahead of what it has written, so a slow reader stalls the upstream read by itself.
-
-An SSE stream keeps its helper only until its first event when the server gives the request a
-direct write (`ProviderRequest.keepalive`, gateway_project.direct_writes: gunicorn's own `write`).
-Before that event the view has not answered, and only the stream itself can carry a keep-alive (the
-first Heartbeat is what makes the view answer). Then the helper hands the stream over (`_HandOver`)
-and the request reads the rest itself (`_read_inline`), while its `_StreamClock` writes each
-keep-alive straight to the client when the request has waited `heartbeat` seconds on the upstream:
-the server is not writing then (it waits for the stream's next chunk), and the request takes the
-clock's lock before handing an event on, so its next chunk waits for a keep-alive under way. Per
-event this spares the mailbox and two switches, and per open stream the helper's parked greenlet.
-Under Django's test client (no `start_response`) a stream keeps its helper throughout.
 """
 
 from __future__ import annotations
 
 import contextvars
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -86,13 +73,6 @@ class _End:
 @dataclass(frozen=True)
 class _Failure:
     error: BaseException
-
-
-@dataclass(frozen=True)
-class _HandOver:
-    """After the first event: the upstream's events, for the request to read itself."""
-
-    events: Iterator[Event]
 
 
 _WAKE = _Wake()
@@ -160,10 +140,8 @@ def _guarded(call: Callable[[ProviderRequest], Iterator[Event]], request: Provid
     attempt.on_cancel(wake)
     started = time.monotonic()
     deadline = _deadline(started, timeouts, request)
-    # With a direct write for keep-alives, the helper hands the stream over after its first event.
-    hand_over = request.keepalive is not None
     concurrency.start(contextvars.copy_context().run, _pump, call, replace(request, cancel=attempt), attempt, inbox,
-                      hand_over, name=f"upstream-{key}")
+                      name=f"upstream-{key}")
     heartbeat = request.heartbeat
     received = False
     last = beat_from = started
@@ -197,13 +175,6 @@ def _guarded(call: Callable[[ProviderRequest], Iterator[Event]], request: Provid
             if isinstance(item, _Failure):
                 done = True
                 raise item.error
-            if isinstance(item, _HandOver):
-                done = True  # the helper is done; the request reads the rest, and closes it
-                clock = _StreamClock(attempt, timeouts, started, deadline, first=False,
-                                     keepalive=request.keepalive, every=heartbeat)
-                with _in_flight():
-                    yield from _read_inline(item.events, attempt, clock, request, key)
-                return
             received = True
             last = beat_from = time.monotonic()
             yield item
@@ -211,24 +182,7 @@ def _guarded(call: Callable[[ProviderRequest], Iterator[Event]], request: Provid
         if not done:
             # Timed out, cancelled, or the caller stopped reading: end the helper's upstream read.
             attempt.cancel(ABANDONED)
-            _close_handed_over(inbox)
         attempt.release()
-
-
-def _close_handed_over(inbox: concurrency.Mailbox[Any]) -> None:
-    """A stream the helper handed over but the request gave up before reading: close it here, so
-    its upstream connection is not left to the garbage collector. (Under gevent the helper puts
-    the first event and the hand-over without a switch between them, so nothing comes later; with
-    threads a hand-over put after this is closed when it is collected.)"""
-    while True:
-        try:
-            item = inbox.get(0)
-        except concurrency.Empty:
-            return
-        if isinstance(item, _HandOver):
-            close = getattr(item.events, "close", None)
-            if close is not None:
-                close()
 
 
 def _inline(call: Callable[[ProviderRequest], Iterator[Event]], request: ProviderRequest, timeouts: Timeouts,
@@ -262,36 +216,27 @@ def _streamed_inline(call: Callable[[ProviderRequest], Iterator[Event]], request
         raise ProviderError("timeout", _TIMEOUT_MESSAGES["total"].format(key=key))
     attempt = request.cancel.child()
     clock = _StreamClock(attempt, timeouts, started, deadline)
-    try:
-        with _in_flight():
-            yield from _read_inline(call(replace(request, cancel=attempt)), attempt, clock, request, key)
-    finally:
-        clock.stop()
-        attempt.release()
-
-
-def _read_inline(events: Iterator[Event], attempt: CancelToken, clock: _StreamClock, request: ProviderRequest,
-                 key: str) -> Iterator[Event]:
-    """The stream's events read by the caller, `clock` keeping the limits (and the keep-alives);
-    the stream is closed when this ends, however it ends."""
+    events: Iterator[Event] | None = None
     done = False
     try:
-        while True:
-            clock.reading()
-            try:
-                event = next(events)
-            except StopIteration:
-                done = True
-                if attempt.cancelled:  # the read was shut down and ended as if the answer had
+        with _in_flight():
+            events = call(replace(request, cancel=attempt))
+            while True:
+                clock.reading()
+                try:
+                    event = next(events)
+                except StopIteration:
+                    done = True
+                    if attempt.cancelled:  # the read was shut down and ended as if the answer had
+                        raise _why_stopped(request, clock.phase, key) from None
+                    return
+                except BaseException as error:
+                    done = True
+                    if not attempt.cancelled or isinstance(error, GeneratorExit):
+                        raise
                     raise _why_stopped(request, clock.phase, key) from None
-                return
-            except BaseException as error:
-                done = True
-                if not attempt.cancelled or isinstance(error, GeneratorExit):
-                    raise
-                raise _why_stopped(request, clock.phase, key) from None
-            clock.received()
-            yield event
+                clock.received()
+                yield event
     finally:
         clock.stop()
         if not done:
@@ -300,6 +245,7 @@ def _read_inline(events: Iterator[Event], attempt: CancelToken, clock: _StreamCl
         close = getattr(events, "close", None)
         if close is not None:
             close()
+        attempt.release()
 
 
 def _why_stopped(request: ProviderRequest, phase: str, key: str) -> BaseException:
@@ -311,45 +257,29 @@ def _why_stopped(request: ProviderRequest, phase: str, key: str) -> BaseExceptio
 
 
 class _StreamClock:
-    """The limits of a stream its consumer reads (`_read_inline`), as one timer that cancels the
-    attempt once a limit has passed, and otherwise sets itself again for the next one.
+    """The limits of a stream its consumer reads (`_streamed_inline`), as one timer that cancels the
+    attempt once a limit has passed, and otherwise sets itself again for the next one."""
 
-    Given `keepalive` (a direct write to the client) and `every`, it also writes a keep-alive when
-    the consumer has waited `every` seconds on the upstream since it asked for an event (or since
-    the last keep-alive). Only then: the consumer waiting on the upstream means the server is not
-    writing. A keep-alive is written under a lock the consumer takes before handing an event over
-    (`received`), so the consumer's next chunk waits for a keep-alive under way, and none is
-    written once the clock is stopped."""
-
-    def __init__(self, attempt: CancelToken, timeouts: Timeouts, started: float, deadline: float, *,
-                 first: bool = True, keepalive: Callable[[], bool] | None = None, every: float | None = None) -> None:
+    def __init__(self, attempt: CancelToken, timeouts: Timeouts, started: float, deadline: float) -> None:
         self.attempt = attempt
         self.timeouts = timeouts
         self.started = started
         self.deadline = deadline
         self.phase = ""  # the limit that passed, once one has
-        self._first = first
+        self._first = True
         self._reading_since: float | None = started  # None while the consumer has an event in hand
         self._stopped = False
-        self._keepalive = keepalive if every else None
-        self._every = every or 0.0
-        self._beaten_at = 0.0  # when the last keep-alive was written
-        # Cooperative under gevent (the worker patches threading before anything imports this);
-        # a clock that writes no keep-alives has nothing to hold the consumer back for.
-        self._lock: AbstractContextManager[Any] = threading.Lock() if self._keepalive is not None else nullcontext()
         self._stop_timer = self._look_again(started)
 
     def reading(self) -> None:
         self._reading_since = time.monotonic()
 
     def received(self) -> None:
-        with self._lock:  # a keep-alive under way is written before the event goes on
-            self._first = False
-            self._reading_since = None
+        self._first = False
+        self._reading_since = None
 
     def stop(self) -> None:
-        with self._lock:
-            self._stopped = True
+        self._stopped = True
         self._stop_timer()
 
     def _limit(self) -> tuple[float, str]:
@@ -361,45 +291,21 @@ class _StreamClock:
             return _within(self.deadline, self.started + self.timeouts.first_byte, "first_byte")
         return _within(self.deadline, self._reading_since + self.timeouts.idle, "idle")
 
-    def _keepalive_due(self) -> float | None:
-        """When the next keep-alive is due, if the consumer is waiting on the upstream."""
-        since = self._reading_since
-        if self._keepalive is None or since is None:
-            return None
-        return max(since, self._beaten_at) + self._every
-
     def _check(self) -> None:
         if self._stopped:
             return
         now = time.monotonic()
         limit, phase = self._limit()
-        if now >= limit:
-            self.phase = phase
-            self.attempt.cancel(phase)
+        if now < limit:
+            self._stop_timer = self._look_again(now)
             return
-        due = self._keepalive_due()
-        if due is not None and now >= due:
-            self._write_keepalive()
-        if not self._stopped:
-            self._stop_timer = self._look_again(time.monotonic())
-
-    def _write_keepalive(self) -> None:
-        assert self._keepalive is not None  # noqa: S101 - _keepalive_due() said one is due
-        with self._lock:
-            # Still waiting on the upstream (the server is not writing), and still this stream's.
-            if self._stopped or self._reading_since is None:
-                return
-            self._keepalive()  # blocks while a slow client's socket is full: this is the timer's own
-            self._beaten_at = time.monotonic()
+        self.phase = phase
+        self.attempt.cancel(phase)
 
     def _look_again(self, now: float) -> Callable[[], None]:
-        """Set the timer for the next limit (or keep-alive), or sooner: whatever the consumer does
-        next, an idle limit it starts lies at least `idle` from now, and a keep-alive it starts waiting
-        for at least `every`, so the timer never sleeps past one."""
-        at = min(self._limit()[0], now + self.timeouts.idle)
-        if self._keepalive is not None:
-            at = min(at, self._keepalive_due() or now + self._every)
-        return concurrency.call_later(at - now, self._check)
+        """Set the timer for the next limit, or sooner: whatever the consumer does next, an idle
+        limit it starts lies at least `idle` from now, so the timer never sleeps past one."""
+        return concurrency.call_later(min(self._limit()[0], now + self.timeouts.idle) - now, self._check)
 
 
 def _deadline(started: float, timeouts: Timeouts, request: ProviderRequest) -> float:
@@ -427,12 +333,10 @@ def _in_flight() -> Iterator[None]:
 
 
 def _pump(call: Callable[[ProviderRequest], Iterator[Event]], request: ProviderRequest, attempt: CancelToken,
-          inbox: concurrency.Mailbox[Any], hand_over: bool) -> None:
-    """The helper: read the upstream, hand every event over (with `hand_over`, the first event and
-    then the stream itself, for the request to read). Whatever it raises is handed over too, unless
-    the attempt was abandoned meanwhile (nobody is waiting for it then)."""
+          inbox: concurrency.Mailbox[Any]) -> None:
+    """The helper: read the upstream, hand every event over. Whatever it raises is handed over too,
+    unless the attempt was abandoned meanwhile (nobody is waiting for it then)."""
     events: Iterator[Event] | None = None
-    handed = False
     with _in_flight():
         try:
             events = call(request)
@@ -441,10 +345,6 @@ def _pump(call: Callable[[ProviderRequest], Iterator[Event]], request: ProviderR
                 if attempt.cancelled:
                     return
                 inbox.put(event)
-                if hand_over:
-                    inbox.put(_HandOver(events))
-                    handed = True
-                    return
             inbox.put(_END)
         except Cancelled:
             return
@@ -453,5 +353,5 @@ def _pump(call: Callable[[ProviderRequest], Iterator[Event]], request: ProviderR
                 inbox.put(_Failure(error))
         finally:
             close = getattr(events, "close", None)
-            if close is not None and not handed:
+            if close is not None:
                 close()

@@ -142,10 +142,9 @@ def test_a_streams_row_is_written_beside_the_upstream_call_and_announced_only_on
     assert stored["status"] == "completed" and stored["previous_response_id"] == parent
 
 
-# --- keep-alives while the request itself waits on a silent upstream ---------------------------
-# After a stream's first event the request reads the upstream itself (providers/guard.py) and a
-# timer writes the keep-alives straight to the client (gateway_project.direct_writes), each in an
-# HTTP chunk of its own, between the event writes and never inside one.
+# --- keep-alives while the upstream is silent mid-stream -----------------------------------------
+# Each keep-alive goes out in an HTTP chunk of its own, between the event writes and never inside
+# one, on every surface, and is counted in the response's size.
 
 KEEPALIVE = 0.2
 SILENCE = 1.0  # the upstream's pause before each chunk: several keep-alives each
@@ -174,9 +173,9 @@ def test_a_silent_upstream_mid_stream_gets_keep_alives_of_their_own_between_the_
     upstream.script(Reply(text="alpha beta", chunks=["alpha ", "beta"], chunk_delay=SILENCE))
     before = _response_bytes(keepalive_gateway, path)
     writes = _writes(keepalive_gateway, path, {**body, "model": "chat-model", "stream": True})
-    # The first write is the opening one, the view's answer: it waited for the upstream's first
-    # event with the helper, which puts a keep-alive into the stream's own batches (here one, as
-    # the role chunk comes after SILENCE), as it did before direct writes.
+    # The first write is the opening one, the view's answer, which waited for the upstream's first
+    # event: a keep-alive during that wait goes out with it (here one, as the role chunk comes
+    # after SILENCE).
     beats = [at for at, data in writes[1:] if data == keepalive]
     events = [data for _, data in writes[1:] if data != keepalive]
     # After it, nothing else is written on its own, and no keep-alive went into another write.

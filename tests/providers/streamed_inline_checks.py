@@ -1,6 +1,5 @@
 """A stream with no heartbeats is read by its consumer itself (guard._streamed_inline), under the
-limits and token a helper's stream has; so is one with keep-alives written directly, after its first
-event (guard._guarded's hand-over): written once and run twice by test_guard_streamed_inline.py,
+limits and token a helper's stream has: written once and run twice by test_guard_streamed_inline.py,
 with threads (the test client, manage.py) and in a gevent-patched interpreter (gunicorn's workers).
 
 The fake upstream waits on its attempt's token as http.post's read does: a token set meanwhile
@@ -14,8 +13,8 @@ import time
 from collections.abc import Iterator
 
 from responses_app.cancellation import Cancelled, CancelToken
-from responses_app.providers.base import Event, Heartbeat, ProviderError, ProviderRequest, TextDelta
-from responses_app.providers.guard import ABANDONED, _guarded, _streamed_inline
+from responses_app.providers.base import Event, ProviderError, ProviderRequest, TextDelta
+from responses_app.providers.guard import ABANDONED, _streamed_inline
 from responses_app.providers.http import Timeouts
 from tests.gevent_checks import run_patched
 
@@ -28,7 +27,6 @@ class Upstream:
         self.clean_end = clean_end
         self.tokens: list[CancelToken] = []
         self.threads: list[int] = []
-        self.read_in: list[int] = []  # where each event was read
         self.closed = False
 
     def __call__(self, request: ProviderRequest) -> Iterator[Event]:
@@ -40,7 +38,6 @@ class Upstream:
                     if self.clean_end:
                         return
                     raise ProviderError("upstream", "Provider 'fake' broke off the answer.", retryable=True)
-                self.read_in.append(threading.get_ident())
                 yield TextDelta(f"w{index}")
         finally:
             self.closed = True
@@ -139,65 +136,11 @@ def a_consumer_that_stops_reading_closes_the_upstream() -> None:
     assert upstream.closed and upstream.tokens[0].reason == ABANDONED
 
 
-class Client:
-    """A direct write's client: when each keep-alive's write began and ended; each takes `slow` s."""
-
-    def __init__(self, slow: float = 0.0) -> None:
-        self.slow = slow
-        self.writes: list[tuple[float, float]] = []
-
-    def __call__(self) -> bool:
-        began = time.monotonic()
-        time.sleep(self.slow)
-        self.writes.append((began, time.monotonic()))
-        return True
-
-
-def _handed_over(upstream: Upstream, client: Client, every: float) -> list[tuple[float, Event]]:
-    """Each event of a stream with direct keep-alives, with when the consumer got it."""
-    request = ProviderRequest(model="m", items=[], heartbeat=every, keepalive=client)
-    return [(time.monotonic(), event) for event in _guarded(upstream, request, Timeouts(), "fake")]
-
-
-def a_stream_with_direct_keepalives_is_read_by_its_consumer_after_the_first_event() -> None:
-    upstream, client = Upstream([0.0, 0.5, 0.0]), Client()
-    events = _handed_over(upstream, client, every=0.1)
-    assert [event for _, event in events] == [TextDelta("w0"), TextDelta("w1"), TextDelta("w2")]  # no Heartbeat
-    # The first event read by the helper, the rest by the consumer itself.
-    assert upstream.read_in[0] != threading.get_ident() and upstream.read_in[1:] == [threading.get_ident()] * 2
-    # The silence before w1 got its keep-alives, written directly; none once the stream had ended.
-    assert 3 <= len(client.writes) <= 6, client.writes
-    written = len(client.writes)
-    time.sleep(0.3)
-    assert len(client.writes) == written and upstream.closed
-
-
-def a_keepalive_under_way_holds_the_next_event_back() -> None:
-    # w1 comes while a keep-alive is being written to a slow client: it goes on only after that write.
-    upstream, client = Upstream([0.0, 0.15, 0.0]), Client(slow=0.3)
-    events = _handed_over(upstream, client, every=0.1)
-    assert [event for _, event in events] == [TextDelta("w0"), TextDelta("w1"), TextDelta("w2")]
-    assert client.writes, "no keep-alive was written"
-    for began, ended in client.writes:
-        assert not any(began < at < ended for at, _ in events), (client.writes, events)
-    assert events[1][0] >= client.writes[0][1]
-
-
-def a_silence_before_the_first_event_still_gets_heartbeat_events() -> None:
-    # Before the first event the view has not answered yet: only the stream itself can carry one.
-    upstream, client = Upstream([0.35, 0.0]), Client()
-    events = [event for _, event in _handed_over(upstream, client, every=0.1)]
-    assert events[0] == Heartbeat() and events[-2:] == [TextDelta("w0"), TextDelta("w1")]
-    assert not client.writes
-
-
 CHECKS = [a_stream_is_read_in_order_by_its_consumer, a_silent_upstream_is_a_first_byte_timeout,
           a_stall_after_the_first_events_is_an_idle_timeout, a_consumer_slower_than_the_idle_limit_is_not_a_stall,
           a_stream_that_keeps_trickling_is_bounded_by_total_and_by_the_turns_deadline,
           an_answer_that_ends_because_its_read_was_shut_down_is_not_a_short_answer,
-          the_request_cancelled_meanwhile_is_a_cancellation, a_consumer_that_stops_reading_closes_the_upstream,
-          a_stream_with_direct_keepalives_is_read_by_its_consumer_after_the_first_event,
-          a_keepalive_under_way_holds_the_next_event_back, a_silence_before_the_first_event_still_gets_heartbeat_events]
+          the_request_cancelled_meanwhile_is_a_cancellation, a_consumer_that_stops_reading_closes_the_upstream]
 
 
 if __name__ == "__main__":
