@@ -9,9 +9,14 @@ import secrets
 import time
 
 from gateway_project import concurrency
+from tests.fakes.slow_relay import slow_relay
 
 TIMEOUT = 0.25
 BUSY_FOR = 0.6  # well past TIMEOUT
+# Redis's replies come through a relay this late, so the limiter surely waits for its reply (a
+# loopback Redis may answer before the limiter first reads, and then nothing waits) and the worker
+# is busy before the reply is there.
+REPLY_DELAY = 0.05
 
 
 def _busy() -> None:
@@ -22,16 +27,22 @@ def _busy() -> None:
 
 
 def _decide_while_busy(*, connected: bool) -> None:
-    # Imported here, after the standard library is patched (redis imports ssl) and Django set up.
-    from identity_app.limiter import Limiter, Limits, RedisBuckets
     from tests.identity.conftest import SHARED_REDIS
 
-    buckets = RedisBuckets(SHARED_REDIS, prefix=f"test:busy:{secrets.token_hex(4)}:", timeout=TIMEOUT)
+    with slow_relay("127.0.0.1", 6379, REPLY_DELAY) as port:
+        _decide_through(SHARED_REDIS.replace(":6379/", f":{port}/"), connected=connected)
+
+
+def _decide_through(redis_url: str, *, connected: bool) -> None:
+    # Imported here, after the standard library is patched (redis imports ssl) and Django set up.
+    from identity_app.limiter import Limiter, Limits, RedisBuckets
+
+    buckets = RedisBuckets(redis_url, prefix=f"test:busy:{secrets.token_hex(4)}:", timeout=TIMEOUT)
     limiter = Limiter(buckets, fail_open=True)
     if connected:
         buckets.client.ping()
     # Under gevent the helper runs at the hub's next turn, which is when this greenlet waits for
-    # the reply, and before the hub looks at the sockets again.
+    # the reply (REPLY_DELAY late); the hub looks at the sockets again only when the helper is done.
     busy = concurrency.start(_busy)
     started = time.perf_counter()
     try:
