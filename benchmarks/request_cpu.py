@@ -8,7 +8,9 @@ Each checkout (default: this one; give `--tree` twice, e.g. an older commit unpa
 API-key auth, Redis rate limits (set high), metrics, JSON access logs at info and tracing at 10 %
 to an OTLP/gRPC receiver on loopback, in front of the fake OpenAI upstream answering after 20 ms.
 All checkouts run side by side, and batches alternate between them (a non-streamed batch, then a
-streamed one, per checkout per round), so drift on a shared machine falls on all of them alike.
+streamed one, per checkout per round, the checkouts' order flipping every round: give an even
+number of rounds), so drift on a shared machine, and what running second in a round does to a
+batch, fall on all of them alike.
 The figure is user+system CPU of the gunicorn master and workers (psutil) during a batch, divided
 by its requests; printed as the median over rounds with the lowest and highest, the part spent in
 the kernel (system time: mostly loopback TCP, whose receiving side runs in the sender's system call),
@@ -282,9 +284,12 @@ def main() -> None:
                     body = {**BODY, "store": False} if args.unstored else None
                     print(profile(gateways[0], load, args.profile, stream=stream, keep=keep, body=body), "\n")
                 return
+            pairs = list(zip(trees, gateways, strict=True))
             for round_ in range(args.rounds):
                 for stream in (False, True):
-                    for tree, gateway in zip(trees, gateways, strict=True):
+                    # The order flips every round: the checkout measured second in a round was
+                    # measured about 0.1 ms per request lower, whichever it was (674877c, both ways).
+                    for tree, gateway in pairs if round_ % 2 == 0 else pairs[::-1]:
                         ms, system_ms = measure(gateway, load, args.requests, stream=stream)
                         key = (str(tree), "streamed" if stream else "non-streamed")
                         figures.setdefault(key, []).append(ms)
