@@ -8,9 +8,10 @@ Each checkout (default: this one; give `--tree` twice, e.g. an older commit unpa
 API-key auth, Redis rate limits (set high), metrics, JSON access logs at info and tracing at 10 %
 to an OTLP/gRPC receiver on loopback, in front of the fake OpenAI upstream answering after 20 ms.
 All checkouts run side by side, and batches alternate between them (a non-streamed batch, then a
-streamed one, per checkout per round, the checkouts' order flipping every round: give an even
-number of rounds), so drift on a shared machine, and what running second in a round does to a
-batch, fall on all of them alike.
+streamed one, per checkout per round, the checkouts' order flipping every round), so drift on a
+shared machine falls on all of them alike. Half of the rounds run with the gateways started in
+the order given, half with them restarted in the reverse order (a gateway started earlier measured
+higher than an identical one started after it): give an even number of rounds, 8 or more.
 The figure is user+system CPU of the gunicorn master and workers (psutil) during a batch, divided
 by its requests; printed as the median over rounds with the lowest and highest, the part spent in
 the kernel (system time: mostly loopback TCP, whose receiving side runs in the sender's system call),
@@ -215,6 +216,12 @@ def profile(gateway: Gateway, load: Load, seconds: int, *, stream: bool, keep: P
         return f"requests: {done}\n{summarize(text)}"
 
 
+def warm_up(gateway: Gateway, load: Load) -> None:
+    """Connections, pools and code paths, before anything is measured."""
+    load.run(gateway, load.concurrency * 5, stream=False)
+    load.run(gateway, load.concurrency * 5, stream=True)
+
+
 def pin_everything_but(gateway: Gateway) -> None:
     """Its one worker alone on CPU 0; its master and everything else on CPU 1 (process_tree.pin_apart)."""
     master, worker = gateway.tree_processes()[:2]
@@ -266,36 +273,43 @@ def main() -> None:
     load = Load(args.concurrency)
     figures: dict[tuple[str, str], list[float]] = {}
     kernel: dict[tuple[str, str], list[float]] = {}
+    workers = 1 if args.pin else 2
     try:
-        with ExitStack() as stack:
-            workers = 1 if args.pin else 2
-            gateways = [stack.enter_context(Gateway(tree, config(upstream.url, collector.endpoint, prefix),
-                                                    workers=workers))
-                        for tree in trees]
-            if args.pin:
-                pin_everything_but(gateways[0])
-            for gateway in gateways:  # warm-up: connections, pools, code paths
-                load.run(gateway, args.concurrency * 5, stream=False)
-                load.run(gateway, args.concurrency * 5, stream=True)
-            if args.profile:
+        if args.profile:
+            with Gateway(trees[0], config(upstream.url, collector.endpoint, prefix), workers=workers) as gateway:
+                if args.pin:
+                    pin_everything_but(gateway)
+                warm_up(gateway, load)
                 for stream in (False, True):
                     print(f"## {'streamed' if stream else 'non-streamed'}, {trees[0]}\n")
                     keep = args.raw / f"{'streamed' if stream else 'json'}.txt" if args.raw else None
                     body = {**BODY, "store": False} if args.unstored else None
-                    print(profile(gateways[0], load, args.profile, stream=stream, keep=keep, body=body), "\n")
-                return
-            pairs = list(zip(trees, gateways, strict=True))
-            for round_ in range(args.rounds):
-                for stream in (False, True):
-                    # The order flips every round: the checkout measured second in a round was
-                    # measured about 0.1 ms per request lower, whichever it was (674877c, both ways).
-                    for tree, gateway in pairs if round_ % 2 == 0 else pairs[::-1]:
-                        ms, system_ms = measure(gateway, load, args.requests, stream=stream)
-                        key = (str(tree), "streamed" if stream else "non-streamed")
-                        figures.setdefault(key, []).append(ms)
-                        kernel.setdefault(key, []).append(system_ms)
-                        print(f"round {round_ + 1} {tree.name} {'stream' if stream else 'json'}: {ms:.2f} ms "
-                              f"({system_ms:.2f} in the kernel)", file=sys.stderr)
+                    print(profile(gateway, load, args.profile, stream=stream, keep=keep, body=body), "\n")
+            return
+        # A checkout whose gateway was started earlier measured 0.10-0.16 ms per request higher
+        # than an identical one started after it (same code three times, e3b9625), whatever the
+        # order of the batches. So half of the rounds run with the gateways started in the given
+        # order and half with them started in the reverse order; within each half the batches'
+        # order flips every round.
+        first_half = (args.rounds + 1) // 2
+        for starts, rounds in ((trees, range(first_half)), (trees[::-1], range(first_half, args.rounds))):
+            if not rounds:
+                continue
+            with ExitStack() as stack:
+                gateways = {tree: stack.enter_context(Gateway(tree, config(upstream.url, collector.endpoint, prefix),
+                                                              workers=workers))
+                            for tree in starts}
+                for gateway in gateways.values():
+                    warm_up(gateway, load)
+                for round_ in rounds:
+                    for stream in (False, True):
+                        for tree in trees if round_ % 2 == 0 else trees[::-1]:
+                            ms, system_ms = measure(gateways[tree], load, args.requests, stream=stream)
+                            key = (str(tree), "streamed" if stream else "non-streamed")
+                            figures.setdefault(key, []).append(ms)
+                            kernel.setdefault(key, []).append(system_ms)
+                            print(f"round {round_ + 1} {tree.name} {'stream' if stream else 'json'}: {ms:.2f} ms "
+                                  f"({system_ms:.2f} in the kernel)", file=sys.stderr)
     finally:
         load.close()
         upstream.close()
