@@ -292,12 +292,14 @@ def main() -> None:
         # order and half with them started in the reverse order; within each half the batches'
         # order flips every round.
         first_half = (args.rounds + 1) // 2
+        # Each checkout its own rate-limit buckets, as two deployments would have.
+        buckets = {tree: f"{prefix}{index}:" for index, tree in enumerate(trees)}
         for starts, rounds in ((trees, range(first_half)), (trees[::-1], range(first_half, args.rounds))):
             if not rounds:
                 continue
             with ExitStack() as stack:
-                gateways = {tree: stack.enter_context(Gateway(tree, config(upstream.url, collector.endpoint, prefix),
-                                                              workers=workers))
+                gateways = {tree: stack.enter_context(Gateway(tree, config(upstream.url, collector.endpoint,
+                                                                           buckets[tree]), workers=workers))
                             for tree in starts}
                 for gateway in gateways.values():
                     warm_up(gateway, load)
