@@ -8,7 +8,8 @@ Each checkout (default: this one; give `--tree` several times, e.g. an older com
 request_cpu.py (API keys, Redis limits, metrics, JSON access logs, tracing at 10 %), in front of the
 fake OpenAI upstream streaming `--chunks` words `--gap` seconds apart. Each round sends `--streams`
 streams at once (hey) to every checkout in turn, the order alternating between rounds. The figure
-is user+system CPU of the gunicorn master and worker during a round, per stream: with many chunks
+is user+system CPU of the gunicorn master and worker during a round, per stream (half of the
+rounds with the gateways started in the given order, half in the reverse one: start_order.py): with many chunks
 per stream it is mostly the relay of each chunk (read, parse, translate, frame, write), which a
 non-streamed request or a fast stream does not show. Printed per round, then the median per
 checkout with the lowest and highest, and the median of the per-round differences to the first.
@@ -31,13 +32,25 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 
 # The other benchmarks and the test harness, importable once the checkout is on sys.path (E402).
-from benchmarks import request_cpu  # noqa: E402
+from benchmarks import request_cpu, start_order  # noqa: E402
 from benchmarks.hey_load import ensure_hey, run_hey  # noqa: E402
 from benchmarks.websocket_idle import raise_fd_limit  # noqa: E402
 from tests.fakes.openai_upstream import FakeOpenAI, Reply  # noqa: E402
 from tests.observability.otlp_receiver import GrpcReceiver  # noqa: E402
 
 BODY = json.dumps({"model": "gpt-test", "input": "Say something.", "stream": True}).encode()
+
+
+def _cpu_per_stream(gateway: request_cpu.Gateway, args: argparse.Namespace) -> float:
+    """One round's streams at once against one checkout: CPU ms of its master and worker per stream."""
+    user, system = gateway.cpu_seconds()
+    result = run_hey(f"{gateway.process.base_url}/responses", BODY, requests=args.streams,
+                     concurrency=args.streams, headers={"Authorization": f"Bearer {gateway.key}"},
+                     timeout=int(args.chunks * args.gap * 20) + 60)
+    user_after, system_after = gateway.cpu_seconds()
+    if result.errors:
+        print(f"  {result.errors} errors", flush=True)
+    return (user_after - user + system_after - system) / args.streams * 1000
 
 
 def main() -> None:
@@ -56,24 +69,18 @@ def main() -> None:
     collector = GrpcReceiver()
     figures: dict[Path, list[float]] = {tree: [] for tree in trees}
     try:
-        with ExitStack() as stack:
-            gateways = [stack.enter_context(request_cpu.Gateway(
-                tree, request_cpu.config(upstream.url, collector.endpoint, f"gw:slow:{secrets.token_hex(4)}:"),
-                workers=1)) for tree in trees]
-            pairs = list(zip(trees, gateways, strict=True))
-            for _tree, gateway in pairs:  # first-use costs, unmeasured
-                run_hey(f"{gateway.process.base_url}/responses", BODY, requests=40, concurrency=10,
-                        headers={"Authorization": f"Bearer {gateway.key}"}, timeout=120)
-            for round_ in range(args.rounds):
-                for tree, gateway in pairs if round_ % 2 == 0 else pairs[::-1]:
-                    user, system = gateway.cpu_seconds()
-                    result = run_hey(f"{gateway.process.base_url}/responses", BODY, requests=args.streams,
-                                     concurrency=args.streams, headers={"Authorization": f"Bearer {gateway.key}"},
-                                     timeout=int(args.chunks * args.gap * 20) + 60)
-                    user_after, system_after = gateway.cpu_seconds()
-                    ms = (user_after - user + system_after - system) / args.streams * 1000
-                    figures[tree].append(ms)
-                    print(f"round {round_}, {tree}: {ms:.2f} ms per stream, {result.errors} errors", flush=True)
+        for starts, rounds in start_order.halves(trees, args.rounds):
+            with ExitStack() as stack:
+                gateways = {tree: stack.enter_context(request_cpu.Gateway(
+                    tree, request_cpu.config(upstream.url, collector.endpoint, f"gw:slow:{secrets.token_hex(4)}:"),
+                    workers=1)) for tree in starts}
+                for gateway in gateways.values():  # first-use costs, unmeasured
+                    run_hey(f"{gateway.process.base_url}/responses", BODY, requests=40, concurrency=10,
+                            headers={"Authorization": f"Bearer {gateway.key}"}, timeout=120)
+                for round_ in rounds:
+                    for tree in trees if round_ % 2 == 0 else trees[::-1]:
+                        figures[tree].append(_cpu_per_stream(gateways[tree], args))
+                        print(f"round {round_}, {tree}: {figures[tree][-1]:.2f} ms per stream", flush=True)
     finally:
         collector.close()
         upstream.close()

@@ -6,8 +6,9 @@ The 20-turn tool loop of websocket_tool_loop.py (its fake upstream, its client, 
 time), against each checkout under gunicorn with one gevent worker. Both run at once; their
 workers share CPU 0 and everything else (this script, the upstream, the masters, Postgres, Redis)
 is on CPU 1, so a worker's CPU time is its own work, not the wait for a preempted peer. Blocks of
-`--block` seconds alternate between the checkouts (the order flips every round), so the machine's
-drift falls on both alike; printed: each checkout's median CPU ms per turn over the rounds, and the
+`--block` seconds alternate between the checkouts (the order flips every round, and half of the
+rounds run with the gateways started in the reverse order: start_order.py), so the machine's drift
+falls on both alike; printed: each checkout's median CPU ms per turn over the rounds, and the
 median of the rounds' differences (B - A) with how many rounds had B lower. websocket_tool_loop.py
 measures the loop end to end; this measures what a change does to one worker's CPU, which the
 loop's latency on two shared cores cannot show.
@@ -33,6 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # The harness, importable once the checkout is on sys.path (E402).
+from benchmarks import start_order  # noqa: E402
 from benchmarks.process_tree import pin_apart  # noqa: E402
 from benchmarks.websocket_tool_loop import ToolLoopUpstream, websocket_loop  # noqa: E402
 from tests.e2e import gunicorn as harness  # noqa: E402
@@ -79,24 +81,27 @@ def main() -> None:
     upstream = ToolLoopUpstream(TURNS)
     per_turn: list[list[float]] = [[], []]
     try:
-        with ExitStack() as stack, ThreadPoolExecutor(LOOPS_AT_ONCE) as pool:
-            gateways = []
-            for tree in trees:
-                harness.ROOT = tree  # the harness migrates and runs gunicorn from ROOT
-                gateways.append(stack.enter_context(harness.GatewayProcess(
-                    gateway_yaml(upstream.url, metrics=True, log_level="warn"), workers=1)))
-            masters = [psutil.Process(gateway.proc.pid) for gateway in gateways if gateway.proc is not None]
-            workers = [master.children()[0] for master in masters]
-            pin_apart(workers, masters)
-            clients = [OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0, timeout=30)
-                       for gateway in gateways]
-            for client in clients:  # warm-up: connections, pools, code paths
-                list(pool.map(lambda index, c=client: websocket_loop(c, index, TURNS, store), range(4)))
-            for round_ in range(args.rounds):
-                for which in (0, 1) if round_ % 2 == 0 else (1, 0):
-                    per_turn[which].append(cpu_per_turn(pool, clients[which], workers[which], args.block, store))
-                print(f"round {round_ + 1}/{args.rounds}: {per_turn[0][-1]:.2f} / {per_turn[1][-1]:.2f} ms",
-                      file=sys.stderr)
+        for starts, rounds in start_order.halves([0, 1], args.rounds):
+            with ExitStack() as stack, ThreadPoolExecutor(LOOPS_AT_ONCE) as pool:
+                gateways: dict[int, harness.GatewayProcess] = {}
+                for which in starts:
+                    harness.ROOT = trees[which]  # the harness migrates and runs gunicorn from ROOT
+                    gateways[which] = stack.enter_context(harness.GatewayProcess(
+                        gateway_yaml(upstream.url, metrics=True, log_level="warn"), workers=1))
+                masters = {which: psutil.Process(gateway.proc.pid)
+                           for which, gateway in gateways.items() if gateway.proc is not None}
+                workers = {which: master.children()[0] for which, master in masters.items()}
+                pin_apart(list(workers.values()), list(masters.values()))
+                clients = {which: OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0, timeout=30)
+                           for which, gateway in gateways.items()}
+                for client in clients.values():  # warm-up: connections, pools, code paths
+                    list(pool.map(lambda index, c=client: websocket_loop(c, index, TURNS, store), range(4)))
+                for round_ in rounds:
+                    for which in (0, 1) if round_ % 2 == 0 else (1, 0):
+                        per_turn[which].append(cpu_per_turn(pool, clients[which], workers[which], args.block,
+                                                            store))
+                    print(f"round {round_ + 1}/{args.rounds}: {per_turn[0][-1]:.2f} / {per_turn[1][-1]:.2f} ms",
+                          file=sys.stderr)
     finally:
         upstream.close()
     print(f"WebSocket turns, store: {str(store).lower()}, {args.rounds} rounds of {args.block:g} s per checkout")
