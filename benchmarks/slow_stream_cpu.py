@@ -7,10 +7,10 @@ Each checkout (default: this one; give `--tree` several times, e.g. an older com
 `git archive`, to compare) runs under gunicorn with one gevent worker, everything on as in
 request_cpu.py (API keys, Redis limits, metrics, JSON access logs, tracing at 10 %), in front of the
 fake OpenAI upstream streaming `--chunks` words `--gap` seconds apart. Each round sends `--streams`
-streams at once (hey) to every checkout in turn, the order alternating between rounds. The figure
-is user+system CPU of the gunicorn master and worker during a round, per stream (half of the
-rounds with the gateways started in the given order, half in the reverse one: start_order.py): with many chunks
-per stream it is mostly the relay of each chunk (read, parse, translate, frame, write), which a
+streams at once (hey) to every checkout in turn, the order alternating between rounds, and half of
+the rounds run with the gateways started in the reverse order (start_order.py). The figure is
+user+system CPU of the gunicorn master and worker during a round, per stream: with many chunks per
+stream it is mostly the relay of each chunk (read, parse, translate, frame, write), which a
 non-streamed request or a fast stream does not show. Printed per round, then the median per
 checkout with the lowest and highest, and the median of the per-round differences to the first.
 Needs Postgres at 127.0.0.1:5432 and Redis at 127.0.0.1:6379.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from urllib.parse import urlsplit
 
 from gateway_project import concurrency
 from tests.fakes.slow_relay import slow_relay
@@ -29,8 +30,9 @@ def _busy() -> None:
 def _decide_while_busy(*, connected: bool) -> None:
     from tests.identity.conftest import SHARED_REDIS
 
-    with slow_relay("127.0.0.1", 6379, REPLY_DELAY) as port:
-        _decide_through(SHARED_REDIS.replace(":6379/", f":{port}/"), connected=connected)
+    redis = urlsplit(SHARED_REDIS)
+    with slow_relay(redis.hostname or "127.0.0.1", redis.port or 6379, REPLY_DELAY) as port:
+        _decide_through(redis._replace(netloc=f"{redis.hostname}:{port}").geturl(), connected=connected)
 
 
 def _decide_through(redis_url: str, *, connected: bool) -> None:
