@@ -360,3 +360,26 @@ def test_a_streamed_body_waits_without_a_socket_timeout_until_its_token_is_cance
     assert idle is not None
     connection = idle.queue[-1]  # the connection just put back
     assert connection.sock is None or connection.sock.gettimeout() is not None
+
+
+def test_an_open_stream_reads_through_a_small_buffer_and_long_headers_still_arrive_whole(fake: Scripted) -> None:
+    # An open stream holds its answer's read buffer as long as it lasts (http.client's is 8 KB).
+    long_headers = {f"X-Upstream-{index}": "v" * 200 for index in range(30)}  # ~7 KB: several buffers' worth
+    frames = [f'data: {{"n": {n}}}\n\n'.encode() for n in range(3)] + [b"data: [DONE]\n\n"]
+    fake.script(sse(*frames, headers=long_headers),
+                lambda recorded, writer: writer.json(200, {"ok": "é" * 20_000}, headers=long_headers))
+    upstream = http.Upstream(fake.url)
+    response = call(upstream, f"{fake.url}/v1/chat/completions", stream=True)
+    try:
+        answer = response.raw._fp
+        assert answer is not None
+        assert sys.getsizeof(answer.fp) < 4096  # the buffer counts in the reader's size
+        assert response.headers["X-Upstream-29"] == "v" * 200
+        assert list(http.sse_events("p", response)) == [(None, json.dumps({"n": n})) for n in range(3)] + [
+            (None, "[DONE]")]
+    finally:
+        response.close()
+    with call(upstream, f"{fake.url}/v1/chat/completions") as whole:
+        assert whole.headers["X-Upstream-0"] == "v" * 200
+        assert http.read_json("p", whole) == {"ok": "é" * 20_000}
+    assert len({recorded.client_port for recorded in fake.requests}) == 1  # and the connection was kept
