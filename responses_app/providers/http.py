@@ -106,6 +106,11 @@ _call_token: contextvars.ContextVar[CancelToken | None] = contextvars.ContextVar
 # (an API's headers are 1-2 KB: one read either way); the body's reads ask for more than it holds
 # and bypass it.
 _READ_BUFFER = 2048
+# The most one read of a body that is neither chunked nor of a known length asks for. An empty
+# buffered reader's `read1(n)` allocates its n-byte result before it waits for the socket, so a
+# stream waiting for its next event held all of it: 64 KB per open stream at 65536. SSE events are
+# far smaller; a larger burst takes a few reads.
+_STREAM_READ = 8192
 
 
 class _LeanResponse(http.client.HTTPResponse):
@@ -434,7 +439,7 @@ def _chunks(raw: HTTPResponse) -> Iterator[bytes]:
     if raw.chunked and raw.supports_chunked_reads():
         yield from raw.read_chunked(decode_content=True)
         return
-    while data := raw.read1(65536):
+    while data := raw.read1(_STREAM_READ):
         yield data
 
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -383,3 +384,52 @@ def test_an_open_stream_reads_through_a_small_buffer_and_long_headers_still_arri
         assert whole.headers["X-Upstream-0"] == "v" * 200
         assert http.read_json("p", whole) == {"ok": "é" * 20_000}
     assert len({recorded.client_port for recorded in fake.requests}) == 1  # and the connection was kept
+
+
+def test_a_stream_without_chunks_or_length_holds_little_while_it_waits_for_the_next_event(fake: Scripted) -> None:
+    # Such a body is read as it comes; a read that asks for 64 KB holds all of it while it waits.
+    def close_delimited(recorded: Recorded, writer: Writer) -> None:
+        out = writer.handler.wfile
+        out.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
+        out.write(b'data: {"n": 0}\n\n')
+        out.flush()
+        release.wait(10)
+        out.write(b'data: {"n": 1}\n\ndata: [DONE]\n\n')
+        out.flush()
+        writer.handler.close_connection = True
+
+    streams = 10
+    release = threading.Event()
+    fake.script(*[close_delimited] * streams)
+    upstream = http.Upstream(fake.url)
+    started = threading.Semaphore(0)
+    got: list[list[tuple[str | None, str]]] = []
+
+    def one() -> None:
+        response = call(upstream, f"{fake.url}/v1/chat/completions", stream=True)
+        try:
+            events = http.sse_events("p", response)
+            first = next(events)
+            started.release()
+            got.append([first, *events])
+        finally:
+            response.close()
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        threads = [threading.Thread(target=one) for _ in range(streams)]
+        for thread in threads:
+            thread.start()
+        for _ in range(streams):
+            assert started.acquire(timeout=10)
+        time.sleep(0.2)  # each is waiting in its next read
+        held = (tracemalloc.get_traced_memory()[0] - before) / streams
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(10)
+        tracemalloc.stop()
+    assert got == [[(None, '{"n": 0}'), (None, '{"n": 1}'), (None, "[DONE]")]] * streams
+    # About 40 KB (a chunked stream holds 28); a read asking for 64 KB made it about 96.
+    assert held < 64 * 1024, held
