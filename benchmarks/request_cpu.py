@@ -96,9 +96,11 @@ def fake_upstream(first_byte_delay: float = UPSTREAM_LATENCY) -> FakeOpenAI:
 class Gateway:
     """One checkout under gunicorn, with an API key, and the CPU time of its process tree."""
 
-    def __init__(self, tree: Path, config_yaml: str, *, workers: int = 2) -> None:
+    def __init__(self, tree: Path, config_yaml: str, *, workers: int = 2, env: dict[str, str] | None = None,
+                 args: list[str] | None = None) -> None:
         self.tree = tree
-        self.process = harness.GatewayProcess(config_yaml, workers=workers, env={"REDIS_URL": REDIS_URL})
+        self.process = harness.GatewayProcess(config_yaml, workers=workers, env={"REDIS_URL": REDIS_URL, **(env or {})},
+                                              args=args)
         self.key = ""
 
     def __enter__(self) -> Gateway:
