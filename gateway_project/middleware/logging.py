@@ -11,11 +11,11 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
-from gateway_project.middleware import sync_streaming_content
+from gateway_project.middleware import StreamEnd, when_stream_ends
 from gateway_project.observability import context
 from gateway_project.request_notes import notes_of
 
@@ -43,21 +43,15 @@ class LoggingMiddleware:
         response = self.get_response(request)
         response["X-Request-ID"] = notes.request_id
         if isinstance(response, StreamingHttpResponse):
-            response.streaming_content = self._log_at_end(request, response, sync_streaming_content(response),
-                                                          started)
+            def log(_end: StreamEnd) -> None:
+                self._log(request, response, started)
+                context.current.set(None)
+
+            when_stream_ends(response, log)
         else:
             self._log(request, response, started)
             context.current.set(None)
         return response
-
-    def _log_at_end(self, request: HttpRequest, response: StreamingHttpResponse, content: Iterator[bytes],
-                    started: float) -> Iterator[bytes]:
-        # `content` is the iterator as it was: response.streaming_content is this generator by now.
-        try:
-            yield from content
-        finally:
-            self._log(request, response, started)
-            context.current.set(None)
 
     @staticmethod
     def _log(request: HttpRequest, response: HttpResponse | StreamingHttpResponse, started: float) -> None:

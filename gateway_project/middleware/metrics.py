@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
-from gateway_project.middleware import sync_streaming_content
+from gateway_project.middleware import StreamEnd, when_stream_ends
 from gateway_project.observability import context, metrics, metrics_enabled
 
 # Clients choose the method string; only known ones become label values.
@@ -30,21 +30,13 @@ class MetricsMiddleware:
         started = time.perf_counter()
         response = self.get_response(request)
         if isinstance(response, StreamingHttpResponse):
-            response.streaming_content = self._observe_stream(request, response, sync_streaming_content(response),
-                                                             started)
+            def observe(end: StreamEnd) -> None:
+                self._observe(request, response, started, end.size)
+
+            when_stream_ends(response, observe)
         else:
             self._observe(request, response, started, len(response.content))
         return response
-
-    def _observe_stream(self, request: HttpRequest, response: StreamingHttpResponse, content: Iterator[bytes],
-                        started: float) -> Iterator[bytes]:
-        size = 0
-        try:
-            for chunk in content:
-                size += len(chunk)
-                yield chunk
-        finally:
-            self._observe(request, response, started, size)
 
     @staticmethod
     def _observe(request: HttpRequest, response: HttpResponse | StreamingHttpResponse, started: float,

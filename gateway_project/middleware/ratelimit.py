@@ -18,7 +18,7 @@ streaming generator finishes or is closed.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from gateway_project.api_errors import ApiError
-from gateway_project.middleware import sync_streaming_content
+from gateway_project.middleware import StreamEnd, when_stream_ends
 from gateway_project.middleware.errors import is_api_path
 from gateway_project.observability import metrics
 from gateway_project.request_notes import notes_of
@@ -144,12 +144,12 @@ class RateGate:
         return notes.rate_ticket
 
 
-def _settle_after(content: Iterable[bytes], ticket: Ticket) -> Iterator[bytes]:
-    try:
-        yield from content
-    finally:
+def _settle_at_the_end(ticket: Ticket) -> Callable[[StreamEnd], None]:
+    def settle(_end: StreamEnd) -> None:
         if not ticket.handed_over:
             ticket.settle()
+
+    return settle
 
 
 class RateLimitMiddleware:
@@ -183,7 +183,7 @@ class RateLimitMiddleware:
         for name, value in rate_limit_headers(ticket.decision).items():
             response[name] = value
         if isinstance(response, StreamingHttpResponse):
-            response.streaming_content = _settle_after(sync_streaming_content(response), ticket)
+            when_stream_ends(response, _settle_at_the_end(ticket))
         elif not ticket.handed_over:
             ticket.settle()
         return response

@@ -15,9 +15,8 @@ duration is the real one.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextvars import Token
-from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import MiddlewareNotUsed
@@ -28,7 +27,7 @@ from opentelemetry.context import Context
 from opentelemetry.instrumentation.wsgi import add_response_attributes, collect_request_attributes, wsgi_getter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from gateway_project.middleware import sync_streaming_content
+from gateway_project.middleware import StreamEnd, when_stream_ends
 from gateway_project.observability import tracing, tracing_enabled
 from gateway_project.request_notes import notes_of
 
@@ -78,8 +77,11 @@ class TracingMiddleware:
             self._end(request, span, token, None, exc)
             raise
         if isinstance(response, StreamingHttpResponse):
-            response.streaming_content = self._end_after_stream(request, span, token, response,
-                                                                sync_streaming_content(response))
+            def end(stream: StreamEnd) -> None:
+                # A client that went away is not an error of the gateway's: only the end.
+                self._end(request, span, token, response, stream.failure)
+
+            when_stream_ends(response, end)
         else:
             self._end(request, span, token, response)
         return response
@@ -122,16 +124,3 @@ class TracingMiddleware:
         finally:
             span.end()
             context.detach(token)
-
-    def _end_after_stream(self, request: HttpRequest, span: Span, token: Token[Context],
-                          response: StreamingHttpResponse, content: Iterator[Any]) -> Iterator[Any]:
-        # `content` is the iterator as it was: response.streaming_content is this generator by now.
-        failure: Exception | None = None
-        try:
-            yield from content
-        except Exception as exc:
-            failure = exc
-            raise
-        # GeneratorExit (the client went away) is not an error of the gateway's: only the end.
-        finally:
-            self._end(request, span, token, response, failure)
