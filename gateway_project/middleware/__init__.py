@@ -49,7 +49,12 @@ def _until_the_end(content: Iterator[bytes], callbacks: list[Callable[[StreamEnd
         raise
     # GeneratorExit (the client went away) is not a failure of the gateway's: only the end.
     finally:
-        _run(callbacks, 0, end)
+        try:
+            _run(callbacks, 0, end)
+        finally:
+            # The callbacks hold the response, which holds this list: a cycle only the cyclic
+            # collector would free, after a long stream in its oldest generation.
+            callbacks.clear()
 
 
 def _run(callbacks: list[Callable[[StreamEnd], None]], index: int, end: StreamEnd) -> None:

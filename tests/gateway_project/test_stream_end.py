@@ -4,6 +4,8 @@ and however many middlewares ask, the body passes through one generator."""
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -74,3 +76,27 @@ def test_a_broken_body_is_told_to_every_callback_even_when_one_before_raised():
     assert isinstance(caught.value.__context__, RuntimeError)
     assert [(name, size, type(failure)) for name, size, failure in seen] == [
         ("raises", 1, RuntimeError), ("after", 1, RuntimeError)]
+
+
+def test_once_the_body_is_over_the_callbacks_are_let_go_without_waiting_for_the_cyclic_collector():
+    class Held:
+        pass
+
+    response = StreamingHttpResponse(_body(b"a"))
+    held = Held()
+    alive = weakref.ref(held)
+
+    def callback(end: StreamEnd, response: StreamingHttpResponse = response, held: Held = held) -> None:
+        pass  # holds the response (a cycle through it) and `held`, as the middlewares' callbacks do
+
+    when_stream_ends(response, callback)
+    del callback, held
+    gc.disable()
+    try:
+        sent = list(response)
+        del response
+        freed = alive() is None  # by reference counting alone: no cycle through the callbacks is left
+    finally:
+        gc.enable()
+    assert sent == [b"a"]
+    assert freed
