@@ -47,7 +47,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import certifi
 from opentelemetry import propagate
@@ -113,14 +113,25 @@ _READ_BUFFER = 2048
 _STREAM_READ = 8192
 
 
+class _SmallReadBuffer:
+    """Hands http.client's response the socket's reader with a `_READ_BUFFER`-byte buffer: its
+    `__init__` asks for `sock.makefile("rb")` and uses the socket for nothing else."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def makefile(self, mode: Literal["rb"]) -> io.BufferedReader:
+        return cast("io.BufferedReader", self.sock.makefile(mode, _READ_BUFFER))  # typeshed: IOBase for a size
+
+
 class _LeanResponse(http.client.HTTPResponse):
     """http.client's response, reading through a buffer of `_READ_BUFFER` bytes."""
 
     def __init__(self, sock: socket.socket, debuglevel: int = 0, method: str | None = None,
                  url: str | None = None) -> None:
-        super().__init__(sock, debuglevel, method, url)
-        self.fp.close()  # the default-sized one, unread: the socket stays open
-        self.fp = cast("io.BufferedReader", sock.makefile("rb", _READ_BUFFER))
+        super().__init__(cast("socket.socket", _SmallReadBuffer(sock)), debuglevel, method, url)
 
 
 class _AbortableConnection:
