@@ -161,3 +161,13 @@ def test_manage_py_index_search_indexes_what_is_pending_and_prints_how_many(api:
     call_command("index_search", stdout=out)
     assert out.getvalue().strip() == "2"
     assert not SearchPending.objects.exists() and ItemSearch.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_a_run_stops_after_its_batches_and_the_next_goes_on(api: ApiClient) -> None:
+    for word in ("Lisbon", "Porto", "Faro"):
+        api.create(model="gpt-test", input=f"Tell me about {word}")  # 6 items
+    assert search_index.index_pending(max_batches=2, batch_size=2) == 4  # a worker's tick: bounded
+    assert SearchPending.objects.count() == 2
+    assert search_index.index_pending(max_batches=2, batch_size=2) == 2
+    assert not SearchPending.objects.exists()
