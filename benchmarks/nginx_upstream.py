@@ -20,27 +20,32 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from benchmarks import english
 from tests.e2e.nginx import Nginx
 
 MODEL = "gpt-4o-mini-2024-07-18"
 CREATED = 1764547200  # fixed: the bodies are constants in nginx's config
 WORDS = ["The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", "."]
 TEXT = "".join(WORDS)
+# An answer of ordinary length (suite.py's `long` scenario): 300 English words, a chunk each when
+# streamed. Storing it costs what real answers cost (its items' JSON, the admin's search words).
+LONG_WORDS = [(" " if index else "") + word for index, word in enumerate(english.words(300))]
+LONG_TEXT = "".join(LONG_WORDS)
 
 
-def chat_usage() -> dict[str, Any]:
-    return {"prompt_tokens": 19, "completion_tokens": len(WORDS), "total_tokens": 19 + len(WORDS),
+def chat_usage(words: list[str] = WORDS) -> dict[str, Any]:
+    return {"prompt_tokens": 19, "completion_tokens": len(words), "total_tokens": 19 + len(words),
             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                           "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
 
 
-def chat_completion() -> dict[str, Any]:
+def chat_completion(words: list[str] = WORDS) -> dict[str, Any]:
     return {"id": "chatcmpl-bench0001", "object": "chat.completion", "created": CREATED, "model": MODEL,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": TEXT, "refusal": None,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(words), "refusal": None,
                                                  "annotations": []},
                          "logprobs": None, "finish_reason": "stop"}],
-            "usage": chat_usage(), "service_tier": "default", "system_fingerprint": "fp_bench"}
+            "usage": chat_usage(words), "service_tier": "default", "system_fingerprint": "fp_bench"}
 
 
 def sse(events: list[dict[str, Any]], *, done: bool = False) -> str:
@@ -48,7 +53,7 @@ def sse(events: list[dict[str, Any]], *, done: bool = False) -> str:
     return "".join(frames) + ("data: [DONE]\n\n" if done else "")
 
 
-def chat_stream() -> str:
+def chat_stream(words: list[str] = WORDS) -> str:
     """A word per chunk, then the finish chunk and the usage chunk (`stream_options.include_usage`)."""
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         return {"id": "chatcmpl-bench0001", "object": "chat.completion.chunk", "created": CREATED, "model": MODEL,
@@ -58,9 +63,9 @@ def chat_stream() -> str:
         return {"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}
 
     events = [chunk([delta({"role": "assistant", "content": "", "refusal": None})])]
-    events += [chunk([delta({"content": word})]) for word in WORDS]
+    events += [chunk([delta({"content": word})]) for word in words]
     events.append(chunk([delta({}, "stop")]))
-    events.append(chunk([], usage=chat_usage()))
+    events.append(chunk([], usage=chat_usage(words)))
     return sse(events, done=True)
 
 
@@ -126,6 +131,9 @@ def bodies() -> dict[str, tuple[str, str]]:
         "/sse/v1/chat/completions": ("text/event-stream", chat_stream()),
         "/json/v1/responses": ("application/json", json.dumps(response_json(), separators=(",", ":"))),
         "/sse/v1/responses": ("text/event-stream", response_stream()),
+        "/json/long/v1/chat/completions": ("application/json",
+                                           json.dumps(chat_completion(LONG_WORDS), separators=(",", ":"))),
+        "/sse/long/v1/chat/completions": ("text/event-stream", chat_stream(LONG_WORDS)),
     }
 
 

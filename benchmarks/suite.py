@@ -15,6 +15,9 @@ Scenarios (all by default):
 
 - json, sse: `POST /v1/responses` non-streamed / streamed at concurrency 1, 10 and 50 (Chat
   Completions upstream).
+- long: the same at concurrency 1 and 10 with answers of ordinary length: a 100-word input and a
+  300-word answer (a chunk per word when streamed), so what grows with a turn's size (its JSON,
+  its stored items) shows.
 - responses-api: the same at concurrency 10 against an `api: responses` upstream.
 - delayed: non-streamed and streamed at concurrency 10 against a fake that answers after 50 ms and
   streams a chunk every 10 ms.
@@ -51,6 +54,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # The test harness and the other benchmarks, importable once the checkout is on sys.path (E402).
+from benchmarks import english  # noqa: E402
 from benchmarks import websocket_tool_loop as tool_loop  # noqa: E402
 from benchmarks.hey_load import HeyResult, ensure_hey, run_hey  # noqa: E402
 from benchmarks.litellm_proxy import VENV, LiteLLMProxy  # noqa: E402
@@ -62,9 +66,10 @@ from tests.e2e.gunicorn import GatewayProcess  # noqa: E402
 from tests.fakes.openai_upstream import FakeOpenAI, Reply  # noqa: E402
 from tests.observability.otlp_receiver import GrpcReceiver  # noqa: E402
 
-SCENARIOS = ("json", "sse", "surfaces", "responses-api", "delayed", "chain", "tool-loop", "slow-streams")
+SCENARIOS = ("json", "sse", "long", "surfaces", "responses-api", "delayed", "chain", "tool-loop", "slow-streams")
 WORKERS = 2
 PROMPT = "Say something short."
+LONG_PROMPT = english.text(100, seed=7)
 MB = 1024 * 1024
 MARKERS = ("<!-- suite:begin -->", "<!-- suite:end -->")
 
@@ -121,6 +126,8 @@ def gateway_config(upstreams: Upstreams, collector: str) -> str:
     providers = {
         "nginx-json": provider(f"{nginx}/json/v1"),
         "nginx-sse": provider(f"{nginx}/sse/v1"),
+        "nginx-long-json": provider(f"{nginx}/json/long/v1"),
+        "nginx-long-sse": provider(f"{nginx}/sse/long/v1"),
         "nginx-responses-json": provider(f"{nginx}/json/v1", "responses"),
         "nginx-responses-sse": provider(f"{nginx}/sse/v1", "responses"),
         "delayed": provider(f"{upstreams.delayed.url}/v1"),
@@ -179,6 +186,14 @@ def load_points(scenarios: Sequence[str], plan: Plan, upstreams: Upstreams) -> l
                                  f"{nginx}/{prefix}/v1/chat/completions", chat_request(stream),
                                  {"model": f"bench-{prefix}", "input": PROMPT, "stream": stream})
                        for c, n in plan.requests.items()]
+    if "long" in scenarios:
+        for stream in (False, True):
+            prefix = "sse" if stream else "json"
+            points += [LoadPoint("long", f"{'streamed' if stream else 'non-streamed'}, 100 + 300 words", c, n,
+                                 {"model": f"bench-nginx-long-{prefix}", "input": LONG_PROMPT, "stream": stream},
+                                 f"{nginx}/{prefix}/long/v1/chat/completions",
+                                 {**chat_request(stream), "messages": [{"role": "user", "content": LONG_PROMPT}]})
+                       for c, n in plan.requests.items() if c <= 10]
     if "surfaces" in scenarios:
         # The same upstream answer through each API surface, side by side in the same rounds: what
         # each surface's own parsing and rendering adds (issue 14).

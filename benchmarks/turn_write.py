@@ -39,6 +39,11 @@ from typing import Any
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import english  # noqa: E402 - importable once the checkout is on sys.path
+
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 OLD_INDEX = "conversations_app_item_text_search"
 OLD_INDEX_SQL = (f"CREATE INDEX {OLD_INDEX} ON conversations_app_item "
@@ -47,23 +52,8 @@ TRIGGER = "conversations_app_item_search_pending"
 TRIGGER_SQL = (f"CREATE TRIGGER {TRIGGER} AFTER INSERT ON conversations_app_item REFERENCING NEW TABLE AS new_items "
                f"FOR EACH STATEMENT EXECUTE FUNCTION {TRIGGER}()")
 
-# Common English words: what the stemmer and the index see in an ordinary answer.
-_WORDS = [
-    "the", "of", "and", "to", "in", "is", "that", "it", "for", "as", "with", "was", "on", "be", "by", "this",
-    "are", "or", "from", "at", "an", "which", "not", "have", "has", "can", "will", "one", "all", "their",
-    "there", "been", "if", "more", "when", "would", "what", "some", "time", "could", "other", "into", "only",
-    "also", "its", "new", "first", "two", "may", "any", "these", "such", "then", "them", "after", "most",
-    "over", "used", "use", "made", "well", "way", "each", "should", "people", "through", "many", "where",
-    "much", "before", "those", "must", "both", "state", "between", "world", "number", "under", "because",
-    "answer", "question", "response", "model", "request", "server", "client", "stored", "history",
-    "context", "function", "result", "output", "input", "message", "assistant", "user", "system",
-    "gateway", "database", "conversation", "stream", "token", "limit", "running", "runs", "ran", "written",
-    "writes", "wrote", "reading", "reads", "read", "searching", "searched", "search", "results",
-]
-
-
 def text(rng: random.Random, words: int) -> str:
-    return " ".join(rng.choice(_WORDS) for _ in range(words)) + "."
+    return " ".join(rng.choice(english.VOCABULARY) for _ in range(words)) + "."
 
 
 def message(role: str, kind: str, body: str) -> dict[str, Any]:
@@ -86,7 +76,6 @@ def scratch_database() -> Iterator[str]:
 
 
 def set_up_django(database_url: str) -> None:
-    sys.path.insert(0, str(ROOT))
     os.environ["DATABASE_URL"] = database_url
     os.environ.setdefault("GATEWAY_CONFIG", str(ROOT / "config.example.yaml"))
     os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))

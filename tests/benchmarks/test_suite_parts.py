@@ -19,8 +19,8 @@ from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from benchmarks.hey_load import parse_csv
-from benchmarks.nginx_upstream import TEXT, WORDS, NginxUpstream
-from benchmarks.suite import MARKERS, QUICK, load_points, spread, table_head, write_markdown
+from benchmarks.nginx_upstream import LONG_TEXT, LONG_WORDS, TEXT, WORDS, NginxUpstream
+from benchmarks.suite import LONG_PROMPT, MARKERS, QUICK, load_points, spread, table_head, write_markdown
 from tests.conftest import ApiClient, gateway_config_for, sse_events
 
 # Recorded from `hey -n 4 -c 2 -o csv` (hey 0.1.4, Debian 12): one 200 over a fresh connection, a
@@ -43,6 +43,19 @@ def strict_client(url: str) -> OpenAI:
     return OpenAI(base_url=url, api_key="x", max_retries=0, _strict_response_validation=True)
 
 
+def serve_the_suites_models(settings: Any, nginx: NginxUpstream, size: str = "") -> None:
+    """The gateway's models as suite.py names them (`bench-nginx-json`, `bench-nginx-long-sse`, ...),
+    each on its nginx location."""
+    config = gateway_config_for(f"{nginx.url}/json")
+    provider = config.providers["openai"]
+    path, name = (f"/{size}", f"-{size}") if size else ("", "")
+    settings.GATEWAY = config.model_copy(update={
+        "providers": {prefix: provider.model_copy(update={"endpoint": f"{nginx.url}/{prefix}{path}/v1"})
+                      for prefix in ("json", "sse")},
+        "models": [config.models[0].model_copy(update={"name": f"bench-nginx{name}-{prefix}", "provider": prefix})
+                   for prefix in ("json", "sse")]})
+
+
 def stream_data(url: str, body: dict[str, Any]) -> list[Any]:
     """The JSON of every `data:` line of a streamed answer, up to `[DONE]`."""
     response = httpx.post(url, json=body, timeout=10)
@@ -61,6 +74,42 @@ def test_chat_completions_json_and_stream_are_what_the_sdk_accepts(nginx):
         f"{nginx.url}/sse/v1/chat/completions", {"model": "m", "messages": [], "stream": True})]
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == TEXT
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 10
+
+
+def test_the_long_answers_are_what_the_sdk_accepts_with_a_chunk_per_word(nginx):
+    assert len(LONG_WORDS) == 300 and len(LONG_TEXT.split()) == 300 and len(LONG_PROMPT.split()) == 100
+    json_ = strict_client(f"{nginx.url}/json/long/v1").chat.completions.create(
+        model="m", messages=[{"role": "user", "content": LONG_PROMPT}])
+    assert json_.choices[0].message.content == LONG_TEXT
+    assert json_.usage is not None and json_.usage.completion_tokens == 300
+
+    chunks = [ChatCompletionChunk.model_validate(chunk) for chunk in stream_data(
+        f"{nginx.url}/sse/long/v1/chat/completions", {"model": "m", "messages": [], "stream": True})]
+    contents = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(contents) == 300 and "".join(contents) == LONG_TEXT
+
+
+@pytest.mark.django_db
+def test_the_gateway_serves_every_long_point_of_the_suite(settings, nginx):
+    """The `long` scenario's points (c=1 and 10, JSON and SSE) through the gateway: the whole answer,
+    and the turn stored with its 100-word input."""
+    serve_the_suites_models(settings, nginx, "long")
+    points = load_points(["long"], QUICK, SimpleNamespace(nginx=nginx))  # type: ignore[arg-type]
+    assert sorted((p.label, p.concurrency) for p in points) == [
+        ("non-streamed, 100 + 300 words", 1), ("non-streamed, 100 + 300 words", 10),
+        ("streamed, 100 + 300 words", 1), ("streamed, 100 + 300 words", 10)]
+    for point in points[::2]:
+        answer = ApiClient().post("/v1/responses", point.gateway_body)
+        assert answer.status_code == 200, (point.label, answer.content[:300])
+        if answer.streaming:
+            completed = sse_events(answer)[-1]
+            assert completed["type"] == "response.completed"
+            body = completed["response"]
+        else:
+            body = answer.json()
+        assert body["output"][0]["content"][0]["text"] == LONG_TEXT
+        stored = ApiClient().get(f"/v1/responses/{body['id']}/input_items").json()
+        assert stored["data"][0]["content"][0]["text"] == LONG_PROMPT
 
 
 def test_responses_json_and_stream_are_what_the_sdk_accepts(nginx):
@@ -98,13 +147,7 @@ def test_the_gateway_serves_the_nginx_bodies(settings, nginx, api):
 def test_the_gateway_serves_every_surface_point_of_the_suite(settings, nginx):
     """The `surfaces` scenario's bodies, each through its API surface, against the nginx bodies:
     a 200 with the whole answer in that surface's shape, so the scenario never measures errors."""
-    config = gateway_config_for(f"{nginx.url}/json")
-    provider = config.providers["openai"]
-    settings.GATEWAY = config.model_copy(update={
-        "providers": {prefix: provider.model_copy(update={"endpoint": f"{nginx.url}/{prefix}/v1"})
-                      for prefix in ("json", "sse")},
-        "models": [config.models[0].model_copy(update={"name": f"bench-nginx-{prefix}", "provider": prefix})
-                   for prefix in ("json", "sse")]})
+    serve_the_suites_models(settings, nginx)
     points = load_points(["surfaces"], QUICK, SimpleNamespace(nginx=nginx))  # type: ignore[arg-type]
     assert sorted(p.gateway_path for p in points) == sorted(["responses", "responses", "chat/completions",
                                                              "messages"] * 2)
