@@ -1,25 +1,19 @@
-"""What storing one turn costs as its answer grows: the admin's full-text index inside the turn's
-statement (migration 0007) against beside it (0009, conversations_app.search_index).
+"""What storing one turn costs as its answer grows, and the admin's full-text index's part of it.
 
     .venv/bin/python benchmarks/turn_write.py [--words 10,300,1500] [--writes 200] [--rounds 4]
 
-The suite's fake upstreams answer a few words, so its stored turns are small. Real answers are
-hundreds of words, and every stored item is indexed for the admin's search: `to_tsvector('english',
-data)`, about 1 µs of Postgres per word.
+The suite's short answers hide it: every stored item is indexed for the admin's search (the GIN
+index of migration 0007 over `to_tsvector('english', data)`), which Postgres computes inside the
+statement that stores the turn, before the commit the client's answer waits for, at about 1 µs per
+word.
 
 This runs the gateway's own turn statement (`conversations_app.turn_statements.write_turn`: the
 conversation, the response row and its items in one statement, committed) on a scratch database
 migrated like the gateway's, one turn at a time as a request at concurrency 1 would, with a 30-word
-input message and an answer of each size in `--words` (English text), in two states:
-
-- `in the statement`: 0007's GIN index on the item table's words, no trigger (before 0009);
-- `now`: the trigger noting new items pending; after each size's writes, the pending items are
-  indexed as a worker does it (`search_index.index_pending`), timed apart: the same words still
-  cost Postgres their time, off the turn's path.
-
-Rounds alternate the states and the order of sizes, so the machine's drift falls on both alike. The
-figures are wall times (the statement's round trip and its commit's WAL flush), medians.
-Needs Postgres at 127.0.0.1:5432.
+input message and an answer of each size in `--words` (English text), with the index in place and
+dropped. Rounds alternate the two states and the order of sizes, so the machine's drift falls on
+both alike. The figures are wall times (the statement's round trip and its commit's WAL flush),
+medians. Needs Postgres at 127.0.0.1:5432.
 """
 
 from __future__ import annotations
@@ -45,12 +39,9 @@ if str(ROOT) not in sys.path:
 from benchmarks import english  # noqa: E402 - importable once the checkout is on sys.path
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-OLD_INDEX = "conversations_app_item_text_search"
-OLD_INDEX_SQL = (f"CREATE INDEX {OLD_INDEX} ON conversations_app_item "
+INDEX = "conversations_app_item_text_search"
+INDEX_SQL = (f"CREATE INDEX {INDEX} ON conversations_app_item "
                  "USING gin (to_tsvector('english'::regconfig, data))")
-TRIGGER = "conversations_app_item_search_pending"
-TRIGGER_SQL = (f"CREATE TRIGGER {TRIGGER} AFTER INSERT ON conversations_app_item REFERENCING NEW TABLE AS new_items "
-               f"FOR EACH STATEMENT EXECUTE FUNCTION {TRIGGER}()")
 
 def text(rng: random.Random, words: int) -> str:
     return " ".join(rng.choice(english.VOCABULARY) for _ in range(words)) + "."
@@ -112,59 +103,42 @@ def turn_writer(rng: random.Random) -> Callable[[int], float]:
     return write
 
 
-def set_state(in_statement: bool) -> None:
-    """0007's index inside the turn's statement, or 0009's trigger and pending items."""
+def set_index(present: bool) -> None:
     from django.db import connection
     with connection.cursor() as cursor:
-        if in_statement:
-            cursor.execute(f"DROP TRIGGER {TRIGGER} ON conversations_app_item")
-            cursor.execute(OLD_INDEX_SQL)
-        else:
-            cursor.execute(f"DROP INDEX {OLD_INDEX}")
-            cursor.execute(TRIGGER_SQL)
+        cursor.execute(INDEX_SQL if present else f"DROP INDEX {INDEX}")
         cursor.execute("ANALYZE conversations_app_item")
 
 
-Figures = dict[tuple[str, int], list[float]]
+Figures = dict[tuple[bool, int], list[float]]
 
 
 def measure(sizes: list[int], writes: int, rounds: int, seed: int = 13) -> Figures:
-    """Wall seconds per turn write by (state, answer words), and per item indexed afterwards by
-    ("indexer", answer words)."""
-    from conversations_app import search_index
-
+    """Wall seconds per turn write, by (index in place, answer words)."""
     rng = random.Random(seed)  # noqa: S311 - reproducible text, not a secret
     write = turn_writer(rng)
     for _ in range(20):  # the connection, the statement prepared (psycopg prepares after 5 runs)
         write(sizes[0])
-    search_index.index_pending()
     figures: Figures = {}
     for round_ in range(rounds):
-        for in_statement in ((True, False) if round_ % 2 == 0 else (False, True)):
-            if in_statement:
-                set_state(in_statement=True)
+        for indexed in ((True, False) if round_ % 2 == 0 else (False, True)):
+            if not indexed:
+                set_index(False)
             for words in sizes if round_ % 2 == 0 else sizes[::-1]:
-                figures.setdefault(("in the statement" if in_statement else "now", words), []).extend(
-                    write(words) for _ in range(writes))
-                if not in_statement:
-                    started = time.perf_counter()
-                    indexed = search_index.index_pending()
-                    figures.setdefault(("indexer", words), []).append((time.perf_counter() - started) / indexed)
-            if in_statement:
-                set_state(in_statement=False)
+                figures.setdefault((indexed, words), []).extend(write(words) for _ in range(writes))
+            if not indexed:
+                set_index(True)
     return figures
 
 
 def report(figures: Figures, sizes: list[int]) -> str:
-    lines = ["| answer words | turn write, words indexed in the statement (0007), µs | turn write now (0009), µs "
-             "| change | the indexer afterwards, µs per item (2 items a turn) |",
+    lines = ["| answer words | turn write with the index, µs | without it, µs | the index's part, µs | share |",
              "|---:|---:|---:|---:|---:|"]
     for words in sizes:
-        before = statistics.median(figures[("in the statement", words)]) * 1e6
-        now = statistics.median(figures[("now", words)]) * 1e6
-        indexer = statistics.median(figures[("indexer", words)]) * 1e6
-        lines.append(f"| {words} | {before:.0f} | {now:.0f} | {now - before:+.0f} ({(now - before) / before:+.0%}) "
-                     f"| {indexer:.0f} |")
+        with_index = statistics.median(figures[(True, words)]) * 1e6
+        without = statistics.median(figures[(False, words)]) * 1e6
+        part = with_index - without
+        lines.append(f"| {words} | {with_index:.0f} | {without:.0f} | {part:+.0f} | {part / with_index:.0%} |")
     return "\n".join(lines)
 
 

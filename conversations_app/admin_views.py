@@ -17,12 +17,12 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.utils import quote
+from django.contrib.postgres.search import SearchQuery, SearchVectorField
 from django.db import connections
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import F, Func, Q, QuerySet, Sum
 from django.http import HttpRequest
 from django.urls import reverse
 
-from conversations_app import search_index
 from conversations_app.models import Conversation, ConversationItem, Item, StoredResponse, UsageDay
 
 # A conversation page shows at most this many turns (and API conversation entries); past that it
@@ -38,12 +38,23 @@ SURFACE_ID_PREFIXES = ("chatcmpl-", "msg_")
 # --- search ----------------------------------------------------------------------------------
 
 
+class ItemText(Func):
+    """to_tsvector over the item JSON's string values, exactly as the GIN index of migration 0007
+    is built, so that Postgres answers a search from the index."""
+
+    template = "to_tsvector('english'::regconfig, %(expressions)s)"
+    output_field = SearchVectorField()
+
+    def __init__(self) -> None:
+        super().__init__(F("data"))
+
+
 def matching_items(term: str, using: str = "default") -> QuerySet[Item]:
     """Items whose text matches: Postgres full-text search (words, stemmed: "Paris" finds "Paris."),
-    read from the index conversations_app.search_index keeps, or a plain substring match on other
-    databases (SQLite in development)."""
+    or a plain substring match on other databases (SQLite in development)."""
     if connections[using].vendor == "postgresql":
-        return Item.objects.filter(pk__in=search_index.matching_ids(term))
+        query = SearchQuery(term, config="english", search_type="websearch")
+        return Item.objects.alias(text=ItemText()).filter(text=query)
     return Item.objects.filter(data__icontains=term)
 
 

@@ -13,7 +13,6 @@ Only conversations_app.store touches these models.
 
 from __future__ import annotations
 
-from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from django_prometheus.models import ExportModelOperationsMixin
 
@@ -150,37 +149,6 @@ class Item(ExportModelOperationsMixin("item"), models.Model):  # type: ignore[mi
 
     def __str__(self) -> str:
         return self.item_id
-
-
-class ItemSearch(models.Model):
-    """An item's words, for the admin's full-text search: `to_tsvector('english', data)`, computed
-    by conversations_app.search_index after the turn is written, never inside a turn's own
-    statement. Postgres only (on other databases the admin matches substrings and this stays empty).
-
-    The foreign key is Postgres's own, ON DELETE CASCADE (migration 0009): any deletion of an item,
-    through the ORM or not, takes its row with it, and the ORM's delete of an item issues no query
-    for it (hence DO_NOTHING and no constraint of Django's)."""
-
-    item = models.OneToOneField(Item, primary_key=True, on_delete=models.DO_NOTHING, db_constraint=False,
-                                related_name="+")
-    document = SearchVectorField()
-
-    def __str__(self) -> str:
-        return str(self.pk)
-
-
-class SearchPending(models.Model):
-    """An item not yet in ItemSearch. Rows come from a trigger on the item table (every way an item
-    is inserted), and go when conversations_app.search_index indexes them; the admin's search reads
-    the words of these few on the fly, so it finds an item the moment its turn is stored. No
-    foreign key: the trigger's insert stays one index entry, and the indexer drops the rows of items
-    deleted meanwhile."""
-
-    item = models.OneToOneField(Item, primary_key=True, on_delete=models.DO_NOTHING, db_constraint=False,
-                                related_name="+")
-
-    def __str__(self) -> str:
-        return str(self.pk)
 
 
 class ConversationItem(ExportModelOperationsMixin("conversation_item"), models.Model):  # type: ignore[misc]

@@ -12,8 +12,6 @@ Started by gunicorn's `post_worker_init` hook (gateway_project/gunicorn.conf.py)
   is kept here and retried on each heartbeat until the database answers again.
 - **Cancellations.** Every half second, the background turns this worker runs are looked up, so a
   cancel served by any worker or instance stops them (responses_app/background.py).
-- **Search words.** Every half second too, the items stored since are indexed for the admin's
-  full-text search (conversations_app.search_index), which no turn's write waits for.
 - **Shutdown.** When the worker stops accepting (SIGTERM, or `max_requests` recycling), open
   streams run on; only shortly before gunicorn's `graceful_timeout` would kill them mid-write are
   they cancelled (reason `shutdown`), which ends each stream with `response.incomplete` and stores
@@ -21,7 +19,7 @@ Started by gunicorn's `post_worker_init` hook (gateway_project/gunicorn.conf.py)
   that is within its timeouts is ever cut.
 
 Outside gunicorn (tests, `manage.py`) nothing runs by itself: tests call `sweep()` and
-`retry_deferred()` directly, and `manage.py index_search` indexes the search words.
+`retry_deferred()` directly.
 """
 
 from __future__ import annotations
@@ -42,7 +40,6 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError
 from django.utils import timezone
 
-from conversations_app import search_index
 from conversations_app.store import Lease, release_connection, store
 from conversations_app.usage import rollup as usage_rollup
 from gateway_project.observability import metrics, metrics_enabled
@@ -205,7 +202,6 @@ def _maintain(worker: Any) -> None:
         while worker.alive and time.monotonic() < deadline:
             time.sleep(0.5)
             _poll_cancellations()
-            _index_search()
     _shut_down(worker.cfg.graceful_timeout)
 
 
@@ -215,17 +211,6 @@ def _poll_cancellations() -> None:
 
     with contextlib.suppress(DatabaseError):  # the heartbeat reports the database; the next poll retries
         background.poll_cancellations()
-
-
-def _index_search() -> None:
-    """The words of new items, for the admin's search (conversations_app.search_index): out of the
-    turns' writes, so this loop computes them. A backlog goes a few batches per tick."""
-    try:
-        search_index.index_pending(max_batches=search_index.MAX_BATCHES_PER_RUN)
-    except DatabaseError as exc:  # the heartbeat reports the database; a failed batch stays pending
-        logger.debug("worker maintenance: search indexing failed (%s); the next tick retries", exc)
-    finally:
-        release_connection()
 
 
 def _shut_down(graceful_timeout: float) -> None:

@@ -15,11 +15,8 @@ EXPECTED = {
                                        "conversations_app_conversation_updated_at_a53388b3"},
     "conversations_app_storedresponse": {"conversations_app_storedresponse_pkey", "conversatio_convers_317c61_idx",
                                          "response_owner", "response_previous", "response_in_progress"},
-    # The admin's full-text index is no longer on the item table (migration 0009): its words are
-    # computed beside the turn's write, into a table of their own.
-    "conversations_app_item": {"conversations_app_item_pkey", "item_unique_position"},
-    "conversations_app_itemsearch": {"conversations_app_itemsearch_pkey", "conversations_app_itemsearch_document"},
-    "conversations_app_searchpending": {"conversations_app_searchpending_pkey"},
+    "conversations_app_item": {"conversations_app_item_pkey", "item_unique_position",
+                               "conversations_app_item_text_search"},
 }
 
 

@@ -1,6 +1,5 @@
 import time
 
-import psycopg
 import pytest
 import requests
 
@@ -23,30 +22,6 @@ def test_it_serves_the_demo_model_under_gunicorn():
         assert body["status"] == "completed"
         again = requests.get(f"{gw.base_url}/responses/{body['id']}", timeout=10)
         assert again.json()["output"] == body["output"]
-
-
-def test_the_workers_index_stored_items_for_the_admins_search_by_themselves():
-    # A turn's write only notes its items pending (migration 0009); each worker's maintenance loop
-    # computes their words about every half second.
-    with GatewayProcess(DEMO_CONFIG) as gw:
-        for word in ("Lisbon", "Porto", "Faro"):
-            response = requests.post(f"{gw.base_url}/responses", json={"model": "demo", "input": f"About {word}"},
-                                     timeout=10)
-            assert response.status_code == 200, gw.log()
-        with psycopg.connect(gw.database_url, autocommit=True) as db:
-            deadline = time.monotonic() + 10
-            while True:
-                row = db.execute("SELECT (SELECT count(*) FROM conversations_app_searchpending), "
-                                 "(SELECT count(*) FROM conversations_app_itemsearch)").fetchone()
-                assert row is not None
-                pending, indexed = row
-                if (pending, indexed) == (0, 6) or time.monotonic() > deadline:
-                    break
-                time.sleep(0.1)
-            assert (pending, indexed) == (0, 6), gw.log()  # 3 turns, an input and an answer each
-            found = db.execute("SELECT count(*) FROM conversations_app_itemsearch "
-                               "WHERE document @@ websearch_to_tsquery('english', 'porto')").fetchone()
-            assert found == (2,)  # the question, and the demo model's answer, which repeats it
 
 
 def test_ready_is_503_naming_the_database_when_it_is_unreachable():
