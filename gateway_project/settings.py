@@ -178,6 +178,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     options.setdefault("server_side_binding", env.bool("DB_SERVER_SIDE_BINDING", default=True))
     if options["server_side_binding"]:
         options.setdefault("prepare_threshold", 5)
+    # No JIT compiling: the gateway's statements run in well under a millisecond, and Postgres
+    # compiles any whose *estimated* cost passes jit_above_cost. After a burst of long answers,
+    # before autovacuum had analyzed the item table, the chain read was estimated at 500 items a
+    # response and compiled on every run: 21 ms of JIT for 0.3 ms of execution, every chain turn
+    # at 28-45 ms instead of 5 (benchmarks/RESULTS.md, tenth session). DB_JIT=true leaves the
+    # server's setting; a `-c jit=...` in DATABASE_URL's options wins.
+    if not env.bool("DB_JIT", default=False) and "jit=" not in options.get("options", ""):
+        options["options"] = f"{options.get('options', '')} -c jit=off".strip()
     options["pool"] = {
         "min_size": env.int("DB_POOL_MIN_SIZE", default=1),
         "max_size": env.int("DB_POOL_MAX_SIZE", default=8),

@@ -41,3 +41,25 @@ def test_without_server_side_binding_nothing_is_prepared() -> None:
     off = _settings("DATABASES", **env, DB_SERVER_SIDE_BINDING="false")["DATABASES"]["default"]["OPTIONS"]  # type: ignore[index]
     assert (on["server_side_binding"], on["prepare_threshold"]) == (True, 5)
     assert off["server_side_binding"] is False and "prepare_threshold" not in off
+
+
+def test_the_gateways_sessions_never_jit_compile(db: None) -> None:
+    # Postgres compiles a statement whose estimated cost passes jit_above_cost: ~20 ms for a chain
+    # read that runs in 0.3 ms, on every chain turn once a burst had skewed the estimates.
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW jit")
+        assert cursor.fetchone() == ("off",)
+
+
+def test_db_jit_and_a_jit_option_in_the_url_leave_the_servers_setting() -> None:
+    from tests.gateway_project.test_deploy_settings import _settings
+
+    def options(url: str, **env: str) -> dict[str, Any]:
+        settings = _settings("DATABASES", DATABASE_URL=url, SECRET_KEY="k" * 50, **env)
+        return settings["DATABASES"]["default"]["OPTIONS"]  # type: ignore[index]
+
+    plain = "postgres://postgres@127.0.0.1:5432/postgres"
+    assert options(plain)["options"] == "-c jit=off"
+    assert "options" not in options(plain, DB_JIT="true")
+    assert options(plain + "?options=-c%20jit%3Don")["options"] == "-c jit=on"
+    assert options(plain + "?options=-c%20statement_timeout%3D5s")["options"] == "-c statement_timeout=5s -c jit=off"
