@@ -20,10 +20,11 @@ VOCABULARY = [
 ]
 
 
-def words(count: int, *, seed: int = 13) -> list[str]:
-    rng = random.Random(seed)  # noqa: S311 - reproducible text, not a secret
+def words(count: int, *, seed: int = 13, rng: random.Random | None = None) -> list[str]:
+    """`count` words drawn by `rng`, or by a generator of its own seeded with `seed`."""
+    rng = rng or random.Random(seed)  # noqa: S311 - reproducible text, not a secret
     return [rng.choice(VOCABULARY) for _ in range(count)]
 
 
-def text(count: int, *, seed: int = 13) -> str:
-    return " ".join(words(count, seed=seed)) + "."
+def text(count: int, *, seed: int = 13, rng: random.Random | None = None) -> str:
+    return " ".join(words(count, seed=seed, rng=rng)) + "."

@@ -30,21 +30,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import english  # noqa: E402 - importable once the checkout is on sys.path
+from tests.e2e import gunicorn as gunicorn_harness  # noqa: E402
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 INDEX = "conversations_app_item_text_search"
-INDEX_SQL = (f"CREATE INDEX {INDEX} ON conversations_app_item "
-                 "USING gin (to_tsvector('english'::regconfig, data))")
-
-def text(rng: random.Random, words: int) -> str:
-    return " ".join(rng.choice(english.VOCABULARY) for _ in range(words)) + "."
+INDEX_SQL = f"CREATE INDEX {INDEX} ON conversations_app_item USING gin (to_tsvector('english'::regconfig, data))"
 
 
 def message(role: str, kind: str, body: str) -> dict[str, Any]:
@@ -55,15 +49,13 @@ def message(role: str, kind: str, body: str) -> dict[str, Any]:
 @contextmanager
 def scratch_database() -> Iterator[str]:
     name = f"bench_turn_write_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    url = gunicorn_harness.create_database(name)
     try:
-        yield f"postgres://postgres@127.0.0.1:5432/{name}"
+        yield url
     finally:
         from django.db import connections
         connections.close_all()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        gunicorn_harness.drop_database(name)
 
 
 def set_up_django(database_url: str) -> None:
@@ -93,8 +85,8 @@ def turn_writer(rng: random.Random) -> Callable[[int], float]:
         response = {"id": response_id, "conversation_id": conversation_id, "depth": 0, "owner": "bench",
                     "model": "bench-model", "provider": "bench", "status": "completed", "created_at": now,
                     "completed_at": now, "settings": {}, **tokens}
-        inputs = [message("user", "input_text", text(rng, 30))]
-        outputs = [message("assistant", "output_text", text(rng, words))]
+        inputs = [message("user", "input_text", english.text(30, rng=rng))]
+        outputs = [message("assistant", "output_text", english.text(words, rng=rng))]
         started = time.perf_counter()
         turn_statements.write_turn(conversation=conversation, response=response, input_items=inputs,
                                    output_items=outputs)

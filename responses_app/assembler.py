@@ -175,7 +175,10 @@ class OutputAssembler:
         if delta.name and not item["name"]:
             item["name"] = delta.name
         if delta.arguments:
-            self._arguments.setdefault(output_index, _Pieces()).append(delta.arguments)
+            pieces = self._arguments.get(output_index)
+            if pieces is None:  # not a new object per delta, as setdefault's default would be
+                pieces = self._arguments[output_index] = _Pieces()
+            pieces.append(delta.arguments)
             if item["type"] == "function_call":
                 # A custom call's input is the `input` member of these arguments: told whole at the end.
                 events.append({"type": "response.function_call_arguments.delta", "item_id": item["id"],
