@@ -28,7 +28,7 @@ from django.db.models import F, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from conversations_app import db_connection, group_commit, turn_statements
+from conversations_app import chain_memory, db_connection, group_commit, turn_statements
 from conversations_app.instrumented import InstrumentedStore
 from conversations_app.models import Conversation, Item, StoredResponse, WorkerLease
 
@@ -169,6 +169,11 @@ SELECT id FROM chain
 """  # noqa: S608 - the table name is the model's; the id is a query parameter
 
 
+# Whether a response may still be seen by its owner: what a kept chain is checked by (get_chain).
+_VISIBLE_SQL = (f"SELECT 1 FROM {StoredResponse._meta.db_table} "  # noqa: S608 - the table name is the model's
+                "WHERE id = %s AND owner = %s AND deleted_at IS NULL")
+
+
 def new_conversation_id() -> str:
     return "conv_" + secrets.token_hex(24)
 
@@ -201,24 +206,44 @@ class ConversationStore:
         return StoredResponse.objects.filter(owner=owner, deleted_at__isnull=True, pk=response_id)
 
     def get_chain(self, response_id: str, owner: str) -> Chain | None:
+        """The caller's own visible response and everything said up to its end: from this
+        worker's memory when it is kept there (conversations_app.chain_memory), once Postgres has
+        said the response may still be seen, else read whole."""
+        if (kept := chain_memory.memory.recall(response_id, owner)) is not None:
+            with connection.cursor() as cursor:
+                cursor.execute(_VISIBLE_SQL, [response_id, owner])
+                if cursor.fetchone() is not None:
+                    return kept
+            chain_memory.memory.forget(response_id)
+            return None
+        size = None
         if connection.vendor == "postgresql":
             if not can_exist(response_id):
                 return None
             read = turn_statements.read_chain(response_id, owner)
             if read is None:
                 return None
-            conversation_id, depth, status, items = read
-            return Chain(response_id, conversation_id, depth, items, in_progress=status == IN_PROGRESS)
-        anchor = self._visible(owner, response_id).values("conversation_id", "depth", "status").first()
-        if anchor is None:
-            return None
-        rows = (
-            Item.objects.filter(response_id__in=RawSQL(_CHAIN_IDS_SQL, [response_id]))  # noqa: S611 - constant SQL
-            .order_by("response__depth", "kind", "position")
-            .values_list("data", flat=True)
-        )
-        return Chain(response_id, anchor["conversation_id"], anchor["depth"], list(rows),
-                     in_progress=anchor["status"] == IN_PROGRESS)
+            conversation_id, depth, status, items, size = read
+            chain = Chain(response_id, conversation_id, depth, items, in_progress=status == IN_PROGRESS)
+        else:
+            anchor = self._visible(owner, response_id).values("conversation_id", "depth", "status").first()
+            if anchor is None:
+                return None
+            rows = (
+                Item.objects.filter(response_id__in=RawSQL(_CHAIN_IDS_SQL, [response_id]))  # noqa: S611 - constant SQL
+                .order_by("response__depth", "kind", "position")
+                .values_list("data", flat=True)
+            )
+            chain = Chain(response_id, anchor["conversation_id"], anchor["depth"], list(rows),
+                          in_progress=anchor["status"] == IN_PROGRESS)
+        chain_memory.memory.remember_read(chain, owner, size)
+        return chain
+
+    def remember_chain(self, chain: Chain, owner: str, *, parent: Chain | None,
+                       added: list[dict[str, Any]]) -> None:
+        """A settled turn was stored: keep the context after it (`parent`'s items, then `added`,
+        what the turn stored) for the turn that follows it (conversations_app.chain_memory)."""
+        chain_memory.memory.remember_turn(chain, owner, parent=parent, added=added)
 
     def open_turn(self, turn: OpenTurn, parent: Chain | None) -> str:
         """Write a starting turn atomically; it is committed when this returns. Returns its conversation id."""

@@ -204,14 +204,14 @@ FROM {_RESPONSES} anchor WHERE anchor.id = %(id)s AND anchor.owner = %(owner)s A
 """  # noqa: S608 - the table names are the models'; the values are parameters
 
 
-def read_chain(response_id: str, owner: str) -> tuple[str, int, str, list[dict[str, Any]]] | None:
+def read_chain(response_id: str, owner: str) -> tuple[str, int, str, list[dict[str, Any]], int] | None:
     """One statement: the caller's own visible response `response_id` (its conversation id, depth
-    and status) and the input and output items of every response in its chain, oldest first; None
-    when there is no such response."""
+    and status) and the input and output items of every response in its chain, oldest first, with
+    their JSON size; None when there is no such response."""
     with connection.cursor() as cursor:
         cursor.execute(_READ_CHAIN_SQL, {"id": response_id, "owner": owner})
         row = cursor.fetchone()
     if row is None:
         return None
     conversation_id, depth, status, items = row
-    return conversation_id, depth, status, fast_json.loads(items)
+    return conversation_id, depth, status, fast_json.loads(items), len(items)

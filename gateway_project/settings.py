@@ -203,6 +203,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # for over an hour (7 to give back per worker); a pool still in use keeps what it uses.
         "max_idle": env.float("DB_POOL_MAX_IDLE", default=60.0),
     }
+# The chains each worker stored last, kept so the turn that follows one is not read back from
+# Postgres (conversations_app.chain_memory): a budget per worker, in MB of the items' JSON; 0: off.
+CHAIN_MEMORY_MB = env.float("CHAIN_MEMORY_MB", default=8.0)
 # How long a request may wait for a pooled connection while Postgres is up but every connection
 # is busy (a burst): each single wait is DB_POOL_TIMEOUT, renewed while the pool makes no failed
 # connection attempt (gateway_project/db_backends/postgresql). A down database still fails fast.

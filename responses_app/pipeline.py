@@ -258,8 +258,7 @@ class Turn:
         write = (partial(store.finish_turn, settlement) if self.announced
                  else partial(store.save_turn, self._opening, settlement, parent=self._stored_parent))
         try:
-            write()
-            return True
+            written = write()
         except DatabaseError:
             logger.warning("could not store the end of response %s; it will be stored when the database "
                            "answers again", self.response_id, exc_info=True)
@@ -269,6 +268,21 @@ class Turn:
             return False
         finally:
             release_connection()
+        if not self.api_conversation:
+            self._remember(settlement, conversation_id=written or self.conversation_id)
+        return True
+
+    def _remember(self, settlement: Settlement, *, conversation_id: str) -> None:
+        """What this turn stored, after its chain's: the context the turn after it starts from
+        (conversations_app.chain_memory)."""
+        if self._opening is None:
+            return
+        parent = self._stored_parent
+        added = self._opening.input_items + settlement.output_items
+        store.remember_chain(
+            Chain(self.response_id, conversation_id, parent.depth + 1 if parent is not None else 0,
+                  (parent.items if parent is not None else []) + added),
+            self.ctx.owner, parent=parent, added=added)
 
     def _count(self, *, failed: bool, usage: dict[str, int] | None) -> None:
         """The turn in the usage rollup (conversations_app.usage), stored or not."""

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import redis
 import requests
-from openai import OpenAI
+from openai import BadRequestError, OpenAI
 
 from tests.contract import validate
 from tests.e2e.gunicorn import GatewayProcess
@@ -179,6 +179,35 @@ def test_a_chain_started_on_one_instance_continues_on_the_other(shared: Deployme
     assert _transcript(fast.requests[-1].json)[-3:] == [
         ("user", "And once more."), ("assistant", "Still Ada."), ("user", "Over a socket.")]
     assert on_b.responses.retrieve(over_socket[-1].response.id).output_text == "Ada, over a socket."
+
+
+def test_a_chain_kept_in_one_instance_obeys_what_the_other_did(shared: Deployment, fast: FakeOpenAI):
+    """Each worker keeps the chains it stored in memory (conversations_app.chain_memory), but
+    whether one may still be continued is asked of Postgres every time: a response deleted through
+    the other instance, or asked for by another owner, is refused where it is kept."""
+    fast.reset()
+    fast.default_step = Reply(text="Noted.")
+    on_a, on_b = shared.sdk(shared.a.base_url), shared.sdk(shared.b.base_url)
+    other_owner = OpenAI(base_url=shared.a.base_url, api_key=create_key(shared.a, "--owner", "other-team"),
+                         max_retries=0, _strict_response_validation=True)
+    first = on_a.responses.create(model="m", input="one")
+    second = on_a.responses.create(model="m", input="two", previous_response_id=first.id)
+    third = on_a.responses.create(model="m", input="three", previous_response_id=second.id)
+    assert _transcript(fast.requests[-1].json) == [("user", "one"), ("assistant", "Noted."), ("user", "two"),
+                                                  ("assistant", "Noted."), ("user", "three")]
+    with pytest.raises(BadRequestError) as refused:
+        other_owner.responses.create(model="m", input="mine now", previous_response_id=third.id)
+    assert refused.value.code == "previous_response_not_found"
+
+    on_b.responses.delete(third.id)
+    for _ in range(4):  # whichever of A's workers keeps it
+        with pytest.raises(BadRequestError) as refused:
+            on_a.responses.create(model="m", input="four", previous_response_id=third.id)
+        assert refused.value.code == "previous_response_not_found"
+    # Its predecessor can still be continued: a branch, whose context does not hold the deleted turn.
+    on_a.responses.create(model="m", input="two again", previous_response_id=second.id)
+    assert _transcript(fast.requests[-1].json)[-1] == ("user", "two again")
+    assert len(_transcript(fast.requests[-1].json)) == 5
 
 
 def test_rate_limits_stay_exact_across_both_instances(shared: Deployment, fast: FakeOpenAI):

@@ -7,11 +7,20 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from conversations_app import turn_statements
+from conversations_app import chain_memory, turn_statements
 from conversations_app.models import Conversation, Item, StoredResponse
 from conversations_app.store import store
 from tests.contract import validate
 from tests.fakes.openai_upstream import Reply
+
+
+@pytest.fixture(autouse=True, params=["kept", "read"])
+def chain_source(request, monkeypatch):
+    """Every test here twice: with the worker's memory of the chains it stored (the default,
+    conversations_app.chain_memory), and with every chain read back from the database."""
+    budget = chain_memory.memory.budget if request.param == "kept" else 0
+    monkeypatch.setattr(chain_memory, "memory", chain_memory.ChainMemory(budget))
+    return request.param
 
 
 def _text(body):
@@ -125,13 +134,17 @@ def _build_chain(api, depth):
 
 
 @pytest.mark.parametrize("depth", [1, 50])
-def test_loading_a_chain_is_one_statement_at_any_depth(api, django_assert_num_queries, depth):
+def test_loading_a_chain_is_one_statement_at_any_depth(api, django_assert_num_queries, depth, chain_source):
     """Pinned (conversations_app.turn_statements.read_chain): the anchor and the whole chain's items,
-    walked inside Postgres, in one round trip, in order."""
+    walked inside Postgres, in one round trip, in order; or, kept by the worker that stored it,
+    only whether the anchor may still be seen."""
     last = _build_chain(api, depth)
     with django_assert_num_queries(1) as queries:
         chain = store.get_chain(last, owner="")
-    assert "WITH RECURSIVE" in queries.captured_queries[0]["sql"]
+    if chain_source == "read":
+        assert "WITH RECURSIVE" in queries.captured_queries[0]["sql"]
+    else:
+        assert queries.captured_queries[0]["sql"].startswith("SELECT 1 FROM conversations_app_storedresponse WHERE")
     assert len(chain.items) == depth * 2
     assert [item["content"][0]["text"] for item in chain.items[::2]] == [f"turn {n}" for n in range(depth)]
     assert [item["role"] for item in chain.items[:2]] == ["user", "assistant"]
