@@ -31,10 +31,16 @@ _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_ca
                                     "function_call": "tool_calls", "content_filter": "content_filter"}
 
 
+_TEXT_PARTS = frozenset(("input_text", "output_text"))
+
+
 def _text_of(parts: Any) -> str:
     if isinstance(parts, str):
         return parts
-    return "".join(p.get("text", "") for p in parts if p.get("type") in ("input_text", "output_text"))
+    if len(parts) == 1:  # most messages: one part, and no join (every turn converts its whole chain)
+        part = parts[0]
+        return part.get("text", "") if part.get("type") in _TEXT_PARTS else ""
+    return "".join(p.get("text", "") for p in parts if p.get("type") in _TEXT_PARTS)
 
 
 def _user_part(part: dict[str, Any]) -> dict[str, Any] | None:
@@ -69,6 +75,8 @@ def to_messages(instructions: str | None, items: list[dict[str, Any]]) -> list[d
                 messages.append(message)
             elif role in ("system", "developer"):
                 messages.append({"role": role, "content": _text_of(content)})
+            elif len(content) == 1 and content[0].get("type") == "input_text":  # most user messages
+                messages.append({"role": "user", "content": content[0]["text"]})
             else:
                 parts = [p for p in (_user_part(part) for part in content) if p is not None]
                 simple = len(parts) == 1 and parts[0]["type"] == "text"
