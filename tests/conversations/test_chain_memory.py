@@ -8,7 +8,7 @@ from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 
 from conversations_app import chain_memory, turn_statements
-from conversations_app.chain_memory import ENTRY_OVERHEAD, ChainMemory, json_size
+from conversations_app.chain_memory import ENTRY_OVERHEAD, ITEM_OVERHEAD, ChainMemory, json_size
 from conversations_app.models import Conversation, Item, StoredResponse
 from conversations_app.store import Chain, store
 from tests.conftest import sse_events
@@ -43,7 +43,8 @@ def test_a_turn_replaces_its_parent_and_counts_only_what_it_added():
     assert memory.recall("resp_1", "acme") is None  # the latest of a chain is what is kept
     assert memory.recall("resp_2", "acme") is second
     assert len(memory) == 1
-    assert memory.used_bytes == json_size(first.items) + json_size(second.items[1:]) + ENTRY_OVERHEAD
+    assert memory.used_bytes == (json_size(first.items) + json_size(second.items[1:]) + 2 * ITEM_OVERHEAD
+                                 + ENTRY_OVERHEAD)
 
 
 def test_a_turn_after_a_parent_not_kept_here_counts_the_whole_chain():
@@ -51,11 +52,12 @@ def test_a_turn_after_a_parent_not_kept_here_counts_the_whole_chain():
     parent = _chain("resp_1", _items("one") * 3)
     chain = _chain("resp_2", parent.items + _items("two"), depth=1)
     memory.remember_turn(chain, "acme", parent=parent, added=_items("two"))
-    assert memory.used_bytes == json_size(parent.items) + json_size(_items("two")) + ENTRY_OVERHEAD
+    assert memory.used_bytes == (json_size(parent.items) + json_size(_items("two")) + 4 * ITEM_OVERHEAD
+                                 + ENTRY_OVERHEAD)
 
 
 def test_the_least_recently_used_go_beyond_the_budget():
-    one_entry = json_size(_items("x" * 100)) + ENTRY_OVERHEAD
+    one_entry = json_size(_items("x" * 100)) + ITEM_OVERHEAD + ENTRY_OVERHEAD
     memory = ChainMemory(2 * one_entry)
     chains = [_chain(f"resp_{n}", _items(str(n) * 100)) for n in range(3)]
     memory.remember_read(chains[0], "acme")
@@ -67,7 +69,7 @@ def test_the_least_recently_used_go_beyond_the_budget():
 
 
 def test_what_cannot_be_kept_is_not():
-    small = ChainMemory(ENTRY_OVERHEAD + 10)
+    small = ChainMemory(ITEM_OVERHEAD + ENTRY_OVERHEAD + 10)
     small.remember_read(_chain("resp_big", _items("x" * 100)), "acme")
     assert len(small) == 0 and small.used_bytes == 0
     off = ChainMemory(0)
@@ -77,6 +79,36 @@ def test_what_cannot_be_kept_is_not():
     running = ChainMemory(1 << 20)
     running.remember_read(_chain("resp_running", _items("a"), in_progress=True), "acme")
     assert len(running) == 0
+
+
+def _answer(n: int, words: int) -> dict:
+    from benchmarks import english
+
+    return {"id": f"msg_{n:048x}", "type": "message", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "annotations": [], "text": english.text(words, seed=n)}]}
+
+
+def test_the_budget_counts_what_the_kept_items_hold_in_memory():
+    """The estimate (ITEM_OVERHEAD, ENTRY_OVERHEAD) against what tracemalloc sees, for short and
+    long messages: the budget is the worker memory the entries hold, not their JSON."""
+    import tracemalloc
+
+    from benchmarks import english
+    from gateway_project import fast_json
+
+    for words in (10, 300):
+        turns = [fast_json.loads(fast_json.dumps([*_items(english.text(words, seed=n)), _answer(n + 1, words)]))
+                 for n in range(500)]
+        tracemalloc.start()
+        memory = ChainMemory(1 << 30)
+        for n, items in enumerate(turns):
+            memory.remember_turn(_chain(f"resp_{n}", items), "acme", parent=None, added=items)
+        structures = tracemalloc.get_traced_memory()[0]
+        held = fast_json.loads(fast_json.dumps(turns))  # the items themselves, as decoded
+        total = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        assert held
+        assert 0.85 < memory.used_bytes / total < 1.15, (words, memory.used_bytes, structures, total)
 
 
 # --- through the API, on Postgres -------------------------------------------------------------------
