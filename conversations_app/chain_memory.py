@@ -16,11 +16,14 @@ stay in the chains that follow it), and a turn is only kept once settled, so nev
 a delete, a purge or another owner is answered as without this memory. The other worker, or a
 restarted one, reads the chain from Postgres as before.
 
-Only the latest response of a chain is kept (its entry replaces its parent's, which holds the
-same items but the last turn's), and entries are evicted least recently used beyond a budget per
-worker (`CHAIN_MEMORY_MB`, counted as what the entries hold in memory, see ITEM_OVERHEAD; 0 turns
-this off). Items are shared, not copied, with the turns that use them: nothing downstream changes
-an item in place.
+A chain's first turn is not kept: most requests are never continued (they would fill the memory
+with what no turn asks for, 8 MB a worker in the benchmark suite's load), and reading a chain of
+one turn back costs Postgres no more than the check. So a chain is kept from its second turn on,
+or once a turn has read it. Only the latest response of a chain is kept (its entry replaces its
+parent's, which holds the same items but the last turn's), and entries are evicted least recently
+used beyond a budget per worker (`CHAIN_MEMORY_MB`, counted as what the entries hold in memory,
+see ITEM_OVERHEAD; 0 turns this off). Items are shared, not copied, with the turns that use them:
+nothing downstream changes an item in place.
 """
 
 from __future__ import annotations
@@ -85,14 +88,14 @@ class ChainMemory:
             self._keep(chain, owner, json_size(chain.items) if size is None else size, replaces=None)
 
     def remember_turn(self, chain: Chain, owner: str, *, parent: Chain | None, added: Sequence[dict[str, Any]]) -> None:
-        """The context after a turn just stored: `parent`'s (the stored response it followed, or
-        None) with `added`, what the turn stored."""
-        if self.budget <= 0:
-            return
+        """The context after a turn just stored: `parent`'s (the stored response it followed; None
+        for a chain's first turn, which is not kept) with `added`, what the turn stored."""
+        if self.budget <= 0 or parent is None:
+            return  # a chain's first turn: see the module doc
         with self._lock:
-            kept = self._entries.get(parent.response_id) if parent is not None else None
-        base = kept.size if kept is not None else json_size(parent.items) if parent is not None else 0
-        self._keep(chain, owner, base + json_size(added), replaces=parent.response_id if parent is not None else None)
+            kept = self._entries.get(parent.response_id)
+        base = kept.size if kept is not None else json_size(parent.items)
+        self._keep(chain, owner, base + json_size(added), replaces=parent.response_id)
 
     def forget(self, response_id: str) -> None:
         with self._lock:

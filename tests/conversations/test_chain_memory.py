@@ -28,7 +28,7 @@ def _chain(response_id: str, items: list[dict], *, depth: int = 0, in_progress: 
 def test_a_kept_chain_is_recalled_only_for_its_owner():
     memory = ChainMemory(1 << 20)
     chain = _chain("resp_a", _items("hello"))
-    memory.remember_turn(chain, "acme", parent=None, added=chain.items)
+    memory.remember_read(chain, "acme")
     assert memory.recall("resp_a", "acme") is chain
     assert memory.recall("resp_a", "other") is None
     assert memory.recall("resp_b", "acme") is None
@@ -37,7 +37,7 @@ def test_a_kept_chain_is_recalled_only_for_its_owner():
 def test_a_turn_replaces_its_parent_and_counts_only_what_it_added():
     memory = ChainMemory(1 << 20)
     first = _chain("resp_1", _items("one"))
-    memory.remember_turn(first, "acme", parent=None, added=first.items)
+    memory.remember_read(first, "acme")
     second = _chain("resp_2", first.items + _items("two"), depth=1)
     memory.remember_turn(second, "acme", parent=first, added=second.items[1:])
     assert memory.recall("resp_1", "acme") is None  # the latest of a chain is what is kept
@@ -45,6 +45,13 @@ def test_a_turn_replaces_its_parent_and_counts_only_what_it_added():
     assert len(memory) == 1
     assert memory.used_bytes == (json_size(first.items) + json_size(second.items[1:]) + 2 * ITEM_OVERHEAD
                                  + ENTRY_OVERHEAD)
+
+
+def test_a_chains_first_turn_is_not_kept():
+    memory = ChainMemory(1 << 20)
+    first = _chain("resp_1", _items("one"))
+    memory.remember_turn(first, "acme", parent=None, added=first.items)
+    assert len(memory) == 0 and memory.used_bytes == 0
 
 
 def test_a_turn_after_a_parent_not_kept_here_counts_the_whole_chain():
@@ -74,7 +81,8 @@ def test_what_cannot_be_kept_is_not():
     assert len(small) == 0 and small.used_bytes == 0
     off = ChainMemory(0)
     off.remember_read(_chain("resp_a", _items("a")), "acme")
-    off.remember_turn(_chain("resp_b", _items("b")), "acme", parent=None, added=_items("b"))
+    off.remember_turn(_chain("resp_b", _items("a") + _items("b")), "acme", parent=_chain("resp_a", _items("a")),
+                      added=_items("b"))
     assert len(off) == 0
     running = ChainMemory(1 << 20)
     running.remember_read(_chain("resp_running", _items("a"), in_progress=True), "acme")
@@ -102,7 +110,7 @@ def test_the_budget_counts_what_the_kept_items_hold_in_memory():
         tracemalloc.start()
         memory = ChainMemory(1 << 30)
         for n, items in enumerate(turns):
-            memory.remember_turn(_chain(f"resp_{n}", items), "acme", parent=None, added=items)
+            memory.remember_read(_chain(f"resp_{n}", items), "acme")
         structures = tracemalloc.get_traced_memory()[0]
         held = fast_json.loads(fast_json.dumps(turns))  # the items themselves, as decoded
         total = tracemalloc.get_traced_memory()[0]
@@ -179,42 +187,54 @@ def test_the_upstream_is_given_the_same_context_kept_or_read(api, fake_openai, m
     assert fake_openai.last.json == from_memory
 
 
-def test_a_kept_response_deleted_since_cannot_be_continued(api, fake_openai, memory):
+def _kept_chain(api, memory) -> str:
+    """A chain of two turns, the second kept (a chain's first turn is not): the second's id."""
     first = api.create(model="gpt-test", input="one").json()
-    assert memory.recall(first["id"], "") is not None
+    assert memory.recall(first["id"], "") is None
+    second = api.create(model="gpt-test", input="two", previous_response_id=first["id"]).json()
+    assert memory.recall(second["id"], "") is not None
+    return second["id"]
+
+
+def test_a_kept_response_deleted_since_cannot_be_continued(api, fake_openai, memory):
+    kept = _kept_chain(api, memory)
     # As another worker (or instance) would: straight in the database.
-    StoredResponse.objects.filter(pk=first["id"]).update(deleted_at="2026-01-01T00:00:00Z")
-    follow = api.create(model="gpt-test", input="two", previous_response_id=first["id"])
+    StoredResponse.objects.filter(pk=kept).update(deleted_at="2026-01-01T00:00:00Z")
+    follow = api.create(model="gpt-test", input="three", previous_response_id=kept)
     assert follow.status_code == 400
     assert follow.json()["error"]["code"] == "previous_response_not_found"
-    assert memory.recall(first["id"], "") is None  # and no longer kept
+    assert memory.recall(kept, "") is None  # and no longer kept
 
 
 def test_a_kept_response_whose_conversation_was_purged_cannot_be_continued(api, fake_openai, memory):
-    first = api.create(model="gpt-test", input="one").json()
+    kept = _kept_chain(api, memory)
     Conversation.objects.all().delete()
-    follow = api.create(model="gpt-test", input="two", previous_response_id=first["id"])
+    follow = api.create(model="gpt-test", input="three", previous_response_id=kept)
     assert follow.json()["error"]["code"] == "previous_response_not_found"
     assert StoredResponse.objects.count() == 0 and Item.objects.count() == 0
 
 
 def test_another_owner_is_not_served_a_kept_chain(api, memory):
-    first = api.create(model="gpt-test", input="one").json()
-    assert store.get_chain(first["id"], owner="someone-else") is None
-    assert store.get_chain(first["id"], owner="") == memory.recall(first["id"], "")
+    kept = _kept_chain(api, memory)
+    assert store.get_chain(kept, owner="someone-else") is None
+    assert store.get_chain(kept, owner="") == memory.recall(kept, "")
 
 
 def test_unstored_and_unwritten_turns_are_not_kept(api, fake_openai, memory, monkeypatch):
-    api.create(model="gpt-test", input="not stored", store=False)
-    assert len(memory) == 0
+    first = api.create(model="gpt-test", input="stored").json()["id"]
+    api.create(model="gpt-test", input="not stored", store=False, previous_response_id=first)
+    assert memory.recall(first, "") is not None  # read by the turn above, and that turn not kept
+    assert len(memory) == 1
 
     def refuse(*args, **kwargs):
         raise DatabaseError("the database is down")
 
     monkeypatch.setattr(turn_statements, "write_turn", refuse)
     monkeypatch.setattr(type(store.inner), "save_turn", refuse)
-    api.create(model="gpt-test", input="not written")
-    assert len(memory) == 0
+    api.create(model="gpt-test", input="not written", previous_response_id=first)
+    # A turn stored would have replaced its parent's entry.
+    assert memory.recall(first, "") is not None
+    assert len(memory) == 1
 
 
 def test_a_turn_of_an_api_conversation_is_not_kept(api, fake_openai, memory):
