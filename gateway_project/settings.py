@@ -204,7 +204,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "max_idle": env.float("DB_POOL_MAX_IDLE", default=60.0),
     }
 # The chains each worker stored last, kept so the turn that follows one is not read back from
-# Postgres (conversations_app.chain_memory): a budget per worker, in MB of the items' JSON; 0: off.
+# Postgres (conversations_app.chain_memory): a budget per worker, in MB of what the kept items hold
+# in memory (their JSON and about 700 bytes an item); 0: off.
 CHAIN_MEMORY_MB = env.float("CHAIN_MEMORY_MB", default=8.0)
 # How long a request may wait for a pooled connection while Postgres is up but every connection
 # is busy (a burst): each single wait is DB_POOL_TIMEOUT, renewed while the pool makes no failed
