@@ -11,6 +11,7 @@ from conversations_app import chain_memory, turn_statements
 from conversations_app.chain_memory import ENTRY_OVERHEAD, ITEM_OVERHEAD, ChainMemory, json_size
 from conversations_app.models import Conversation, Item, StoredResponse
 from conversations_app.store import Chain, store
+from responses_app import worker_lifecycle
 from tests.conftest import sse_events
 from tests.fakes.openai_upstream import Reply
 
@@ -229,12 +230,21 @@ def test_unstored_and_unwritten_turns_are_not_kept(api, fake_openai, memory, mon
     def refuse(*args, **kwargs):
         raise DatabaseError("the database is down")
 
+    original_write, original_save = turn_statements.write_turn, type(store.inner).save_turn
+
     monkeypatch.setattr(turn_statements, "write_turn", refuse)
     monkeypatch.setattr(type(store.inner), "save_turn", refuse)
     api.create(model="gpt-test", input="not written", previous_response_id=first)
     # A turn stored would have replaced its parent's entry.
     assert memory.recall(first, "") is not None
     assert len(memory) == 1
+    # The database answers again: the deferred write lands (here, not in a later test), and is not
+    # kept either: only a turn settled with its write is.
+    monkeypatch.setattr(turn_statements, "write_turn", original_write)
+    monkeypatch.setattr(type(store.inner), "save_turn", original_save)
+    assert worker_lifecycle.retry_deferred() == 0
+    assert StoredResponse.objects.filter(previous_response_id=first).count() == 1
+    assert memory.recall(first, "") is not None and len(memory) == 1
 
 
 def test_a_turn_of_an_api_conversation_is_not_kept(api, fake_openai, memory):
